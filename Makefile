@@ -1,0 +1,19 @@
+# The two commands of the README. Each one does all set-up itself (scripts/setup.sh), idempotently.
+.PHONY: demo test setup lint bench
+
+demo:
+	@scripts/setup.sh
+	@.venv/bin/python scripts/run_quickstart.py
+
+test:
+	@scripts/setup.sh --test
+	@.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+setup:
+	@scripts/setup.sh --test
+
+lint:
+	@.venv/bin/ruff check .
+
+bench:
+	@.venv/bin/python bench/meta_bench.py

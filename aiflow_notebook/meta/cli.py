@@ -1,0 +1,94 @@
+"""``aiflow db ...`` and ``aiflow models ...``."""
+
+from __future__ import annotations
+
+import argparse
+
+from aiflow_notebook.config import default_meta_url
+from aiflow_notebook.console import print_json, print_table
+from aiflow_notebook.meta.db import Database, head_revision, safe_url
+from aiflow_notebook.meta.store import MetadataStore
+
+VERSION_COLUMNS = ["version", "stage", "uri", "metrics", "job_run_id", "created_at"]
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    db_url = argparse.ArgumentParser(add_help=False)
+    db_url.add_argument("--db", metavar="URL", default=None,
+                        help="metadata database URL (default: $AIFLOW_META_URL, else $AIFLOW_HOME/meta.db)")
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    db = commands.add_parser("db", help="create or upgrade the metadata database")
+    db_commands = db.add_subparsers(title="db commands", metavar="ACTION", required=True)
+    upgrade = db_commands.add_parser("upgrade", parents=[db_url], help="apply migrations (default: to the newest)")
+    upgrade.add_argument("revision", nargs="?", default="head")
+    upgrade.set_defaults(func=_db_upgrade)
+    current = db_commands.add_parser("current", parents=[db_url], help="show the schema revision")
+    current.set_defaults(func=_db_current)
+
+    models = commands.add_parser("models", help="list models and versions, change a version's stage")
+    model_commands = models.add_subparsers(title="models commands", metavar="ACTION", required=True)
+    listing = model_commands.add_parser("list", parents=[db_url, as_json], help="list registered models")
+    listing.set_defaults(func=_models_list)
+    versions = model_commands.add_parser("versions", parents=[db_url, as_json], help="list a model's versions")
+    versions.add_argument("model")
+    versions.add_argument("--stage", default=None, help="only versions in this stage")
+    versions.set_defaults(func=_models_versions)
+    stage = model_commands.add_parser("stage", parents=[db_url, as_json], help="move a version to a stage")
+    stage.add_argument("model")
+    stage.add_argument("version", type=int)
+    stage.add_argument("stage", help="GENERATED, VALIDATED, DEPLOYED, DEPRECATED or DELETED")
+    stage.set_defaults(func=_models_stage)
+
+
+def _db_upgrade(args) -> None:
+    db = Database(args.db or default_meta_url())
+    try:
+        before = db.current_revision()
+        db.upgrade(args.revision)
+        after = db.current_revision()
+    finally:
+        db.dispose()
+    state = "already at" if before == after else f"upgraded {before or 'empty'} ->"
+    print(f"{safe_url(db.url)}: {state} revision {after} (newest: {head_revision()})")
+
+
+def _db_current(args) -> None:
+    db = Database(args.db or default_meta_url())
+    try:
+        print(f"{safe_url(db.url)}: revision {db.current_revision() or 'none (empty database)'} "
+              f"(newest: {head_revision()})")
+    finally:
+        db.dispose()
+
+
+def _models_list(args) -> None:
+    with MetadataStore(args.db) as store:
+        rows = []
+        for model in store.list_models():
+            latest = store.get_latest_model_version(model.name)
+            rows.append({"name": model.name, "latest_version": latest and latest.version,
+                         "latest_stage": latest and latest.stage.value, "created_at": model.created_at})
+    if args.json:
+        print_json(rows)
+    else:
+        print_table(rows, ["name", "latest_version", "latest_stage", "created_at"], empty="no models registered")
+
+
+def _models_versions(args) -> None:
+    with MetadataStore(args.db) as store:
+        versions = [v.to_dict() for v in store.list_model_versions(args.model, args.stage)]
+    if args.json:
+        print_json(versions)
+    else:
+        print_table(versions, VERSION_COLUMNS, empty=f"model {args.model!r} has no versions")
+
+
+def _models_stage(args) -> None:
+    with MetadataStore(args.db) as store:
+        version = store.update_model_version(args.model, args.version, args.stage)
+    if args.json:
+        print_json(version.to_dict())
+    else:
+        print(f"{version.model} version {version.version} is now {version.stage.value}")

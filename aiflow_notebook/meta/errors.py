@@ -1,0 +1,37 @@
+"""Errors of the metadata store and model center (all ``AIFlowError``)."""
+
+from __future__ import annotations
+
+from aiflow_notebook.errors import AIFlowError
+
+
+class MetadataError(AIFlowError):
+    """Something about the metadata store or the model center went wrong."""
+
+
+class DatabaseURLError(MetadataError, ValueError):
+    """The database URL is malformed, names an unknown database kind, or its driver is missing."""
+
+
+class DatabaseUnavailableError(MetadataError):
+    """The database could not be reached or opened."""
+
+
+class NotFoundError(MetadataError, LookupError):
+    """A named thing (model, version, dataset, job run) does not exist."""
+
+
+class UnknownModelError(NotFoundError):
+    pass
+
+
+class UnknownModelVersionError(NotFoundError):
+    pass
+
+
+class InvalidStageError(MetadataError, ValueError):
+    """A stage name that is not one of GENERATED, VALIDATED, DEPLOYED, DEPRECATED, DELETED."""
+
+
+class StageTransitionError(MetadataError):
+    """A stage change the lifecycle forbids (for example anything out of DELETED)."""

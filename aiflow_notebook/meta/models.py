@@ -1,0 +1,89 @@
+"""What the metadata store returns: plain frozen records, safe to keep after the session closes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Stage(StrEnum):
+    """Lifecycle stages of a model version."""
+
+    GENERATED = "GENERATED"
+    VALIDATED = "VALIDATED"
+    DEPLOYED = "DEPLOYED"
+    DEPRECATED = "DEPRECATED"
+    DELETED = "DELETED"
+
+
+# Which stage may follow which. Anything not listed is refused with StageTransitionError;
+# nothing leaves DELETED. DEPRECATED -> DEPLOYED is a rollback.
+ALLOWED_TRANSITIONS: dict[Stage, frozenset[Stage]] = {
+    Stage.GENERATED: frozenset({Stage.VALIDATED, Stage.DEPLOYED, Stage.DEPRECATED, Stage.DELETED}),
+    Stage.VALIDATED: frozenset({Stage.DEPLOYED, Stage.DEPRECATED, Stage.DELETED}),
+    Stage.DEPLOYED: frozenset({Stage.DEPRECATED, Stage.DELETED}),
+    Stage.DEPRECATED: frozenset({Stage.DEPLOYED, Stage.DELETED}),
+    Stage.DELETED: frozenset(),
+}
+
+
+def model_event_type(stage: Stage | str) -> str:
+    """The event type published when a version enters ``stage``: ``MODEL_<STAGE>``."""
+    return f"MODEL_{Stage(stage).value}"
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    description: str | None
+    created_at: datetime
+    id: int = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    model: str
+    version: int
+    uri: str
+    stage: Stage
+    metrics: dict[str, Any] | None
+    job_run_id: int | None
+    created_at: datetime
+    updated_at: datetime
+    id: int = field(repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["stage"] = self.stage.value
+        data["created_at"] = self.created_at.isoformat()
+        data["updated_at"] = self.updated_at.isoformat()
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    uri: str | None
+    schema: Any
+    properties: dict[str, Any] | None
+    id: int = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class JobRun:
+    id: int
+    workflow: str
+    job: str
+    state: str
+    attempt: int
+    started_at: datetime | None
+    ended_at: datetime | None
+    log_uri: str | None
+    error: str | None
+    workflow_run_id: int | None

@@ -1,0 +1,199 @@
+"""SQLAlchemy tables of the metadata store: the whole schema in one file.
+
+The schema is created and upgraded by the Alembic migrations in ``migrations/versions``; a test checks
+that these classes and the migrations' head agree, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """A timestamp that is always timezone-aware UTC in Python (SQLite forgets the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Project(Base):
+    __tablename__ = "project"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Workflow(Base):
+    __tablename__ = "workflow"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id"))
+    name: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WorkflowSnapshot(Base):
+    """A compiled workflow as it was submitted; identical content is stored once (by hash)."""
+
+    __tablename__ = "workflow_snapshot"
+    __table_args__ = (UniqueConstraint("workflow_id", "content_hash"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workflow_id: Mapped[int] = mapped_column(ForeignKey("workflow.id"))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WorkflowRun(Base):
+    __tablename__ = "workflow_run"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workflow_id: Mapped[int] = mapped_column(ForeignKey("workflow.id"), index=True)
+    snapshot_id: Mapped[int | None] = mapped_column(ForeignKey("workflow_snapshot.id"), nullable=True)
+    state: Mapped[str] = mapped_column(String(32))
+    properties: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Job(Base):
+    __tablename__ = "job"
+    __table_args__ = (UniqueConstraint("workflow_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workflow_id: Mapped[int] = mapped_column(ForeignKey("workflow.id"))
+    name: Mapped[str] = mapped_column(String(255))
+    engine: Mapped[str] = mapped_column(String(64))
+    config: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
+
+class JobRun(Base):
+    __tablename__ = "job_run"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("job.id"), index=True)
+    workflow_run_id: Mapped[int | None] = mapped_column(ForeignKey("workflow_run.id"), nullable=True, index=True)
+    state: Mapped[str] = mapped_column(String(32))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    log_uri: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Dataset(Base):
+    __tablename__ = "dataset"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    uri: Mapped[str | None] = mapped_column(Text, nullable=True)
+    schema: Mapped[dict | list | None] = mapped_column(JSON, nullable=True)
+    properties: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Model(Base):
+    __tablename__ = "model"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_version"
+    __table_args__ = (
+        UniqueConstraint("model_id", "version"),
+        Index("ix_model_version_model_id_stage_version", "model_id", "stage", "version"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("model.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    uri: Mapped[str] = mapped_column(Text)
+    metrics: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    stage: Mapped[str] = mapped_column(String(32))
+    job_run_id: Mapped[int | None] = mapped_column(ForeignKey("job_run.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+# --- added by migration 0002 ---------------------------------------------------------------------
+
+
+class Artifact(Base):
+    __tablename__ = "artifact"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    uri: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    properties: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    job_run_id: Mapped[int | None] = mapped_column(ForeignKey("job_run.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Metric(Base):
+    __tablename__ = "metric"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    value: Mapped[float] = mapped_column(Float)
+    step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    job_run_id: Mapped[int | None] = mapped_column(ForeignKey("job_run.id"), nullable=True, index=True)
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_version.id"), nullable=True, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LineageEdge(Base):
+    """One provenance fact: ``src`` --relation--> ``dst``; kinds: dataset, job_run, model_version, job."""
+
+    __tablename__ = "lineage_edge"
+    __table_args__ = (
+        UniqueConstraint("src_kind", "src_id", "dst_kind", "dst_id", "relation"),
+        Index("ix_lineage_edge_dst_kind_dst_id", "dst_kind", "dst_id"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    src_kind: Mapped[str] = mapped_column(String(32))
+    src_id: Mapped[int] = mapped_column(Integer)
+    dst_kind: Mapped[str] = mapped_column(String(32))
+    dst_id: Mapped[int] = mapped_column(Integer)
+    relation: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,73 @@
+"""``MetadataStore``: the one object through which everything is recorded and looked up.
+
+It combines the model center, the run registry and lineage (each in its own module) over one
+:class:`~aiflow_notebook.meta.db.Database`. Opening a store upgrades the schema when needed, so a new
+SQLite file or an older database just works.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from aiflow_notebook.config import default_meta_url
+from aiflow_notebook.meta.db import Database, safe_url
+from aiflow_notebook.meta.lineage import Lineage
+from aiflow_notebook.meta.model_center import ModelCenter
+from aiflow_notebook.meta.publisher import EventPublisher, RecordingPublisher
+from aiflow_notebook.meta.runs import RunRegistry
+
+
+class MetadataStore(ModelCenter, RunRegistry, Lineage):
+    """Metadata, model center and lineage over SQLAlchemy (SQLite by default, PostgreSQL by URL).
+
+    ``url`` defaults to ``$AIFLOW_META_URL``, else ``sqlite:///$AIFLOW_HOME/meta.db``. ``publisher``
+    receives model-stage events after each commit (default: an in-process :class:`RecordingPublisher`).
+    """
+
+    def __init__(self, url: str | None = None, *, publisher: EventPublisher | None = None, upgrade: bool = True):
+        self._db = Database(url or default_meta_url())
+        self.publisher: EventPublisher = publisher if publisher is not None else RecordingPublisher()
+        if upgrade:
+            self._db.ensure_schema()
+
+    @property
+    def url(self) -> str:
+        """The database URL with any password hidden."""
+        return safe_url(self._db.url)
+
+    def close(self) -> None:
+        self._db.dispose()
+
+    def __enter__(self) -> MetadataStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"MetadataStore({self.url!r})"
+
+
+_default: MetadataStore | None = None
+_default_key: str | None = None
+_default_lock = threading.Lock()
+
+
+def default_store() -> MetadataStore:
+    """The store that ``af.register_model`` and friends use; re-opened if ``AIFLOW_META_URL``/``AIFLOW_HOME`` changed."""
+    global _default, _default_key
+    url = default_meta_url()
+    with _default_lock:
+        if _default is None or _default_key != url:
+            if _default is not None:
+                _default.close()
+            _default, _default_key = MetadataStore(url), url
+        return _default
+
+
+def set_default_store(store: MetadataStore | None) -> None:
+    """Use ``store`` for the module-level functions (None: go back to the environment's default)."""
+    global _default, _default_key
+    with _default_lock:
+        _default = store
+        _default_key = None if store is None else default_meta_url()

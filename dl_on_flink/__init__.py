@@ -1,0 +1,1 @@
+"""Distributed TensorFlow and PyTorch roles inside Flink jobs (DESIGN §4.6)."""

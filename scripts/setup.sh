@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian machine: Debian packages, .venv from requirements.lock,
+# the package in editable mode. Re-running it does only what changed (a stamp holds the lock's hash).
+#   scripts/setup.sh          what `make demo` needs
+#   scripts/setup.sh --test   plus what the test suite needs (PostgreSQL server)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+# --- Debian packages ---------------------------------------------------------------------------
+apt_pkgs=()
+command -v dot >/dev/null 2>&1 || apt_pkgs+=(graphviz)
+if [ "$want_test" = 1 ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  apt_pkgs+=(postgresql)
+fi
+if [ "${#apt_pkgs[@]}" -gt 0 ]; then
+  say "installing Debian packages: ${apt_pkgs[*]}"
+  sudo_cmd=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "need root (or sudo) to apt-get install ${apt_pkgs[*]}" >&2; exit 1; }
+    sudo_cmd="sudo"
+  fi
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
+fi
+
+# --- Python virtualenv --------------------------------------------------------------------------
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+"$PY" -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' 2>/dev/null || {
+  echo "Python 3.11 is required (found: $($PY --version 2>&1)); set PYTHON=/path/to/python3.11" >&2; exit 1; }
+
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.aiflow-lock-stamp
+want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  say "installing requirements.lock into .venv (first time takes 2-3 minutes)"
+  # (this machine's pip config names optional local indexes; their "is ignored" warnings are noise)
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.lock 2> >(grep -v "is ignored: it is neither" >&2)
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+  echo "$want" > "$stamp"
+fi
+say "ready: .venv ($(.venv/bin/python --version))"

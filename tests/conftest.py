@@ -1,0 +1,52 @@
+"""Shared fixtures: an isolated AIFLOW_HOME per test, and a real PostgreSQL server per session."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from aiflow_notebook.meta import set_default_store
+from aiflow_notebook.testing.postgres import PostgresServer, postgres_bin_dir
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(autouse=True)
+def aiflow_home(tmp_path, monkeypatch) -> Path:
+    """Every test gets its own AIFLOW_HOME, so nothing touches ~/.aiflow or leaks between tests."""
+    home = tmp_path / "aiflow_home"
+    monkeypatch.setenv("AIFLOW_HOME", str(home))
+    monkeypatch.delenv("AIFLOW_META_URL", raising=False)
+    monkeypatch.setenv("PATH", f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    set_default_store(None)
+    yield home
+    set_default_store(None)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server (Debian's package) on a free loopback port, stopped after the session."""
+    if postgres_bin_dir() is None:
+        pytest.fail("PostgreSQL is not installed; run `make test` (it installs it) or scripts/setup.sh --test")
+    server = PostgresServer(durable=False).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+_db_counter = itertools.count()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def meta_url(request, tmp_path) -> str:
+    """A fresh, empty metadata database: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'meta.db'}"
+    server = request.getfixturevalue("postgres")
+    return server.create_database(f"t{os.getpid()}_{next(_db_counter)}")

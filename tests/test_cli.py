@@ -1,0 +1,59 @@
+"""The `aiflow` command line, run as a real subprocess (the installed console script)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from aiflow_notebook.meta import MetadataStore
+
+AIFLOW = str(Path(sys.executable).parent / "aiflow")
+
+
+def aiflow(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([AIFLOW, *args], capture_output=True, text=True, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(f"aiflow {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+def test_help_and_version():
+    assert "models" in aiflow("--help").stdout and "db" in aiflow("--help").stdout
+    assert aiflow("version").stdout.strip() == "aiflow-notebook 0.1.0"
+
+
+def test_db_upgrade_creates_then_reports_current(tmp_path):
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    first = aiflow("db", "upgrade", "--db", url).stdout
+    assert "upgraded empty -> revision 0002" in first
+    assert "already at revision 0002" in aiflow("db", "upgrade", "--db", url).stdout
+    assert "revision 0002" in aiflow("db", "current", "--db", url).stdout
+
+
+def test_models_list_versions_and_stage(aiflow_home):
+    with MetadataStore() as store:  # the default store under AIFLOW_HOME, which the CLI also uses
+        store.register_model("ctr")
+        store.register_model_version("ctr", uri="file:///m/1", metrics={"auc": 0.7})
+        store.register_model_version("ctr", uri="file:///m/2", metrics={"auc": 0.8})
+    table = aiflow("models", "list").stdout
+    assert table.splitlines()[0].split() == ["NAME", "LATEST_VERSION", "LATEST_STAGE", "CREATED_AT"]
+    assert table.splitlines()[1].split()[:3] == ["ctr", "2", "GENERATED"]
+    assert "ctr version 2 is now VALIDATED" in aiflow("models", "stage", "ctr", "2", "validated").stdout
+    versions = json.loads(aiflow("models", "versions", "ctr", "--json").stdout)
+    assert [(v["version"], v["stage"], v["metrics"]["auc"]) for v in versions] == [
+        (1, "GENERATED", 0.7), (2, "VALIDATED", 0.8)]
+    text = aiflow("models", "versions", "ctr", "--stage", "VALIDATED").stdout
+    assert "file:///m/2" in text and "file:///m/1" not in text
+
+
+def test_errors_are_one_line_with_exit_code_1(aiflow_home):
+    result = aiflow("models", "versions", "ghost", check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "aiflow: error: model 'ghost' is not registered; call register_model('ghost') first"
+    result = aiflow("models", "stage", "ghost", "1", "BOGUS", check=False)
+    assert result.returncode == 1 and "unknown stage 'BOGUS'" in result.stderr
+    result = aiflow("models", "list", "--db", "nonsense://", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert aiflow("models", "stage", "ctr", check=False).returncode == 2  # argparse usage error
