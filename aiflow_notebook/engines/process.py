@@ -1,0 +1,159 @@
+"""Job processes: each job runs in its own process group, supervised by a tiny launcher.
+
+Why a launcher: the scheduler must survive its own crash. A restarted scheduler cannot ``waitpid`` a
+job it did not start, so the launcher (the group leader) waits for the job and writes its exit status
+to a file atomically. A restarted scheduler *adopts* a job by pid + process start time (so a recycled
+pid is never mistaken for the job) and reads the status file once the job is gone.
+
+Stopping sends SIGTERM to the whole group, then SIGKILL after a grace period: nothing is orphaned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+
+STOP_GRACE_S = 10.0
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """What the scheduler stores to find a job process again after a restart."""
+
+    pid: int
+    create_time: float
+    log_path: str
+    status_path: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ProcessRecord:
+        return cls(**json.loads(text))
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    returncode: int | None  # None: the job vanished without a status (killed with its launcher)
+    signal: int | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.returncode == 0
+
+
+class JobProcess:
+    """A running (or finished) job process group."""
+
+    def __init__(self, record: ProcessRecord, popen: subprocess.Popen | None = None):
+        self.record = record
+        self._popen = popen
+
+    @classmethod
+    def launch(cls, argv: list[str], log_path: Path, env: dict[str, str] | None = None,
+               cwd: str | Path | None = None) -> JobProcess:
+        """Start ``argv`` under the launcher in a new session; output goes to ``log_path``."""
+        log_path = Path(log_path)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        status_path = log_path.with_suffix(".status.json")
+        status_path.unlink(missing_ok=True)
+        with open(log_path, "ab") as log:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "aiflow_notebook.engines.launcher", str(status_path), "--", *argv],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                env=env, cwd=cwd,
+            )
+        create_time = psutil.Process(popen.pid).create_time()
+        return cls(ProcessRecord(popen.pid, create_time, str(log_path), str(status_path)), popen)
+
+    @classmethod
+    def adopt(cls, record: ProcessRecord) -> JobProcess:
+        """Take over a job process started by an earlier scheduler (it may have finished meanwhile)."""
+        return cls(record)
+
+    @property
+    def pid(self) -> int:
+        return self.record.pid
+
+    def is_alive(self) -> bool:
+        if self._popen is not None:
+            return self._popen.poll() is None
+        try:
+            proc = psutil.Process(self.record.pid)
+            return abs(proc.create_time() - self.record.create_time) < 0.01 and proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    def poll(self) -> ExitStatus | None:
+        """None while running; the exit status once it ended."""
+        if self.is_alive():
+            return None
+        status_file = Path(self.record.status_path)
+        if status_file.exists():
+            data = json.loads(status_file.read_text())
+            return ExitStatus(data["returncode"], data.get("signal"))
+        if self._popen is not None:  # the launcher itself died (e.g. SIGKILL to the group)
+            code = self._popen.returncode
+            return ExitStatus(None, -code if code is not None and code < 0 else None)
+        return ExitStatus(None)
+
+    def wait(self, timeout: float | None = None, interval: float = 0.02) -> ExitStatus | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (status := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            if self._popen is not None:
+                try:
+                    self._popen.wait(timeout=interval if deadline is None else min(interval, max(0.0, deadline - time.monotonic())))
+                except subprocess.TimeoutExpired:
+                    pass
+            else:
+                time.sleep(interval)
+        return status
+
+    def stop(self, grace: float = STOP_GRACE_S) -> ExitStatus:
+        """SIGTERM the whole process group, SIGKILL what is left after ``grace`` seconds."""
+        if self.is_alive():
+            _signal_group(self.record.pid, signal.SIGTERM)
+            if self.wait(grace) is None:
+                _signal_group(self.record.pid, signal.SIGKILL)
+        _kill_group_leftovers(self.record.pid)
+        return self.wait(5) or ExitStatus(None, signal.SIGKILL)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            with open(self.record.log_path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - 16_384))
+                return "\n".join(fh.read().decode("utf-8", "replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _kill_group_leftovers(pgid: int, timeout: float = 5.0) -> None:
+    """Anything still in the job's process group (a child that ignored SIGTERM) gets SIGKILL; wait for it."""
+    leftovers = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.pid != os.getpid():
+                proc.kill()
+                leftovers.append(proc)
+        except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
+            continue
+    psutil.wait_procs(leftovers, timeout=timeout)
