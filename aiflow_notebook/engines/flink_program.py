@@ -1,0 +1,177 @@
+"""Turn one job's nodes into a PyFlink DataStream program.
+
+- ``read_dataset``: a file source over the dataset's uri — bounded (batch runtime mode) or, for a
+  streaming job, a directory monitored for new files; each line becomes a row (CSV → list of fields,
+  converted by the dataset's schema when it names types; ``.jsonl``/``.json`` → parsed JSON).
+- ``transform``, ``predict``, ``evaluate``, ``user_define_operation``...: a ``map`` that applies the user's
+  function to each row; returning ``None`` drops the row, returning a list of rows (``flat_map`` style) is
+  not guessed: use ``properties={"flat": True}`` on the node.
+- ``write_dataset``: a file sink writing one line per row into the dataset's uri, which becomes a
+  directory of part files (as Flink and Spark do). Streaming jobs commit part files on checkpoints.
+
+The program runs in its own process (see ``flink_job``) and on the local mini-cluster or a standalone
+cluster alike. Rows travel between Python operators as pickled objects.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiflow_notebook.errors import AIFlowError
+
+STREAM_MONITOR_INTERVAL_S = 1
+CHECKPOINT_INTERVAL_MS = 1000
+ROW_NODE_KINDS = {"transform", "predict", "evaluate", "model_validate", "user_define_operation", "train", "push_model"}
+
+
+class FlinkProgramError(AIFlowError):
+    """A job's nodes cannot be expressed as a Flink program (the message names the node)."""
+
+
+def dataset_path(uri: str, base_dir: str | Path) -> Path:
+    """A local path for a dataset uri (``file://`` or a path relative to the job's working directory)."""
+    if uri.startswith("file://"):
+        uri = uri[len("file://"):]
+    path = Path(uri)
+    return path if path.is_absolute() else Path(base_dir) / path
+
+
+def parse_line(line: str, uri: str, schema: Any) -> Any:
+    """One text line of a dataset as a row."""
+    if uri.endswith((".jsonl", ".json")):
+        return json.loads(line)
+    fields = next(csv.reader([line]))
+    if isinstance(schema, dict):
+        return [_convert(value, kind) for value, kind in zip(fields, schema.values(), strict=False)]
+    return fields
+
+
+def format_row(row: Any, uri: str) -> str:
+    """One row of a dataset as a text line."""
+    if uri.endswith((".jsonl", ".json")):
+        return json.dumps(row)
+    if isinstance(row, str):
+        return row
+    if not isinstance(row, list | tuple):
+        row = [row]
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="").writerow(row)
+    return buffer.getvalue()
+
+
+def build_program(env, job_name: str, nodes: list[dict[str, Any]], callables: dict[str, Callable],
+                  *, streaming: bool, base_dir: str | Path) -> list[str]:
+    """Add the job's operators to ``env``; returns the dataset directories the program writes."""
+    from pyflink.common import Duration, Encoder, Types, WatermarkStrategy
+    from pyflink.datastream import RuntimeExecutionMode
+    from pyflink.datastream.connectors.file_system import (
+        BucketAssigner,
+        FileSink,
+        FileSource,
+        RollingPolicy,
+        StreamFormat,
+    )
+
+    if streaming:
+        env.set_runtime_mode(RuntimeExecutionMode.STREAMING)
+        env.enable_checkpointing(CHECKPOINT_INTERVAL_MS)
+    else:
+        env.set_runtime_mode(RuntimeExecutionMode.BATCH)
+
+    streams: dict[str, Any] = {}
+    written: list[str] = []
+    for node in nodes:
+        name, kind = node["name"], node["kind"]
+        fn = callables.get(name)
+        if kind == "read_dataset":
+            dataset = _dataset(node, job_name)
+            path = dataset_path(dataset["uri"], base_dir)
+            if streaming:
+                path.mkdir(parents=True, exist_ok=True)
+            elif not path.exists():
+                raise FlinkProgramError(f"job {job_name!r}, node {name!r}: dataset {dataset['name']!r} has no data "
+                                        f"at {path} (was it written by an upstream job?)")
+            builder = FileSource.for_record_stream_format(StreamFormat.text_line_format(), str(path))
+            if streaming:
+                builder = builder.monitor_continuously(Duration.of_seconds(STREAM_MONITOR_INTERVAL_S))
+            lines = env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), f"{name} <- {dataset['name']}")
+            uri, schema = dataset["uri"], dataset.get("schema")
+            rows = lines.map(lambda line, uri=uri, schema=schema: parse_line(line, uri, schema),
+                             output_type=Types.PICKLED_BYTE_ARRAY()).name(f"{name}: parse")
+            if fn is not None:
+                rows = rows.map(fn, output_type=Types.PICKLED_BYTE_ARRAY()).name(name)
+            streams[name] = rows
+        elif kind == "write_dataset":
+            dataset = _dataset(node, job_name)
+            source = _single_input(node, streams, job_name)
+            if fn is not None:
+                source = source.map(fn, output_type=Types.PICKLED_BYTE_ARRAY()).name(name)
+            uri = dataset["uri"]
+            path = dataset_path(uri, base_dir)
+            path.mkdir(parents=True, exist_ok=True)
+            lines = source.filter(lambda row: row is not None).map(
+                lambda row, uri=uri: format_row(row, uri), output_type=Types.STRING()).name(f"{name}: format")
+            sink = (FileSink.for_row_format(str(path), Encoder.simple_string_encoder())
+                    .with_bucket_assigner(BucketAssigner.base_path_bucket_assigner())
+                    .with_rolling_policy(RollingPolicy.on_checkpoint_rolling_policy())
+                    .build())
+            lines.sink_to(sink).name(f"{name} -> {dataset['name']}")
+            written.append(str(path))
+        elif kind in ROW_NODE_KINDS:
+            if fn is None:
+                raise FlinkProgramError(f"job {job_name!r}, node {name!r} ({kind}) has no function; on the flink "
+                                        f"engine every {kind} needs one (it is applied to each row)")
+            source = _single_input(node, streams, job_name)
+            flat = bool(node.get("properties", {}).get("flat"))
+            if flat:
+                streams[name] = source.flat_map(lambda row, fn=fn: fn(row) or [],
+                                                output_type=Types.PICKLED_BYTE_ARRAY()).name(name)
+            else:
+                streams[name] = source.map(fn, output_type=Types.PICKLED_BYTE_ARRAY()).filter(
+                    lambda row: row is not None).name(name)
+        else:
+            raise FlinkProgramError(f"job {job_name!r}, node {name!r}: node kind {kind!r} is not supported by the "
+                                    "flink engine")
+    if not written:
+        raise FlinkProgramError(f"job {job_name!r} writes no dataset: a Flink program needs a sink "
+                                "(add af.write_dataset(...))")
+    return written
+
+
+def _dataset(node: dict[str, Any], job_name: str) -> dict[str, Any]:
+    dataset = node.get("dataset") or {}
+    if not dataset.get("uri"):
+        raise FlinkProgramError(f"job {job_name!r}, node {node['name']!r}: dataset {dataset.get('name')!r} has no uri; "
+                                "give one (uri=...) so Flink knows where to read or write")
+    return dataset
+
+
+def _single_input(node: dict[str, Any], streams: dict[str, Any], job_name: str):
+    inputs = node.get("inputs") or []
+    if len(inputs) != 1:
+        raise FlinkProgramError(f"job {job_name!r}, node {node['name']!r} has {len(inputs)} inputs; the flink engine "
+                                "supports exactly one per node (combine rows in one transform)")
+    source_name, index = inputs[0]
+    if index not in (0, -1):
+        raise FlinkProgramError(f"job {job_name!r}, node {node['name']!r} reads output {index} of {source_name!r}; "
+                                "multi-output nodes are not supported by the flink engine")
+    return streams[source_name]
+
+
+def _convert(value: str, kind: Any) -> Any:
+    kind = str(kind).lower()
+    try:
+        if kind in ("int", "bigint", "long", "integer"):
+            return int(value)
+        if kind in ("float", "double", "real"):
+            return float(value)
+        if kind in ("bool", "boolean"):
+            return value.strip().lower() in ("1", "true", "yes")
+    except ValueError:
+        return None
+    return value
