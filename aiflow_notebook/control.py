@@ -116,7 +116,7 @@ class MeetAny(_EventsCondition):
     mode = "ANY"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ControlEdge:
     """Do ``action`` to ``job`` when ``condition`` is met.
 
@@ -131,6 +131,9 @@ class ControlEdge:
     model: str | None = None
     origin: str | None = field(default=None, compare=False)
     location: str = field(default="", compare=False)
+
+    def __repr__(self) -> str:
+        return f"<ControlEdge {self._call()}: {self.label}>"
 
     def to_dict(self) -> dict[str, Any]:
         return {"job": self.job, "action": self.action.value, "condition": self.condition.to_dict(),
@@ -154,13 +157,16 @@ class ControlEdge:
         return f"{joiner.join(e.describe() for e in self.condition.events)} → {self.action.value}"
 
     def describe(self) -> str:
-        if self.upstream is not None:
-            call = f"action_on_job_status({self.job!r}, upstream={self.upstream!r})"
-        elif self.model is not None:
-            call = f"action_on_model_version_event({self.job!r}, model={self.model!r})"
-        else:
-            call = f"control edge to job {self.job!r} ({self.label})"
+        """How error messages name this edge: the call that made it and where."""
+        call = self._call() if self.upstream or self.model else f"{self._call()} ({self.label})"
         return f"{call}{f' at {self.location}' if self.location else ''}"
+
+    def _call(self) -> str:
+        if self.upstream is not None:
+            return f"action_on_job_status({self.job!r}, upstream={self.upstream!r})"
+        if self.model is not None:
+            return f"action_on_model_version_event({self.job!r}, model={self.model!r})"
+        return f"control edge to job {self.job!r}"
 
 
 # ---------------------------------------------------------------------------------------------------------
