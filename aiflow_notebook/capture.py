@@ -209,6 +209,16 @@ def _local_modules(roots: Iterable[Any]) -> list[types.ModuleType]:
 
 def _is_local(module: types.ModuleType) -> bool:
     """A module from a file under the working directory that is not installed (nor one of ours)."""
+    key = (module.__name__, getattr(module, "__file__", None), os.getcwd())
+    if key not in _local_cache:
+        _local_cache[key] = _file_is_local(module)
+    return _local_cache[key]
+
+
+_local_cache: dict[tuple[str, str | None, str], bool] = {}
+
+
+def _file_is_local(module: types.ModuleType) -> bool:
     name = module.__name__
     filename = getattr(module, "__file__", None)
     if not filename or name == "__main__" or name.split(".")[0] in OUR_PACKAGES:
@@ -250,9 +260,9 @@ def _feed(digest: Any, obj: Any, seen: set[int], depth: int) -> None:
         update(f"module:{obj.__name__};".encode())
     elif isinstance(obj, types.FunctionType | type):
         module = getattr(obj, "__module__", None) or ""
-        by_value = module == "__main__" or module not in sys.modules or _is_local(sys.modules[module])
         name = f"{module}.{getattr(obj, '__qualname__', '?')}"
-        if not by_value or id(obj) in seen:
+        if id(obj) in seen or not (module == "__main__" or module not in sys.modules
+                                   or _is_local(sys.modules[module])):
             update(f"ref:{name};".encode())
             return
         seen.add(id(obj))

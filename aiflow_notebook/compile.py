@@ -237,21 +237,28 @@ class OrderJobs:
         position = {name: i for i, name in enumerate(declared)}
         waiting = {name: {d for d in state.depends_on.get(name, ()) if d in position and d != name}
                    for name in declared}
+        waited_by: dict[str, list[str]] = {name: [] for name in declared}
+        for name, deps in waiting.items():
+            for dep in deps:
+                waited_by[dep].append(name)
         ready = [(position[name], name) for name, deps in waiting.items() if not deps]
         heapq.heapify(ready)
-        while ready or len(state.order) < len(declared):
+        done: set[str] = set()
+        while len(done) < len(declared):
             if not ready:  # a cycle: release the earliest declared job still waiting
-                name = min((n for n in declared if n not in state.order), key=position.__getitem__)
-                waiting[name] = set()
+                name = next(n for n in declared if n not in done)
+                waiting[name].clear()
                 heapq.heappush(ready, (position[name], name))
             _, name = heapq.heappop(ready)
-            if name in state.order:
+            if name in done:
                 continue
+            done.add(name)
             state.order.append(name)
-            for other, deps in waiting.items():
+            for other in waited_by[name]:
+                deps = waiting[other]
                 if name in deps:
                     deps.discard(name)
-                    if not deps and other not in state.order:
+                    if not deps and other not in done:
                         heapq.heappush(ready, (position[other], other))
 
 
@@ -261,7 +268,7 @@ PASSES = (CheckNodes, CheckCycles, SplitJobs, ResolveDatasets, TranslateJobs, Tr
 def _topological(nodes: list[Node]) -> list[Node]:
     """Kahn's algorithm over one job's data edges; ties go to the node defined first."""
     by_key = {node.key: node for node in nodes}
-    waiting = {node.key: {(c.job, c.node) for c in node.inputs} & by_key.keys() for node in nodes}
+    waiting = {node.key: {(c.job, c.node) for c in node.inputs if (c.job, c.node) in by_key} for node in nodes}
     readers: dict[NodeKey, list[NodeKey]] = {key: [] for key in by_key}
     for key, deps in waiting.items():
         for dep in deps:

@@ -120,9 +120,10 @@ class AIGraph:
         self.project = project
         self.nodes: dict[tuple[str, str], Node] = {}
         self.jobs: dict[str, JobSettings] = {}
-        self.control_edges: list[ControlEdge] = []
+        self.control_edges: dict[ControlEdge, None] = {}  # an ordered set: equal edges are kept once
         self._entered: list[_Frame] = []
         self._dropped_seq: dict[str, int] = {}  # a job re-defined after drop_job keeps its place
+        self._taken_below: dict[tuple[str, str], int] = {}  # unique_name: suffixes below this are all taken
 
     def __repr__(self) -> str:
         return (f"<AIGraph {self.name!r} (project {self.project!r}): {len(self.jobs)} jobs, "
@@ -153,8 +154,9 @@ class AIGraph:
         """``base``, or ``base_2``, ``base_3``... when ``job`` already has a node called that."""
         if (job, base) not in self.nodes:
             return base
-        for i in itertools.count(2):
+        for i in itertools.count(self._taken_below.get((job, base), 2)):
             if (job, f"{base}_{i}") not in self.nodes:
+                self._taken_below[(job, base)] = i + 1
                 return f"{base}_{i}"
         raise AssertionError("unreachable")
 
@@ -162,20 +164,19 @@ class AIGraph:
         """Declare (or re-declare: the last declaration's settings win) a job."""
         previous = self.jobs.pop(settings.name, None)
         seq = previous.seq if previous is not None else self._dropped_seq.pop(settings.name, None)
-        if seq is not None:
-            settings = replace(settings, seq=seq)
-        self.jobs[settings.name] = settings
-        self.jobs = dict(sorted(self.jobs.items(), key=lambda item: item[1].seq))
+        self.jobs[settings.name] = settings if seq is None else replace(settings, seq=seq)
+        if seq is not None:  # back in its old place
+            self.jobs = dict(sorted(self.jobs.items(), key=lambda item: item[1].seq))
 
     def add_control_edge(self, edge: ControlEdge) -> None:
         """Add a control edge; adding an equal one again (a re-run cell) keeps just one."""
-        if edge not in self.control_edges:
-            self.control_edges.append(edge)
+        self.control_edges.setdefault(edge, None)
 
     # -- notebook housekeeping ----------------------------------------------------------------------------
 
     def drop_job(self, job: str) -> None:
         """Forget job ``job``: its settings and nodes (a ``%%aiflow job`` cell about to run again)."""
+        self._taken_below.clear()
         dropped = self.jobs.pop(job, None)
         if dropped is not None:
             self._dropped_seq[job] = dropped.seq
@@ -183,24 +184,27 @@ class AIGraph:
 
     def drop_origin(self, origin: str) -> None:
         """Forget everything the block ``origin`` defined: jobs, nodes and control edges."""
+        self._taken_below.clear()
         for name, job in self.jobs.items():
             if job.origin == origin:
                 self._dropped_seq[name] = job.seq
         self.jobs = {name: job for name, job in self.jobs.items() if job.origin != origin}
         self.nodes = {key: node for key, node in self.nodes.items() if node.origin != origin}
-        self.control_edges = [edge for edge in self.control_edges if edge.origin != origin]
+        self.control_edges = {edge: None for edge in self.control_edges if edge.origin != origin}
 
     def reset(self) -> None:
         """Forget every node, job and control edge of this workflow."""
-        self.nodes, self.jobs, self.control_edges = {}, {}, []
+        self.nodes, self.jobs, self.control_edges = {}, {}, {}
+        self._taken_below.clear()
 
-    def snapshot(self) -> tuple[dict, dict, list]:
+    def snapshot(self) -> tuple[dict, dict, dict]:
         """The graph's state, to :meth:`restore` when a cell fails half-way (nodes are never mutated)."""
-        return dict(self.nodes), dict(self.jobs), list(self.control_edges)
+        return dict(self.nodes), dict(self.jobs), dict(self.control_edges)
 
-    def restore(self, state: tuple[dict, dict, list]) -> None:
+    def restore(self, state: tuple[dict, dict, dict]) -> None:
         nodes, jobs, edges = state
-        self.nodes, self.jobs, self.control_edges = dict(nodes), dict(jobs), list(edges)
+        self.nodes, self.jobs, self.control_edges = dict(nodes), dict(jobs), dict(edges)
+        self._taken_below.clear()
 
     def nodes_of(self, job: str) -> list[Node]:
         return [node for node in self.nodes.values() if node.job == job]

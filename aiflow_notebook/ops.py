@@ -164,7 +164,8 @@ def _dataset(name_or_meta: Any, uri: str | None, schema: Any, where: str) -> Dat
     if spec.uri is not None and not isinstance(spec.uri, str):
         raise InvalidArgumentError(f"{where}({spec.name!r}): uri must be a string, got {spec.uri!r}")
     try:
-        json.dumps(spec.schema)
+        if spec.schema is not None:
+            json.dumps(spec.schema)
     except (TypeError, ValueError):
         raise InvalidArgumentError(
             f"{where}({spec.name!r}): the schema must be plain data (a list of column names, or a dict of "

@@ -47,27 +47,43 @@ def draw(workflow: Workflow, highlight: str | None = None,
                     "nodesep": "0.25", "ranksep": "0.45"},
         node_attr={"fontname": FONT, "fontsize": "10", "style": "filled", "height": "0.35"},
         edge_attr={"fontname": FONT, "fontsize": "9", "arrowsize": "0.7"})
+    # Lines are written straight into the body: graphviz's per-attribute quoting would cost more than
+    # laying the graph out (ids are generated, so only labels need quoting, done by _attrs).
+    body = dot.body
     ids: dict[tuple[str, str], str] = {}
     anchors: dict[str, str] = {}
+    clusters: dict[str, str] = {}
     for j, job in enumerate(workflow.jobs.values()):
-        with dot.subgraph(name=f"cluster_{j}") as cluster:
-            cluster.attr(label=_job_label(job, status.get(job.name)), **_cluster_style(job.name, highlight,
-                                                                                       status.get(job.name)))
-            for node in job.nodes:
-                node_id = ids[(job.name, node.name)] = f"n{len(ids)}"
-                cluster.node(node_id, _node_label(node.name, node.kind, node.dataset, node.model),
-                             tooltip=f"{node.kind} in job {job.name}", **NODE_STYLES.get(node.kind, {}))
-            if not job.nodes:
-                ids[(job.name, "")] = node_id = f"n{len(ids)}"
-                cluster.node(node_id, "(no nodes)", shape="plaintext", style="")
-            anchors[job.name] = ids[(job.name, job.nodes[0].name if job.nodes else "")]
-            for node in job.nodes:
-                for source, _index in node.inputs:
-                    dot.edge(ids[(job.name, source)], ids[(job.name, node.name)])
-    _draw_dataset_handoffs(dot, workflow, ids)
-    clusters = {name: f"cluster_{j}" for j, name in enumerate(workflow.jobs)}
-    _draw_control_edges(dot, workflow, ids, anchors, clusters)
+        clusters[job.name] = f"cluster_{j}"
+        state = status.get(job.name)
+        cluster = _attrs(label=_job_label(job, state), **_cluster_style(job.name, highlight, state))
+        body.append(f"subgraph cluster_{j} {{\ngraph {cluster}\n")
+        for node in job.nodes:
+            node_id = ids[(job.name, node.name)] = f"n{len(ids)}"
+            label = _node_label(node.name, node.kind, node.dataset, node.model)
+            attributes = _attrs(label=label, tooltip=f"{node.kind} in job {job.name}", **NODE_STYLES.get(node.kind, {}))
+            body.append(f"{node_id} {attributes}\n")
+        if not job.nodes:
+            ids[(job.name, "")] = node_id = f"n{len(ids)}"
+            body.append(f"{node_id} {_attrs(label='(no nodes)', shape='plaintext', style='')}\n")
+        body.append("}\n")
+        anchors[job.name] = ids[(job.name, job.nodes[0].name if job.nodes else "")]
+        for node in job.nodes:
+            target = ids[(job.name, node.name)]
+            body.extend(f"{ids[(job.name, source)]} -> {target}\n" for source, _index in node.inputs)
+    _draw_dataset_handoffs(body, workflow, ids)
+    _draw_control_edges(body, workflow, ids, anchors, clusters)
     return dot
+
+
+def _attrs(**attributes: str) -> str:
+    """``[key="value" ...]``, quoted for DOT."""
+    return "[" + " ".join(f"{key}={_quote(value)}" for key, value in attributes.items()) + "]"
+
+
+def _quote(value: str) -> str:
+    """A DOT string; a newline becomes DOT's centred line break."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def _job_label(job: Job, state: str | None) -> str:
@@ -102,7 +118,7 @@ def _node_label(name: str, kind: str, dataset: object, model: str | None) -> str
     return name if not detail or detail.replace(" ", "_") == name else f"{name}\n{detail}"
 
 
-def _draw_dataset_handoffs(dot: graphviz.Digraph, workflow: Workflow, ids: dict[tuple[str, str], str]) -> None:
+def _draw_dataset_handoffs(body: list[str], workflow: Workflow, ids: dict[tuple[str, str], str]) -> None:
     writers: dict[str, list[tuple[str, str]]] = {}
     for job in workflow.jobs.values():
         for node in job.nodes:
@@ -114,48 +130,48 @@ def _draw_dataset_handoffs(dot: graphviz.Digraph, workflow: Workflow, ids: dict[
                 continue
             for writer in writers.get(node.dataset.name, ()):
                 if writer[0] != job.name:
-                    dot.edge(ids[writer], ids[(job.name, node.name)], color="#7a8ca3", penwidth="1.4",
-                             tooltip=f"dataset {node.dataset.name}")
+                    body.append(f"{ids[writer]} -> {ids[(job.name, node.name)]} "
+                                f"{_attrs(color='#7a8ca3', penwidth='1.4', tooltip=f'dataset {node.dataset.name}')}\n")
 
 
-def _draw_control_edges(dot: graphviz.Digraph, workflow: Workflow, ids: dict[tuple[str, str], str],
+def _draw_control_edges(body: list[str], workflow: Workflow, ids: dict[tuple[str, str], str],
                         anchors: dict[str, str], clusters: dict[str, str]) -> None:
     style = {"style": "dashed", "color": CONTROL_COLOUR, "fontcolor": CONTROL_COLOUR}
-    extra = 0
-
-    def new_id() -> str:
-        nonlocal extra
-        extra += 1
-        return f"c{extra}"
-
+    counter = iter(range(1, 1 << 30))
+    trainers: dict[str, list[str]] = {}
+    for job in workflow.jobs.values():
+        for node in job.nodes:
+            if node.kind == "train" and node.model:
+                trainers.setdefault(node.model, []).append(ids[(job.name, node.name)])
     model_ids: dict[str, str] = {}
+
+    def box(label: str, **attributes: str) -> str:
+        box_id = f"c{next(counter)}"
+        body.append(f"{box_id} {_attrs(label=label, **attributes)}\n")
+        return box_id
+
     for edge in workflow.control_edges:
         if edge.job not in anchors:
             continue
-        target = {"lhead": clusters[edge.job]}
+        into = f"{anchors[edge.job]} {{}}\n"
+        lhead = {"lhead": clusters[edge.job]}
         if edge.upstream is not None and edge.upstream in anchors:
-            dot.edge(anchors[edge.upstream], anchors[edge.job], label=edge.label, ltail=clusters[edge.upstream],
-                     **target, **style)
+            body.append(f"{anchors[edge.upstream]} -> " + into.format(
+                _attrs(label=edge.label, ltail=clusters[edge.upstream], **lhead, **style)))
         elif edge.model is not None:
             if edge.model not in model_ids:
-                model_ids[edge.model] = new_id()
-                dot.node(model_ids[edge.model], f"model {edge.model}", shape="hexagon", fillcolor="#e6f6e6")
-                for job in workflow.jobs.values():
-                    for node in job.nodes:
-                        if node.kind == "train" and node.model == edge.model:
-                            dot.edge(ids[(job.name, node.name)], model_ids[edge.model], color="#7a8ca3")
-            dot.edge(model_ids[edge.model], anchors[edge.job], label=edge.label, **target, **style)
+                model_ids[edge.model] = box(f"model {edge.model}", shape="hexagon", fillcolor="#e6f6e6")
+                body.extend(f"{trainer} -> {model_ids[edge.model]} {_attrs(color='#7a8ca3')}\n"
+                            for trainer in trainers.get(edge.model, ()))
+            body.append(f"{model_ids[edge.model]} -> " + into.format(_attrs(label=edge.label, **lhead, **style)))
         else:
             events = edge.condition.events
-            if len(events) == 1:
-                event_id = new_id()
-                dot.node(event_id, f"event\n{events[0].describe()}", shape="note", fillcolor="#fef3c7")
-                dot.edge(event_id, anchors[edge.job], label=edge.action.value, **target, **style)
-                continue
-            join_id = new_id()
-            dot.node(join_id, edge.condition.mode, shape="circle", fillcolor="#fef3c7", fontsize="8")
+            source = None if len(events) == 1 else box(edge.condition.mode, shape="circle", fillcolor="#fef3c7",
+                                                          fontsize="8")
             for event in events:
-                event_id = new_id()
-                dot.node(event_id, f"event\n{event.describe()}", shape="note", fillcolor="#fef3c7")
-                dot.edge(event_id, join_id, **style)
-            dot.edge(join_id, anchors[edge.job], label=edge.action.value, **target, **style)
+                event_id = box(f"event\n{event.describe()}", shape="note", fillcolor="#fef3c7")
+                if source is None:
+                    source = event_id
+                else:
+                    body.append(f"{event_id} -> {source} {_attrs(**style)}\n")
+            body.append(f"{source} -> " + into.format(_attrs(label=edge.action.value, **lhead, **style)))
