@@ -199,7 +199,7 @@ def action_on_job_status(job: str, upstream: str, status: str = "FINISHED",
     Sugar for an event condition on key ``<workflow>.<upstream>``, type ``JOB_STATUS_CHANGED``, value
     ``status`` (what the scheduler publishes, DESIGN §4.4).
     """
-    _graph._check_name(upstream, "upstream job")
+    _graph.check_name(upstream, "upstream job")
     if status not in JOB_STATUSES:
         raise InvalidArgumentError(f"action_on_job_status({job!r}, upstream={upstream!r}): status {status!r} "
                                    f"is not one of {', '.join(JOB_STATUSES)}")
@@ -227,7 +227,7 @@ def action_on_model_version_event(job: str, model: str, event_type: str = "MODEL
 
 def _add(job: str, action: Action | str, condition: MeetAll | MeetAny, upstream: str | None = None,
          model: str | None = None) -> ControlEdge:
-    _graph._check_name(job, "job")
+    _graph.check_name(job, "job")
     with _culprit(f"control edge to job {job!r}"):
         action = _enum(Action, action, "action")
     edge = ControlEdge(job=job, action=action, condition=condition, upstream=upstream, model=model,

@@ -221,7 +221,7 @@ def workflow(name: str, project: str | None = None) -> AIGraph:
     Calling it again with the same name returns the same graph; ``project`` (default ``"default"``) is
     changed only when given.
     """
-    _check_name(name, "workflow")
+    check_name(name, "workflow")
     if project is not None and (not isinstance(project, str) or not project):
         raise InvalidArgumentError(f"workflow {name!r}: project must be a non-empty string, got {project!r}")
     graph = _session.workflows.get(name)
@@ -255,7 +255,7 @@ def job_config(name: str, engine: str | None = None, parallelism: int | None = N
     A setting left as ``None`` is inherited from the enclosing blocks, finally from the built-in
     defaults (engine ``python``, parallelism 1, platform ``local``, not streaming, no properties).
     """
-    _check_name(name, "job")
+    check_name(name, "job")
     explicit = {key: value for key, value in (("engine", engine), ("parallelism", parallelism),
                                               ("platform", platform), ("properties", properties),
                                               ("streaming", streaming)) if value is not None}
@@ -437,7 +437,7 @@ class _Session:
 _session = _Session()
 
 
-def _check_name(name: Any, what: str) -> None:
+def check_name(name: Any, what: str) -> None:
     if not isinstance(name, str) or not _NAME.match(name):
         raise InvalidArgumentError(
             f"{what} name {name!r} is not valid: use letters, digits, '_' and '-' (it becomes part of event "

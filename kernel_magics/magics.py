@@ -271,7 +271,7 @@ def _job_settings(args: Any) -> dict[str, Any]:
         if getattr(args, option) is not None:
             properties[option] = getattr(args, option)
     try:
-        _graph._check_name(args.name, "job")
+        _graph.check_name(args.name, "job")
     except af.AIFlowError as err:
         problems.append(str(err))
     if problems:

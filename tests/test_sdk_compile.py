@@ -252,6 +252,7 @@ def test_engine_names_are_extensible():
         engine_names._known.pop("ray")
 
 
+@pytest.mark.slow
 def test_importing_the_sdk_stays_cheap():
     code = "import sys, aiflow_notebook; print(sorted(m for m in ('IPython', 'pyflink', 'cloudpickle', 'torch') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120,
