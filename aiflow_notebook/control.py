@@ -79,10 +79,12 @@ class EventCondition:
                 "sender": self.sender, "value_condition": self.value_condition.value, "life": self.life.value}
 
     def describe(self) -> str:
-        what = f"{self.event_type} " if self.event_type != ANY else ""
+        """Short text: ``key=value``, ``key updated`` or ``key``, then ``(event type)`` when one is set."""
         if self.value_condition is ValueCondition.UPDATED:
-            return f"{what}{self.key} updated"
-        return f"{what}{self.key}={self.value}" if self.value != ANY else f"{what}{self.key}"
+            text = f"{self.key} updated"
+        else:
+            text = f"{self.key}={self.value}" if self.value != ANY else self.key
+        return f"{text} ({self.event_type})" if self.event_type != ANY else text
 
 
 @dataclass(frozen=True, init=False)

@@ -121,7 +121,8 @@ class AIGraph:
         self.nodes: dict[tuple[str, str], Node] = {}
         self.jobs: dict[str, JobSettings] = {}
         self.control_edges: dict[ControlEdge, None] = {}  # an ordered set: equal edges are kept once
-        self._entered: list[_Frame] = []
+        self._called: _Frame | None = None  # the frame of the latest af.workflow(...) call, for __enter__
+        self._open: list[_Frame] = []  # frames of the with blocks open on this graph
         self._dropped_seq: dict[str, int] = {}  # a job re-defined after drop_job keeps its place
         self._taken_below: dict[tuple[str, str], int] = {}  # unique_name: suffixes below this are all taken
 
@@ -130,11 +131,14 @@ class AIGraph:
                 f"{len(self.nodes)} nodes, {len(self.control_edges)} control edges>")
 
     def __enter__(self) -> AIGraph:
+        if self._called is not None:
+            self._open.append(self._called)
+            self._called = None
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._entered:
-            _session.pop_to(self._entered.pop())
+        if self._open:
+            _session.pop_to(self._open.pop())
 
     # -- what the node and control functions call -------------------------------------------------------
 
@@ -229,7 +233,7 @@ def workflow(name: str, project: str | None = None) -> AIGraph:
         graph = _session.workflows[name] = AIGraph(name, project or DEFAULT_PROJECT)
     elif project is not None:
         graph.project = project
-    graph._entered.append(_session.push(_Frame("workflow", graph)))
+    graph._called = _session.push(_Frame("workflow", graph))
     return graph
 
 

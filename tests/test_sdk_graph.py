@@ -220,3 +220,12 @@ def test_unknown_workflow_is_named():
     with pytest.raises(af.UnknownWorkflowError, match="no workflow called 'nope'"):
         af.compile("nope")
     assert _graph.list_workflows() == []
+
+
+def test_a_plain_workflow_call_inside_a_with_block_is_closed_with_it():
+    af.workflow("outer")
+    with af.workflow("inner"):
+        af.workflow("inner")
+        af.workflow("third")
+        assert _graph.current_graph().name == "third"
+    assert _graph.current_graph().name == "outer"
