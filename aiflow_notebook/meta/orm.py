@@ -197,3 +197,49 @@ class LineageEdge(Base):
     dst_id: Mapped[int] = mapped_column(Integer)
     relation: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# --- scheduler (migration scheduler_0001) ----------------------------------------------------------
+
+
+class SchedulerCursor(Base):
+    """The version of the last event a scheduler handled; committed with the effects of that event."""
+
+    __tablename__ = "scheduler_cursor"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_version: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class RunRules(Base):
+    """The scheduling rules of one workflow run and their evaluation state (JSON)."""
+
+    __tablename__ = "run_rules"
+    workflow_run_id: Mapped[int] = mapped_column(ForeignKey("workflow_run.id"), primary_key=True)
+    scheduler: Mapped[str] = mapped_column(String(64), index=True)
+    since_version: Mapped[int] = mapped_column(Integer)
+    rules: Mapped[list] = mapped_column(JSON)
+    active: Mapped[bool] = mapped_column(default=True)
+
+
+class SchedulerAction(Base):
+    """An action the scheduler decided (outbox): committed before it is carried out, marked done after."""
+
+    __tablename__ = "scheduler_action"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workflow_run_id: Mapped[int] = mapped_column(ForeignKey("workflow_run.id"), index=True)
+    job: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(16))
+    event_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default="PENDING", index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class JobProcessRecord(Base):
+    """How to find a job run's process again after a scheduler restart (pid, start time, log, status)."""
+
+    __tablename__ = "job_process"
+    job_run_id: Mapped[int] = mapped_column(ForeignKey("job_run.id"), primary_key=True)
+    action_id: Mapped[int | None] = mapped_column(ForeignKey("scheduler_action.id"), nullable=True, index=True)
+    record: Mapped[dict | None] = mapped_column(JSON, nullable=True)
