@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Sequence
 
 from aiflow_notebook.console import print_json, print_table
+from aiflow_notebook.events.errors import EventServerError
 
 LIST_COLUMNS = ["version", "created", "namespace", "key", "event_type", "sender", "value"]
 
@@ -123,7 +124,9 @@ def run_services(services: Sequence, announce: Callable[[], None] | None = None)
         if announce is not None:
             announce()
         while not stop.wait(0.5):
-            pass
+            failed = next((s for s in started if not getattr(s, "alive", True)), None)
+            if failed is not None:
+                raise EventServerError(f"{failed!r} stopped: {getattr(failed, 'failure', None) or 'unknown reason'}")
     finally:
         for service in reversed(started):
             service.stop()

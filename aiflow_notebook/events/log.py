@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 from aiflow_notebook.events.errors import EventServerError
@@ -60,17 +61,31 @@ class EventLog:
 
     # --- ownership -----------------------------------------------------------------------------------
 
-    def claim_writer(self) -> None:
+    def claim_writer(self, wait: float = 10.0) -> None:
         """Make sure no other event server writes this log (versions come from one counter).
 
         SQLite: an exclusive ``flock`` on ``<db>.event-server.lock``; PostgreSQL: a session advisory lock.
         Both are released by the operating system or the database when the process dies, ``kill -9``
-        included, so a restarted server can claim the log at once.
+        included, so a restarted server can claim the log. A claim is retried for ``wait`` seconds (the
+        database may take a moment to notice that the previous server's connection is gone).
         """
+        deadline = time.monotonic() + wait
+        while True:
+            owner = self._try_claim()
+            if owner is None:
+                self._claimed = True
+                return
+            if time.monotonic() >= deadline:
+                raise EventServerError(f"another event server ({owner}) already serves {self.url}; stop it first "
+                                       "or point this one at another database (--db)")
+            time.sleep(0.2)
+
+    def _try_claim(self) -> str | None:
+        """None if claimed, else a description of the current owner."""
         if self.dialect == "sqlite":
             database = self._db.url.database
             if not database or database == ":memory:":
-                return
+                return None
             import fcntl
 
             path = Path(database).with_name(Path(database).name + ".event-server.lock")
@@ -81,22 +96,21 @@ class EventLog:
                 handle.seek(0)
                 owner = handle.read().strip() or "unknown"
                 handle.close()
-                raise EventServerError(
-                    f"another event server (pid {owner}) already serves {self.url}; stop it first or point "
-                    "this one at another database (--db)") from None
+                return f"pid {owner}"
             handle.truncate(0)
             handle.write(str(os.getpid()))
             handle.flush()
             self._lock_file = handle
-        elif self.dialect == "postgresql":
-            cursor = self._write_conn().cursor()
+            return None
+        if self.dialect == "postgresql":
+            conn = self._writer or self._db.write_engine.raw_connection()
+            self._writer = conn
+            cursor = conn.cursor()
             cursor.execute("SELECT pg_try_advisory_lock(%s)", (_PG_WRITER_LOCK,))
             (taken,) = cursor.fetchone()
-            self._writer.commit()
-            if not taken:
-                raise EventServerError(f"another event server already serves {self.url}; stop it first or "
-                                       "point this one at another database (--db)")
-        self._claimed = True
+            conn.commit()
+            return None if taken else "advisory lock held"
+        return None
 
     # --- writing -------------------------------------------------------------------------------------
 
@@ -231,8 +245,9 @@ class EventLog:
     def _write_conn(self):
         if self._writer is None:
             self._writer = self._db.write_engine.raw_connection()
-            if self._claimed and self.dialect == "postgresql":
-                self.claim_writer()  # the advisory lock went with the old connection
+            if self._claimed and self.dialect == "postgresql" and self._try_claim() is not None:
+                self.reset()  # the advisory lock went with the old connection, and someone else has it now
+                raise EventServerError(f"another event server took over {self.url}")
         return self._writer
 
     def _read_conn(self):

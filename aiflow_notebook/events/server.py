@@ -79,6 +79,7 @@ class EventServer:
         self._stopping = threading.Event()
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
+        self.failure: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._control_address = f"inproc://aiflow-event-server-control-{id(self):x}"
         self._rejects = _RateLimitedLog(log)
@@ -129,8 +130,18 @@ class EventServer:
         self._ready.set()
         try:
             self._loop()
+        except BaseException as exc:
+            self.failure = exc
+            log.error("event server on %s stopped: %s", self.url, exc)
+            if self._thread is None:
+                raise
         finally:
             self._tear_down()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the loop is still serving (False after stop() or a fatal error, see ``failure``)."""
+        return self._ready.is_set() and self.failure is None and self._thread is not None and self._thread.is_alive()
 
     def __enter__(self) -> EventServer:
         return self.start()
@@ -204,7 +215,12 @@ class EventServer:
             if self._control in ready:
                 break
             if self._router in ready:
-                self._drain()
+                try:
+                    self._drain()
+                except EventServerError:
+                    raise  # e.g. another server took the log over: this one must not write any more
+                except Exception:  # noqa: BLE001 - a bug must not take the bus down; clients retry
+                    log.exception("event server: unexpected error while serving a batch of requests")
             now = time.monotonic()
             if now >= next_heartbeat:
                 self._pub.send(protocol.encode_heartbeat(self._last_version))
