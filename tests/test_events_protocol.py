@@ -6,8 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aiflow_notebook.events import Event, EventFilter, InvalidEventError, ProtocolError
-from aiflow_notebook.events import protocol
+from aiflow_notebook.events import Event, EventFilter, InvalidEventError, ProtocolError, protocol
 from aiflow_notebook.events.event import validate_event
 from aiflow_notebook.events.protocol import Kind
 

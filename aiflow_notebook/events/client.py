@@ -327,20 +327,29 @@ class _Exchange:
         self.waiting.append((request_id, message))
         self._send_waiting()
 
-    def _send_waiting(self) -> None:
+    def _send_waiting(self) -> bool:
+        """Send what the window allows; False if the socket would block (no peer yet: a failed CURVE
+        handshake or a server that is down), in which case the rest waits for the next turn."""
         sock = self.channel.socket()
         while self.waiting and len(self.in_flight) < self.window:
-            request_id, message = self.waiting.popleft()
-            sock.send(message)
+            request_id, message = self.waiting[0]
+            try:
+                sock.send(message, zmq.NOBLOCK)
+            except zmq.Again:
+                return False
+            self.waiting.popleft()
             self.in_flight[request_id] = message
+        return True
 
     def __iter__(self) -> Iterator[tuple[int, tuple]]:
         while self.in_flight or self.waiting:
-            self._send_waiting()
+            sendable = self._send_waiting()
             now = time.monotonic()
             if now >= self.end:
+                self.channel.reset()  # drop what is queued: it must not reach the server later
                 raise self._unavailable()
             if self.stop is not None and self.stop.is_set():
+                self.channel.reset()
                 raise Stopped()
             if now >= self.attempt_end:
                 self._resend(now)
@@ -349,7 +358,8 @@ class _Exchange:
             if self.stop is not None:
                 wait = min(wait, 0.1)
             sock = self.channel.socket()
-            if not sock.poll(max(1, int(wait * 1000))):
+            flags = zmq.POLLIN if sendable else zmq.POLLIN | zmq.POLLOUT
+            if not sock.poll(max(1, int(wait * 1000)), flags) & zmq.POLLIN:
                 continue
             message = sock.recv()
             try:
@@ -370,6 +380,7 @@ class _Exchange:
                 code, text = protocol.decode_error(body)
                 if code != "unavailable":
                     self.in_flight.pop(request_id)
+                    self.channel.reset()
                     raise EventRequestError(f"the event server at {self.channel._client.url} refused the "
                                             f"request: {text} [{code}]")
                 self.waiting.append((request_id, self.in_flight.pop(request_id)))
