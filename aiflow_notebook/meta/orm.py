@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Float,
     ForeignKey,
@@ -197,6 +198,36 @@ class LineageEdge(Base):
     dst_id: Mapped[int] = mapped_column(Integer)
     relation: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# --- event bus (migration events_0001) -----------------------------------------------------------
+
+
+class EventRecord(Base):
+    """One event of the bus's append-only log (see ``aiflow_notebook.events.log``).
+
+    ``version`` is the global order, assigned by the single event server writing the log (on SQLite it is
+    the rowid). ``(client_id, seq)`` identifies the send that stored the event, so a resent request is
+    recognised and answered with the stored version instead of being stored twice. Column names avoid
+    SQL keywords (``key``, ``value``) so that no dialect needs quoting.
+    """
+
+    __tablename__ = "event_log"
+    __table_args__ = (
+        UniqueConstraint("client_id", "seq"),
+        Index("ix_event_log_event_key_version", "event_key", "version"),
+    )
+    version: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                         autoincrement=False)
+    event_key: Mapped[str] = mapped_column(String(1024))
+    event_value: Mapped[str] = mapped_column(Text)
+    event_type: Mapped[str] = mapped_column(String(255))
+    namespace: Mapped[str] = mapped_column(String(255))
+    sender: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    context: Mapped[str | None] = mapped_column(Text, nullable=True)
+    create_time: Mapped[int] = mapped_column(BigInteger)  # ms since the epoch, the server's clock at commit
+    client_id: Mapped[str] = mapped_column(String(255))
+    seq: Mapped[int] = mapped_column(BigInteger)
 
 
 # --- scheduler (migration scheduler_0001) ----------------------------------------------------------

@@ -7,6 +7,7 @@ SQLite file or an older database just works.
 
 from __future__ import annotations
 
+import os
 import threading
 
 from aiflow_notebook.config import default_meta_url
@@ -49,19 +50,20 @@ class MetadataStore(ModelCenter, RunRegistry, Lineage):
 
 
 _default: MetadataStore | None = None
-_default_key: str | None = None
+_default_key: tuple[str, str | None] | None = None
 _default_lock = threading.Lock()
 
 
 def default_store() -> MetadataStore:
-    """The store that ``af.register_model`` and friends use; re-opened if ``AIFLOW_META_URL``/``AIFLOW_HOME`` changed."""
+    """The store that ``af.register_model`` and friends use; re-opened if ``AIFLOW_META_URL``/``AIFLOW_HOME``
+    or ``AIFLOW_EVENT_URL`` changed. With ``AIFLOW_EVENT_URL`` set, model events go onto that event bus."""
     global _default, _default_key
-    url = default_meta_url()
+    key = _environment_key()
     with _default_lock:
-        if _default is None or _default_key != url:
+        if _default is None or _default_key != key:
             if _default is not None:
-                _default.close()
-            _default, _default_key = MetadataStore(url), url
+                _close_default(_default)
+            _default, _default_key = MetadataStore(key[0], publisher=_bus_publisher(key[1])), key
         return _default
 
 
@@ -70,4 +72,23 @@ def set_default_store(store: MetadataStore | None) -> None:
     global _default, _default_key
     with _default_lock:
         _default = store
-        _default_key = None if store is None else default_meta_url()
+        _default_key = None if store is None else _environment_key()
+
+
+def _environment_key() -> tuple[str, str | None]:
+    return default_meta_url(), os.environ.get("AIFLOW_EVENT_URL") or None
+
+
+def _bus_publisher(event_url: str | None) -> EventPublisher | None:
+    if not event_url:
+        return None
+    from aiflow_notebook.events.publisher import EventBusPublisher  # pyzmq is imported only when used
+
+    return EventBusPublisher()  # $AIFLOW_EVENT_URL, and $AIFLOW_EVENT_SERVER_KEY for CURVE
+
+
+def _close_default(store: MetadataStore) -> None:
+    store.close()
+    close_publisher = getattr(store.publisher, "close", None)
+    if close_publisher is not None:
+        close_publisher()

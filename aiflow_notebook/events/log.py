@@ -1,0 +1,287 @@
+"""The durable, append-only event log in SQL (the ``event_log`` table of the metadata database).
+
+The event server is the only writer: it numbers events itself (``version`` = the last one + 1) and appends
+each group of concurrent sends in ONE transaction (group commit), so the cost of a commit is shared by
+every event in the batch. SQLite runs in WAL mode with ``synchronous=NORMAL`` (set up by
+:class:`~aiflow_notebook.meta.db.Database`): a committed batch survives a crash of any process, which is
+the promise an acknowledgement makes.
+
+The hot paths (append, page through events) use the DBAPI connection directly with hand-written,
+portable SQL: SQLAlchemy's per-row and per-transaction bookkeeping cost more than the database itself
+here. The schema still comes from the Alembic migrations (``Database.ensure_schema``), and the SQL uses
+only positional parameters, standard clauses and unquoted names, so it runs on SQLite and PostgreSQL.
+
+An ``EventLog`` belongs to one thread (the server's loop); it is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+from aiflow_notebook.events.errors import EventServerError
+from aiflow_notebook.events.event import EventFilter
+from aiflow_notebook.meta.db import Database, safe_url
+
+log = logging.getLogger(__name__)
+
+# Column order of an appended row.
+INSERT_COLUMNS = ("version", "event_key", "event_value", "event_type", "namespace", "sender", "context",
+                  "create_time", "client_id", "seq")
+# Column order of a returned row = protocol.ROW_FIELDS.
+_SELECT = ("SELECT version, create_time, event_key, event_value, event_type, namespace, sender, context "
+           "FROM event_log")
+_PG_WRITER_LOCK = 0x41_46_45_56  # "AFEV": advisory lock held by the one server writing a PostgreSQL log
+MAX_FILTER_KEYS = 10_000
+
+
+class EventLog:
+    """Append and query events of one database (a URL, or an open :class:`Database`)."""
+
+    def __init__(self, url_or_db: str | Database):
+        self._db = url_or_db if isinstance(url_or_db, Database) else Database(url_or_db)
+        self._db.ensure_schema()
+        self.dialect = self._db.dialect
+        self._p = "?" if self._db.write_engine.dialect.paramstyle == "qmark" else "%s"
+        self._insert = (f"INSERT INTO event_log ({', '.join(INSERT_COLUMNS)}) "
+                        f"VALUES ({', '.join([self._p] * len(INSERT_COLUMNS))})")
+        dbapi = self._db.write_engine.dialect.loaded_dbapi
+        self.IntegrityError = dbapi.IntegrityError
+        self.DatabaseError = dbapi.Error
+        self._writer = None
+        self._reader = None
+        self._lock_file = None
+        self._claimed = False
+
+    @property
+    def url(self) -> str:
+        return safe_url(self._db.url)
+
+    # --- ownership -----------------------------------------------------------------------------------
+
+    def claim_writer(self, wait: float = 10.0) -> None:
+        """Make sure no other event server writes this log (versions come from one counter).
+
+        SQLite: an exclusive ``flock`` on ``<db>.event-server.lock``; PostgreSQL: a session advisory lock.
+        Both are released by the operating system or the database when the process dies, ``kill -9``
+        included, so a restarted server can claim the log. A claim is retried for ``wait`` seconds (the
+        database may take a moment to notice that the previous server's connection is gone).
+        """
+        deadline = time.monotonic() + wait
+        while True:
+            owner = self._try_claim()
+            if owner is None:
+                self._claimed = True
+                return
+            if time.monotonic() >= deadline:
+                raise EventServerError(f"another event server ({owner}) already serves {self.url}; stop it first "
+                                       "or point this one at another database (--db)")
+            time.sleep(0.2)
+
+    def _try_claim(self) -> str | None:
+        """None if claimed, else a description of the current owner."""
+        if self.dialect == "sqlite":
+            database = self._db.url.database
+            if not database or database == ":memory:":
+                return None
+            import fcntl
+
+            path = Path(database).with_name(Path(database).name + ".event-server.lock")
+            handle = open(path, "a+")  # noqa: SIM115 - held open for the server's life
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                owner = handle.read().strip() or "unknown"
+                handle.close()
+                return f"pid {owner}"
+            handle.truncate(0)
+            handle.write(str(os.getpid()))
+            handle.flush()
+            self._lock_file = handle
+            return None
+        if self.dialect == "postgresql":
+            conn = self._writer or self._db.write_engine.raw_connection()
+            self._writer = conn
+            cursor = conn.cursor()
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", (_PG_WRITER_LOCK,))
+            (taken,) = cursor.fetchone()
+            conn.commit()
+            return None if taken else "advisory lock held"
+        return None
+
+    # --- writing -------------------------------------------------------------------------------------
+
+    def last_version(self) -> int:
+        """The highest stored version (0 for an empty log)."""
+        return self._scalar("SELECT max(version) FROM event_log", ()) or 0
+
+    def append(self, rows: list[tuple]) -> None:
+        """Store ``rows`` (in :data:`INSERT_COLUMNS` order) in one transaction, or none of them."""
+        conn = self._write_conn()
+        try:
+            if self.dialect == "sqlite":
+                conn.execute("BEGIN IMMEDIATE")  # the engine runs sqlite3 in autocommit mode
+            cursor = conn.cursor()
+            cursor.executemany(self._insert, rows)
+            conn.commit()
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        try:
+            if self._writer is not None:
+                self._writer.rollback()
+        except self.DatabaseError:
+            self.reset()
+
+    # --- reading -------------------------------------------------------------------------------------
+
+    def query(self, flt: EventFilter, limit: int, max_bytes: int | None = None) -> tuple[list[tuple], bool]:
+        """Matching events, oldest first, as rows in ``protocol.ROW_FIELDS`` order, and whether more may follow.
+
+        Stops at ``limit`` rows or once the values and contexts read add up to ``max_bytes`` (so a page of
+        large events stays bounded in memory).
+        """
+        where, params = self._where(flt)
+        sql = f"{_SELECT}{where} ORDER BY version LIMIT {int(limit)}"
+        conn = self._read_conn()
+        rows: list[tuple] = []
+        cut = False
+        try:
+            cursor = conn.cursor()
+            cursor.execute(sql, tuple(params))
+            if max_bytes is None:
+                rows = cursor.fetchall()
+            else:
+                size = 0
+                while not cut:
+                    chunk = cursor.fetchmany(1024)
+                    if not chunk:
+                        break
+                    for row in chunk:
+                        rows.append(row)
+                        size += len(row[3]) + (len(row[7]) if row[7] else 0) + 64
+                        if size >= max_bytes:
+                            cut = True
+                            break
+            cursor.close()
+            if self.dialect != "sqlite":
+                conn.rollback()
+        except BaseException:
+            self._reset_reader()
+            raise
+        return rows, cut or len(rows) >= limit
+
+    def latest_version(self, flt: EventFilter) -> int:
+        """The highest version matching ``flt`` (0 if none)."""
+        where, params = self._where(flt)
+        return self._scalar(f"SELECT max(version) FROM event_log{where}", params) or 0
+
+    def client_sends(self, client_id: str, window: int) -> tuple[int, list[tuple[int, int, int]]]:
+        """A client's highest sequence number and its last ``window`` sends as (seq, version, create_time)."""
+        p = self._p
+        last_seq = self._scalar(f"SELECT max(seq) FROM event_log WHERE client_id = {p}", (client_id,)) or 0
+        rows = self._read(f"SELECT seq, version, create_time FROM event_log WHERE client_id = {p} AND seq > {p}",
+                          (client_id, last_seq - window))
+        return last_seq, [tuple(r) for r in rows]
+
+    def find_send(self, client_id: str, seq: int) -> tuple[int, int] | None:
+        """(version, create_time) of the event stored by send ``(client_id, seq)``, if any."""
+        p = self._p
+        rows = self._read(f"SELECT version, create_time FROM event_log WHERE client_id = {p} AND seq = {p}",
+                          (client_id, seq))
+        return tuple(rows[0]) if rows else None
+
+    def _where(self, flt: EventFilter) -> tuple[str, list]:
+        p = self._p
+        clauses, params = [], []
+        if flt.since_version:
+            clauses.append(f"version > {p}")
+            params.append(flt.since_version)
+        if flt.until_version is not None:
+            clauses.append(f"version <= {p}")
+            params.append(flt.until_version)
+        if flt.keys is not None:
+            if len(flt.keys) > MAX_FILTER_KEYS:
+                raise ValueError(f"a filter may name at most {MAX_FILTER_KEYS} keys, got {len(flt.keys)}")
+            keys = sorted(flt.keys)
+            clauses.append(f"event_key = {p}" if len(keys) == 1 else f"event_key IN ({', '.join([p] * len(keys))})")
+            params.extend(keys)
+        for column, value in (("namespace", flt.namespace), ("event_type", flt.event_type), ("sender", flt.sender)):
+            if value is not None:
+                clauses.append(f"{column} = {p}")
+                params.append(value)
+        if flt.since_time is not None:
+            clauses.append(f"create_time >= {p}")
+            params.append(flt.since_time)
+        if flt.until_time is not None:
+            clauses.append(f"create_time < {p}")
+            params.append(flt.until_time)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    def _scalar(self, sql: str, params) -> int | None:
+        rows = self._read(sql, params)
+        return rows[0][0] if rows else None
+
+    def _read(self, sql: str, params) -> list:
+        conn = self._read_conn()
+        try:
+            cursor = conn.cursor()
+            cursor.execute(sql, tuple(params))
+            rows = cursor.fetchall()
+            if self.dialect != "sqlite":
+                conn.rollback()  # end the implicit transaction: no snapshot held between requests
+            return rows
+        except BaseException:
+            self._reset_reader()
+            raise
+
+    # --- connections ---------------------------------------------------------------------------------
+
+    def _write_conn(self):
+        if self._writer is None:
+            self._writer = self._db.write_engine.raw_connection()
+            if self._claimed and self.dialect == "postgresql" and self._try_claim() is not None:
+                self.reset()  # the advisory lock went with the old connection, and someone else has it now
+                raise EventServerError(f"another event server took over {self.url}")
+        return self._writer
+
+    def _read_conn(self):
+        if self._reader is None:
+            self._reader = self._db.read_engine.raw_connection()
+        return self._reader
+
+    def _reset_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            try:
+                reader.invalidate()
+            except Exception:  # noqa: BLE001 - a broken connection may fail to close; it is dropped anyway
+                log.debug("closing a broken read connection failed", exc_info=True)
+
+    def reset(self) -> None:
+        """Drop both connections (after a database error); the next call reconnects."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.invalidate()
+            except Exception:  # noqa: BLE001
+                log.debug("closing a broken write connection failed", exc_info=True)
+        self._reset_reader()
+
+    def close(self) -> None:
+        for conn in (self._writer, self._reader):
+            if conn is not None:
+                try:
+                    conn.close()
+                except Exception:  # noqa: BLE001
+                    log.debug("closing a connection failed", exc_info=True)
+        self._writer = self._reader = None
+        self._db.dispose()
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
