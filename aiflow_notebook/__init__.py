@@ -63,6 +63,7 @@ from aiflow_notebook.ops import (
     user_define_operation,
     write_dataset,
 )
+from aiflow_notebook.submit import connect, submit
 from aiflow_notebook.workflow import Job, NodeSpec, Workflow
 
 __version__ = "0.1.0"
@@ -112,6 +113,7 @@ __all__ = [
     "action_on_job_status",
     "action_on_model_version_event",
     "compile",
+    "connect",
     "default_store",
     "engine",
     "evaluate",
@@ -127,6 +129,7 @@ __all__ = [
     "read_dataset",
     "register_model",
     "register_model_version",
+    "submit",
     "train",
     "transform",
     "update_model_version",

@@ -1,7 +1,7 @@
 """Scheduler state: event cursor, per-run rules, action outbox, job process records.
 
 Revision ID: scheduler_0001
-Revises: 0002
+Revises: events_0001
 Create Date: 2026-11-21
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 from aiflow_notebook.meta.orm import UTCDateTime
 
 revision = "scheduler_0001"
-down_revision = "0002"
+down_revision = "events_0001"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,37 @@
+"""``python -m aiflow_notebook.engines.job_main SPEC``: the entry point of every job process.
+
+SPEC is a JSON file the scheduler writes: the job (as ``Job.to_dict()``, payload included), the workflow
+and run it belongs to, the working directory, and the engine's runner (``module:function``). The runner
+is imported and called with the spec; an exception becomes exit code 1 with its traceback in the log.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import traceback
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m aiflow_notebook.engines.job_main SPEC.json", file=sys.stderr)
+        return 2
+    with open(argv[0]) as fh:
+        spec = json.load(fh)
+    os.chdir(spec.get("cwd") or os.getcwd())
+    module_name, function_name = spec["runner"].split(":")
+    print(f"[aiflow] job {spec['workflow']}.{spec['job']['name']} (run {spec['run_id']}, job run "
+          f"{spec['job_run_id']}, attempt {spec['attempt']}) on engine {spec['job']['engine']}", flush=True)
+    try:
+        getattr(importlib.import_module(module_name), function_name)(spec)
+    except Exception:
+        traceback.print_exc()
+        return 1
+    print("[aiflow] job finished", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,52 @@
+"""The python engine: run the job's nodes in this process, in order (the SDK's job runtime).
+
+On top of the SDK's local context it adds what a scheduled job needs: datasets written by Flink (a
+directory of part files) can be read, a ``train`` node's returned model is saved and registered as a new
+model version (stage GENERATED, lineage to this job run), and ``predict`` without a function applies a
+registered model version.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+from aiflow_notebook.engines.model_io import Predictor, save_model
+from aiflow_notebook.graph import DatasetSpec
+from aiflow_notebook.job_runtime import LocalContext, NodeContext, run_job_payload
+
+
+class EngineContext(LocalContext):
+    def read_dataset(self, dataset: DatasetSpec) -> Any:
+        if dataset.name not in self.datasets and dataset.uri:
+            path = Path(dataset.uri.removeprefix("file://"))
+            if path.is_dir():  # written by Flink: one line per row in part files
+                import csv
+
+                rows: list[Any] = []
+                for part in sorted(p for p in path.iterdir() if not p.name.startswith(".")):
+                    with part.open(newline="") as fh:
+                        rows.extend(csv.reader(fh))
+                return rows
+        return super().read_dataset(dataset)
+
+    def run_builtin(self, node: NodeContext, inputs: list[Any]) -> Any:
+        if node.kind == "predict" and node.model:
+            predictor = Predictor(node.model, node.model_version)
+            return [predictor(row) for row in inputs[0]]
+        return super().run_builtin(node, inputs)
+
+
+def run_job(spec: dict[str, Any]) -> None:
+    from aiflow_notebook.meta import default_store
+
+    payload = base64.b64decode(spec["job"]["payload"])
+    results = run_job_payload(payload, EngineContext())
+    for node in spec["job"]["nodes"]:
+        if node["kind"] == "train" and node.get("model") and results.get(node["name"]) is not None:
+            store = default_store()
+            store.register_model(node["model"])
+            version = store.register_model_version(node["model"], uri=save_model(results[node["name"]], node["model"]),
+                                                   job_run=spec["job_run_id"])
+            print(f"[aiflow] registered model {node['model']} version {version.version}", flush=True)

@@ -1,0 +1,50 @@
+"""The zero-set-up scheduler: event server + scheduler as threads of this process (the notebook kernel).
+
+``af.submit()`` with no server uses one: SQLite under ``AIFLOW_HOME``, an event server on a free loopback
+port, and the model center of this process publishing onto that bus (so ``af.update_model_version``
+in a cell can restart a serving job). It stops, and stops the jobs it started, when the process exits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiflow_notebook.config import default_meta_url
+from aiflow_notebook.events import EventClient, EventServer
+from aiflow_notebook.events.publisher import EventBusPublisher
+from aiflow_notebook.meta.store import MetadataStore
+from aiflow_notebook.scheduler.client import SchedulerClient
+from aiflow_notebook.scheduler.scheduler import Scheduler
+
+
+class EmbeddedScheduler:
+    """``EmbeddedScheduler(db_url=..., event_url=None)``: starts its own event server unless given one."""
+
+    def __init__(self, db_url: str | None = None, event_url: str | None = None, *, name: str = "default",
+                 home: str | Path | None = None):
+        self.db_url = db_url or default_meta_url()
+        self._server = None
+        if event_url is None:
+            self._server = EventServer(self.db_url, bind="tcp://127.0.0.1:0").start()
+            event_url = self._server.url
+        self.event_url = event_url
+        self.client = EventClient(event_url)
+        self.store = MetadataStore(self.db_url, publisher=EventBusPublisher(self.client))
+        self.scheduler = Scheduler(self.store, self.client, name=name, home=home).start()
+        self.api = SchedulerClient(self.client, name, self.scheduler.blobs)
+
+    def submit(self, workflow, **kwargs):
+        return self.api.submit(workflow, **kwargs)
+
+    def stop(self, kill_jobs: bool = True) -> None:
+        self.scheduler.stop(kill_jobs=kill_jobs)
+        self.client.close()
+        self.store.close()
+        if self._server is not None:
+            self._server.stop()
+
+    def __enter__(self) -> EmbeddedScheduler:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

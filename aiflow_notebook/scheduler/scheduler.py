@@ -1,0 +1,383 @@
+"""The event-driven scheduler: events in, rules evaluated, jobs started / stopped / restarted.
+
+One loop thread handles, strictly in order, two kinds of input:
+- events from the bus (a listener that replays from the last handled version, then follows live):
+  commands (submit a workflow, stop a run) and everything rules may match;
+- exits of job processes (one small monitor thread per process), which become ``JOB_STATUS_CHANGED``
+  events on the bus — and come back through the listener to fire downstream rules.
+
+Exactly-once (see ``state``): an event's effects commit in one transaction with its version; decided
+actions go through an outbox; a job run is committed before its process starts; on start-up the
+scheduler recovers: it adopts live job processes, settles those that ended while it was down, finishes
+pending actions and re-publishes status events the bus does not have.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiflow_notebook.blobs import BlobStore, LocalBlobStore
+from aiflow_notebook.config import aiflow_home
+from aiflow_notebook.engines import engine_runner
+from aiflow_notebook.engines.process import ExitStatus, JobProcess, ProcessRecord
+from aiflow_notebook.errors import AIFlowError
+from aiflow_notebook.events import Event, EventClient
+from aiflow_notebook.meta.store import MetadataStore
+from aiflow_notebook.scheduler.state import PendingAction, RunState, SchedulerState
+
+log = logging.getLogger(__name__)
+
+CONTROL_NAMESPACE = "aiflow"
+JOB_STATUS_CHANGED = "JOB_STATUS_CHANGED"
+RUN_STATUS_CHANGED = "WORKFLOW_RUN_STATUS_CHANGED"
+DATASET_UPDATED = "DATASET_UPDATED"
+SUBMIT_WORKFLOW = "SUBMIT_WORKFLOW"
+STOP_WORKFLOW_RUN = "STOP_WORKFLOW_RUN"
+RUN_CREATED = "WORKFLOW_RUN_CREATED"
+SUBMIT_REJECTED = "WORKFLOW_SUBMIT_REJECTED"
+FINAL_JOB_STATES = ("FINISHED", "FAILED", "KILLED")
+SENDER = "scheduler"
+
+
+def command_key(name: str) -> str:
+    """The bus key on which scheduler ``name`` takes commands and answers them."""
+    return f"scheduler.{name}"
+
+
+@dataclass
+class _Running:
+    run_id: int
+    job: str
+    job_run_id: int
+    attempt: int
+    process: JobProcess
+    stop_requested: bool = False
+
+
+class Scheduler:
+    """Runs submitted workflows. ``start()`` recovers and begins listening; ``stop()`` ends the loop
+    (jobs keep running unless ``kill_jobs``; a restarted scheduler adopts them)."""
+
+    def __init__(self, store: MetadataStore, client: EventClient, *, name: str = "default",
+                 home: str | Path | None = None, blob_store: BlobStore | None = None,
+                 job_env: dict[str, str] | None = None):
+        self.store, self.client, self.name = store, client, name
+        self.state = SchedulerState(store, name)
+        self.home = Path(home) if home is not None else aiflow_home()
+        self.blobs = blob_store or LocalBlobStore(self.home / "blobs")
+        self.job_env = dict(job_env or {})
+        self._queue: queue.Queue = queue.Queue()
+        self._runs: dict[int, RunState] = {}
+        self._workflows: dict[int, Any] = {}
+        self._running: dict[int, _Running] = {}  # job_run_id -> process
+        self._stopping_runs: set[int] = set()
+        self._thread: threading.Thread | None = None
+        self._listener = None
+        self._stop = threading.Event()
+        self._lag_since = 0.0
+
+    # --- life cycle ------------------------------------------------------------------------------
+
+    def start(self) -> Scheduler:
+        self._recover()
+        self._listener = self.client.listen("*", since_version=self.state.last_version(),
+                                            callback=lambda event: self._queue.put(("event", event)))
+        self._thread = threading.Thread(target=self._loop, name=f"aiflow-scheduler-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, kill_jobs: bool = False, timeout: float = 30.0) -> None:
+        if self._listener is not None:
+            self._listener.stop()
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if kill_jobs:
+            for running in list(self._running.values()):
+                running.process.stop(grace=5)
+
+    # --- the loop --------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                kind, item = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                if kind == "event":
+                    self._handle_event(item)
+                elif kind == "exit":
+                    self._handle_exit(item)
+            except Exception:  # a bug must not kill the scheduler; the event is retried after a restart
+                log.exception("scheduler %s: failed to handle %s %r", self.name, kind, item)
+
+    def _handle_event(self, event: Event) -> None:
+        if event.namespace == CONTROL_NAMESPACE and event.key == command_key(self.name):
+            if event.event_type == SUBMIT_WORKFLOW:
+                self._submit(event)
+            elif event.event_type == STOP_WORKFLOW_RUN:
+                self._stop_run(int(json.loads(event.value)["run"]), event.version)
+            return
+        touched, actions = [], []
+        for run in self._runs.values():
+            if event.version <= run.since_version:
+                continue
+            before = [list(rule.met) for rule in run.rules]
+            for rule in run.rules:
+                if rule.on_event(event):
+                    actions.append((run.run_id, rule.job, rule.action))
+            if before != [rule.met for rule in run.rules]:
+                touched.append(run)
+        if touched or actions:
+            self.state.commit_event(event.version, touched, actions)
+            self._lag_since = 0.0
+        elif self._lag_since == 0.0:
+            self._lag_since = time.monotonic()
+        elif time.monotonic() - self._lag_since > 1.0:  # keep the cursor near, so a restart replays little
+            self.state.advance(event.version)
+            self._lag_since = 0.0
+        for run_id in {run_id for run_id, _, _ in actions}:
+            self._execute_pending(run_id)
+        if event.event_type == JOB_STATUS_CHANGED and event.value in FINAL_JOB_STATES and event.context:
+            run_id = json.loads(event.context).get("run")
+            if run_id in self._runs:
+                self._check_run_done(run_id)
+
+    # --- commands --------------------------------------------------------------------------------
+
+    def _submit(self, event: Event) -> None:
+        from aiflow_notebook.workflow import Workflow
+
+        request = json.loads(event.value)
+        try:
+            payload = self.blobs.get(request["uri"])
+            workflow = Workflow.from_bytes(payload)
+            for job in workflow.jobs.values():
+                engine_runner(job.engine)
+        except AIFlowError as exc:
+            self.state.advance(event.version)
+            self._send(command_key(self.name), str(exc), SUBMIT_REJECTED, CONTROL_NAMESPACE,
+                       {"request_id": request.get("request_id")})
+            return
+        project = request.get("project") or "default"
+        snapshot_id = self.store.save_workflow_snapshot(workflow.name, workflow.content_hash, payload, project=project)
+        edges = [edge.to_dict() for edge in workflow.control_edges]
+        started_by_rule = {edge["job"] for edge in edges if edge["action"] == "START"}
+        initial = [name for name in workflow.jobs if name not in started_by_rule]
+        properties = {"request_id": request.get("request_id"), "cwd": request.get("cwd"),
+                      "submitted_by": event.sender, "uri": request["uri"]}
+        run_id = self.state.create_run(workflow.name, project, snapshot_id, edges, initial, event.version,
+                                       properties)
+        run = next(r for r in self.state.active_runs() if r.run_id == run_id)
+        self._runs[run_id] = run
+        self._workflows[run_id] = workflow
+        self._send(command_key(self.name), json.dumps({"run": run_id, "workflow": workflow.name}), RUN_CREATED,
+                   CONTROL_NAMESPACE, {"request_id": request.get("request_id"), "run": run_id})
+        self._send(workflow.name, "RUNNING", RUN_STATUS_CHANGED, "default", {"run": run_id})
+        self._execute_pending(run_id)
+
+    def _stop_run(self, run_id: int, version: int | None = None) -> None:
+        run = self._runs.get(run_id)
+        if run is None:
+            return
+        self._stopping_runs.add(run_id)
+        for running in [r for r in self._running.values() if r.run_id == run_id]:
+            self._stop_job(running)
+        self._finish_run(run, "KILLED")
+        if version is not None:
+            self.state.advance(version)
+
+    # --- actions ---------------------------------------------------------------------------------
+
+    def _execute_pending(self, run_id: int) -> None:
+        for action in self.state.pending_actions(run_id):
+            run = self._runs.get(action.run_id)
+            if run is None:
+                continue
+            if action.action in ("STOP", "RESTART"):
+                for running in [r for r in self._running.values() if r.run_id == run.run_id and r.job == action.job]:
+                    self._stop_job(running)
+            if action.action in ("START", "RESTART"):
+                self._start_job(run, action)
+            else:
+                self.state.action_done(action.id)
+
+    def _start_job(self, run: RunState, action: PendingAction) -> None:
+        existing = self.state.job_run_for_action(action.id)
+        if existing is None and any(r.run_id == run.run_id and r.job == action.job for r in self._running.values()):
+            self.state.action_done(action.id)  # START of a job that is already running: nothing to do
+            return
+        workflow = self._workflow(run)
+        job = workflow.jobs.get(action.job)
+        if job is None:
+            log.error("run %s: rule names job %r, which the workflow does not have", run.run_id, action.job)
+            self.state.action_done(action.id)
+            return
+        if existing is not None:  # recovery: the job run was committed before a crash
+            job_run_id, attempt = existing.job_run_id, 0
+            found = self._find_process(run.run_id, job.name, job_run_id)
+            if found is not None:
+                self.state.job_started(job_run_id, json.loads(found.record.to_json()), found.record.log_path, action.id)
+                self._watch(_Running(run.run_id, job.name, job_run_id, attempt, found))
+                return
+        else:
+            job_run_id, attempt = self.state.new_job_run(run, job.name, job.engine, action.id)
+            self._publish_status(run, job.name, job_run_id, attempt, "STARTING")
+        process = self._launch(run, job, job_run_id, attempt)
+        self.state.job_started(job_run_id, json.loads(process.record.to_json()), process.record.log_path, action.id)
+        self._publish_status(run, job.name, job_run_id, attempt, "RUNNING")
+        self._watch(_Running(run.run_id, job.name, job_run_id, attempt, process))
+
+    def _launch(self, run: RunState, job, job_run_id: int, attempt: int) -> JobProcess:
+        base = self._paths(run.run_id, job.name, job_run_id)
+        spec = {"workflow": run.workflow, "project": run.project, "run_id": run.run_id, "job_run_id": job_run_id,
+                "attempt": attempt, "job": job.to_dict(include_payload=True), "runner": engine_runner(job.engine),
+                "cwd": (self._run_properties(run).get("cwd")), "meta_url": self.store._db.url.render_as_string(False),
+                "event_url": self.client.url}
+        spec_path = base.with_suffix(".spec.json")
+        spec["spec_path"] = str(spec_path)
+        spec_path.parent.mkdir(parents=True, exist_ok=True)
+        spec_path.write_text(json.dumps(spec))
+        env = {**_os_environ(), **self.job_env, "AIFLOW_META_URL": spec["meta_url"], "AIFLOW_EVENT_URL": self.client.url,
+               "AIFLOW_WORKFLOW": run.workflow, "AIFLOW_JOB": job.name, "AIFLOW_JOB_RUN_ID": str(job_run_id)}
+        return JobProcess.launch([sys.executable, "-m", "aiflow_notebook.engines.job_main", str(spec_path)],
+                                 base.with_suffix(".log"), env=env, cwd=spec["cwd"] or None)
+
+    def _paths(self, run_id: int, job: str, job_run_id: int) -> Path:
+        return self.home / "runs" / str(run_id) / f"{job}-{job_run_id}"
+
+    def _find_process(self, run_id: int, job: str, job_run_id: int) -> JobProcess | None:
+        """A job process started just before a crash, before its record was committed."""
+        import psutil
+
+        status_path = str(self._paths(run_id, job, job_run_id).with_suffix(".status.json"))
+        for proc in psutil.process_iter(["pid", "cmdline", "create_time"]):
+            if status_path in (proc.info["cmdline"] or []):
+                log_path = str(self._paths(run_id, job, job_run_id).with_suffix(".log"))
+                return JobProcess.adopt(ProcessRecord(proc.info["pid"], proc.info["create_time"], log_path, status_path))
+        return None
+
+    def _stop_job(self, running: _Running) -> None:
+        running.stop_requested = True
+        status = running.process.stop()
+        self._settle(running, status)
+
+    def _watch(self, running: _Running) -> None:
+        self._running[running.job_run_id] = running
+
+        def wait() -> None:
+            running.process.wait()
+            self._queue.put(("exit", running.job_run_id))
+
+        threading.Thread(target=wait, name=f"aiflow-job-{running.job_run_id}", daemon=True).start()
+
+    def _handle_exit(self, job_run_id: int) -> None:
+        running = self._running.get(job_run_id)
+        if running is not None:
+            self._settle(running, running.process.poll() or ExitStatus(None))
+
+    def _settle(self, running: _Running, status: ExitStatus) -> None:
+        """Record how a job run ended and announce it (once)."""
+        if self._running.pop(running.job_run_id, None) is None:
+            return
+        if running.stop_requested:
+            state, error = "KILLED", None
+        elif status.succeeded:
+            state, error = "FINISHED", None
+        else:
+            state = "FAILED"
+            why = f"exit code {status.returncode}" if status.returncode is not None else "the process was killed"
+            error = f"{why}; log tail:\n{running.process.log_tail(20)}"
+        self.state.job_ended(running.job_run_id, state, error)
+        run = self._runs.get(running.run_id)
+        if run is None:
+            return
+        if state == "FINISHED":
+            self._record_outputs(run, running)
+        self._publish_status(run, running.job, running.job_run_id, running.attempt, state, error)
+
+    def _record_outputs(self, run: RunState, running: _Running) -> None:
+        job = self._workflow(run).jobs.get(running.job)
+        for dataset in getattr(job, "inputs", ()):
+            self.store.register_dataset(dataset.name, uri=dataset.uri, schema=dataset.schema)
+            self.store.record_dataset_read(running.job_run_id, dataset.name)
+        for dataset in getattr(job, "outputs", ()):
+            self.store.register_dataset(dataset.name, uri=dataset.uri, schema=dataset.schema)
+            self.store.record_dataset_write(running.job_run_id, dataset.name)
+            self._send(dataset.name, dataset.uri or "", DATASET_UPDATED, "default",
+                       {"run": run.run_id, "job_run": running.job_run_id})
+
+    def _check_run_done(self, run_id: int) -> None:
+        run = self._runs[run_id]
+        if any(r.run_id == run_id for r in self._running.values()) or self.state.pending_actions(run_id):
+            return
+        states = self.state.job_states(run_id)
+        if "FAILED" in states.values():
+            self._finish_run(run, "FAILED")
+        elif set(states) >= set(self._workflow(run).jobs):
+            self._finish_run(run, "FINISHED")
+
+    def _finish_run(self, run: RunState, state: str) -> None:
+        self.state.finish_run(run.run_id, state)
+        self._runs.pop(run.run_id, None)
+        self._send(run.workflow, state, RUN_STATUS_CHANGED, "default", {"run": run.run_id})
+
+    # --- recovery --------------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        for run in self.state.active_runs():
+            self._runs[run.run_id] = run
+        for active in self.state.active_job_runs():
+            run = self._runs[active.run_id]
+            process = JobProcess.adopt(ProcessRecord(**active.record)) if active.record else \
+                self._find_process(run.run_id, active.job, active.job_run_id)
+            if process is None:
+                continue  # never started: its pending START action starts it below
+            running = _Running(run.run_id, active.job, active.job_run_id, 0, process)
+            if active.record is None:
+                self.state.job_started(active.job_run_id, json.loads(process.record.to_json()),
+                                       process.record.log_path, active.action_id)
+            self._watch(running)  # a process that already ended is settled at once by its monitor
+        for run_id in list(self._runs):
+            self._execute_pending(run_id)
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _workflow(self, run: RunState):
+        if run.run_id not in self._workflows:
+            from aiflow_notebook.workflow import Workflow
+
+            self._workflows[run.run_id] = Workflow.from_bytes(self.store.get_workflow_snapshot(run.snapshot_id))
+        return self._workflows[run.run_id]
+
+    def _run_properties(self, run: RunState) -> dict[str, Any]:
+        from aiflow_notebook.meta import orm
+
+        with self.store._db.reading() as session:
+            return dict(session.get(orm.WorkflowRun, run.run_id).properties or {})
+
+    def _publish_status(self, run: RunState, job: str, job_run_id: int, attempt: int, state: str,
+                        error: str | None = None) -> None:
+        context = {"run": run.run_id, "job_run": job_run_id, "attempt": attempt}
+        if error:
+            context["error"] = error[-4000:]
+        self._send(f"{run.workflow}.{job}", state, JOB_STATUS_CHANGED, "default", context)
+
+    def _send(self, key: str, value: str, event_type: str, namespace: str, context: dict[str, Any]) -> Event:
+        return self.client.send_event(Event(key=key, value=value, event_type=event_type, namespace=namespace,
+                                            sender=SENDER, context=json.dumps(context)))
+
+
+def _os_environ() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)

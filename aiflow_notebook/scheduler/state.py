@@ -1,0 +1,242 @@
+"""The scheduler's durable state, in the metadata database.
+
+Exactly-once rests on one rule: the effects of handling an event — the rules' new state, the actions it
+decided (an outbox) and the version of the event — commit in **one transaction**. A crash before the
+commit means the event is handled again from scratch; after it, the outbox says what is left to do.
+An action is carried out at most once because a job run row (with the action's id) is committed before
+its process starts, and the process record after; recovery adopts what it finds instead of starting it
+again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from aiflow_notebook.meta import orm
+from aiflow_notebook.meta.orm import utcnow
+from aiflow_notebook.meta.store import MetadataStore
+from aiflow_notebook.scheduler.rules import Rule
+
+ACTIVE_JOB_STATES = ("STARTING", "RUNNING")
+
+
+@dataclass
+class RunState:
+    """A workflow run the scheduler is responsible for."""
+
+    run_id: int
+    workflow: str
+    project: str
+    since_version: int
+    rules: list[Rule]
+    edges: list[dict[str, Any]]
+    snapshot_id: int | None
+
+
+@dataclass(frozen=True)
+class PendingAction:
+    id: int
+    run_id: int
+    job: str
+    action: str
+
+
+@dataclass(frozen=True)
+class ActiveJobRun:
+    job_run_id: int
+    run_id: int
+    job: str
+    state: str
+    action_id: int | None
+    record: dict | None
+
+
+class SchedulerState:
+    def __init__(self, store: MetadataStore, name: str = "default"):
+        self.store = store
+        self.name = name
+        self._db = store._db
+
+    # --- cursor ----------------------------------------------------------------------------------
+
+    def last_version(self) -> int:
+        with self._db.reading() as session:
+            row = session.get(orm.SchedulerCursor, self.name)
+            return row.last_version if row else 0
+
+    # --- runs ------------------------------------------------------------------------------------
+
+    def create_run(self, workflow: str, project: str, snapshot_id: int, edges: list[dict[str, Any]],
+                   initial_jobs: list[str], event_version: int, properties: dict[str, Any]) -> int:
+        """Record a new run, its rules and the START actions of its initial jobs, with the cursor."""
+
+        def work(session: Session) -> int:
+            run_id = _workflow_run(session, workflow, project, snapshot_id, properties)
+            rules = [Rule.from_edge(edge).met for edge in edges]
+            session.add(orm.RunRules(workflow_run_id=run_id, scheduler=self.name, since_version=event_version,
+                                     rules=[{"edge": e, "met": m} for e, m in zip(edges, rules, strict=True)],
+                                     active=True))
+            for job in initial_jobs:
+                session.add(orm.SchedulerAction(workflow_run_id=run_id, job=job, action="START",
+                                                event_version=event_version, state="PENDING"))
+            self._advance(session, event_version)
+            return run_id
+
+        return self._db.transaction(work)
+
+    def active_runs(self) -> list[RunState]:
+        with self._db.reading() as session:
+            rows = session.execute(
+                select(orm.RunRules, orm.WorkflowRun, orm.Workflow.name, orm.Project.name)
+                .join(orm.WorkflowRun, orm.WorkflowRun.id == orm.RunRules.workflow_run_id)
+                .join(orm.Workflow, orm.Workflow.id == orm.WorkflowRun.workflow_id)
+                .join(orm.Project, orm.Project.id == orm.Workflow.project_id)
+                .where(orm.RunRules.scheduler == self.name, orm.RunRules.active.is_(True))
+                .order_by(orm.RunRules.workflow_run_id)).all()
+            return [RunState(run_id=rules.workflow_run_id, workflow=wf, project=project,
+                             since_version=rules.since_version,
+                             rules=[Rule.from_edge(r["edge"], r["met"]) for r in rules.rules],
+                             edges=[r["edge"] for r in rules.rules], snapshot_id=run.snapshot_id)
+                    for rules, run, wf, project in rows]
+
+    def commit_event(self, version: int, runs: list[RunState], actions: list[tuple[int, str, str]]) -> None:
+        """Commit the rules' state of ``runs``, the decided ``actions`` (run id, job, action) and the cursor."""
+
+        def work(session: Session) -> None:
+            for run in runs:
+                session.execute(update(orm.RunRules).where(orm.RunRules.workflow_run_id == run.run_id).values(
+                    rules=[{"edge": e, "met": r.met} for e, r in zip(run.edges, run.rules, strict=True)]))
+            for run_id, job, action in actions:
+                session.add(orm.SchedulerAction(workflow_run_id=run_id, job=job, action=action,
+                                                event_version=version, state="PENDING"))
+            self._advance(session, version)
+
+        self._db.transaction(work)
+
+    def advance(self, version: int) -> None:
+        """Move the cursor past an event that changed nothing."""
+        self._db.transaction(lambda session: self._advance(session, version))
+
+    def add_actions(self, actions: list[tuple[int, str, str]]) -> None:
+        def work(session: Session) -> None:
+            for run_id, job, action in actions:
+                session.add(orm.SchedulerAction(workflow_run_id=run_id, job=job, action=action, state="PENDING"))
+
+        self._db.transaction(work)
+
+    def finish_run(self, run_id: int, state: str) -> None:
+        def work(session: Session) -> None:
+            session.execute(update(orm.RunRules).where(orm.RunRules.workflow_run_id == run_id).values(active=False))
+            run = session.get(orm.WorkflowRun, run_id)
+            run.state, run.ended_at = state, utcnow()
+            session.execute(update(orm.SchedulerAction).where(orm.SchedulerAction.workflow_run_id == run_id,
+                                                              orm.SchedulerAction.state == "PENDING")
+                            .values(state="CANCELLED", done_at=utcnow()))
+
+        self._db.transaction(work)
+
+    def _advance(self, session: Session, version: int) -> None:
+        cursor = session.get(orm.SchedulerCursor, self.name)
+        if cursor is None:
+            session.add(orm.SchedulerCursor(name=self.name, last_version=version))
+        elif version > cursor.last_version:
+            cursor.last_version = version
+
+    # --- actions and job runs ------------------------------------------------------------------------
+
+    def pending_actions(self, run_id: int | None = None) -> list[PendingAction]:
+        with self._db.reading() as session:
+            query = (select(orm.SchedulerAction).join(orm.RunRules, orm.RunRules.workflow_run_id ==
+                                                      orm.SchedulerAction.workflow_run_id)
+                     .where(orm.SchedulerAction.state == "PENDING", orm.RunRules.scheduler == self.name))
+            if run_id is not None:
+                query = query.where(orm.SchedulerAction.workflow_run_id == run_id)
+            return [PendingAction(a.id, a.workflow_run_id, a.job, a.action)
+                    for a in session.scalars(query.order_by(orm.SchedulerAction.id))]
+
+    def action_done(self, action_id: int) -> None:
+        self._db.transaction(lambda session: session.execute(
+            update(orm.SchedulerAction).where(orm.SchedulerAction.id == action_id)
+            .values(state="DONE", done_at=utcnow())))
+
+    def job_run_for_action(self, action_id: int) -> ActiveJobRun | None:
+        with self._db.reading() as session:
+            row = session.execute(select(orm.JobProcessRecord, orm.JobRun, orm.Job.name)
+                                  .join(orm.JobRun, orm.JobRun.id == orm.JobProcessRecord.job_run_id)
+                                  .join(orm.Job, orm.Job.id == orm.JobRun.job_id)
+                                  .where(orm.JobProcessRecord.action_id == action_id)).first()
+            if row is None:
+                return None
+            proc, run, job = row
+            return ActiveJobRun(run.id, run.workflow_run_id, job, run.state, proc.action_id, proc.record)
+
+    def new_job_run(self, run: RunState, job: str, engine: str, action_id: int | None) -> tuple[int, int]:
+        """Commit a STARTING job run for ``action_id`` (attempt = earlier runs of the job); (id, attempt)."""
+
+        def work(session: Session) -> tuple[int, int]:
+            job_row = session.scalar(select(orm.Job).join(orm.Workflow, orm.Workflow.id == orm.Job.workflow_id)
+                                     .join(orm.WorkflowRun, orm.WorkflowRun.workflow_id == orm.Workflow.id)
+                                     .where(orm.WorkflowRun.id == run.run_id, orm.Job.name == job))
+            if job_row is None:
+                workflow_id = session.get(orm.WorkflowRun, run.run_id).workflow_id
+                job_row = orm.Job(workflow_id=workflow_id, name=job, engine=engine)
+                session.add(job_row)
+                session.flush()
+            attempt = session.scalar(select(func.count(orm.JobRun.id)).where(
+                orm.JobRun.workflow_run_id == run.run_id, orm.JobRun.job_id == job_row.id)) or 0
+            job_run = orm.JobRun(job_id=job_row.id, workflow_run_id=run.run_id, state="STARTING", attempt=attempt,
+                                 started_at=utcnow())
+            session.add(job_run)
+            session.flush()
+            session.add(orm.JobProcessRecord(job_run_id=job_run.id, action_id=action_id, record=None))
+            return job_run.id, attempt
+
+        return self._db.transaction(work)
+
+    def job_started(self, job_run_id: int, record: dict, log_uri: str, action_id: int | None) -> None:
+        """The process runs: save how to find it, mark the run RUNNING and the action done — atomically."""
+
+        def work(session: Session) -> None:
+            session.get(orm.JobProcessRecord, job_run_id).record = record
+            job_run = session.get(orm.JobRun, job_run_id)
+            job_run.state, job_run.log_uri = "RUNNING", log_uri
+            if action_id is not None:
+                session.execute(update(orm.SchedulerAction).where(orm.SchedulerAction.id == action_id)
+                                .values(state="DONE", done_at=utcnow()))
+
+        self._db.transaction(work)
+
+    def job_ended(self, job_run_id: int, state: str, error: str | None) -> None:
+        self.store.update_job_run(job_run_id, state, error=error)
+
+    def active_job_runs(self, run_id: int | None = None) -> list[ActiveJobRun]:
+        with self._db.reading() as session:
+            query = (select(orm.JobRun, orm.Job.name, orm.JobProcessRecord)
+                     .join(orm.Job, orm.Job.id == orm.JobRun.job_id)
+                     .join(orm.JobProcessRecord, orm.JobProcessRecord.job_run_id == orm.JobRun.id)
+                     .join(orm.RunRules, orm.RunRules.workflow_run_id == orm.JobRun.workflow_run_id)
+                     .where(orm.JobRun.state.in_(ACTIVE_JOB_STATES), orm.RunRules.scheduler == self.name))
+            if run_id is not None:
+                query = query.where(orm.JobRun.workflow_run_id == run_id)
+            return [ActiveJobRun(jr.id, jr.workflow_run_id, job, jr.state, proc.action_id, proc.record)
+                    for jr, job, proc in session.execute(query.order_by(orm.JobRun.id))]
+
+    def job_states(self, run_id: int) -> dict[str, str]:
+        """The latest state of each job of the run that has run at all."""
+        with self._db.reading() as session:
+            rows = session.execute(select(orm.Job.name, orm.JobRun.state).join(orm.Job, orm.Job.id == orm.JobRun.job_id)
+                                   .where(orm.JobRun.workflow_run_id == run_id).order_by(orm.JobRun.id)).all()
+            return dict(rows)
+
+
+def _workflow_run(session: Session, workflow: str, project: str, snapshot_id: int,
+                  properties: dict[str, Any]) -> int:
+    workflow_id = session.get(orm.WorkflowSnapshot, snapshot_id).workflow_id
+    run = orm.WorkflowRun(workflow_id=workflow_id, snapshot_id=snapshot_id, state="RUNNING", properties=properties)
+    session.add(run)
+    session.flush()
+    return run.id

@@ -1,0 +1,67 @@
+"""``af.submit`` and ``af.connect``: run the current workflow on the embedded or a remote scheduler."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from typing import Any
+
+_lock = threading.Lock()
+_embedded = None
+_connected = None
+
+
+def connect(url: str, auth: Any = None, name: str = "default"):
+    """Send later ``af.submit()`` calls to the scheduler of the ``aiflow server`` at ``url``.
+
+    ``auth`` is the server's CURVE public key (file, directory or Z85 text) when it runs with ``--curve``.
+    """
+    global _connected
+    from aiflow_notebook.events import EventClient
+    from aiflow_notebook.scheduler.client import SchedulerClient
+
+    client = EventClient(url, auth=auth)
+    client.latest_version()  # fail now, with the client's clear error, if the server is unreachable
+    with _lock:
+        _connected = SchedulerClient(client, name)
+    return _connected
+
+
+def disconnect() -> None:
+    """Go back to the embedded scheduler."""
+    global _connected
+    with _lock:
+        _connected = None
+
+
+def embedded_scheduler():
+    """The embedded scheduler of this process, started on first use and stopped at exit."""
+    global _embedded
+    with _lock:
+        if _embedded is None:
+            from aiflow_notebook.meta.store import set_default_store
+            from aiflow_notebook.scheduler.embedded import EmbeddedScheduler
+
+            _embedded = EmbeddedScheduler()
+            os.environ["AIFLOW_EVENT_URL"] = _embedded.event_url  # this process's model center -> the bus
+            set_default_store(None)
+            atexit.register(_shutdown)
+        return _embedded
+
+
+def _shutdown() -> None:
+    global _embedded
+    if _embedded is not None:
+        _embedded.stop(kill_jobs=True)
+        _embedded = None
+
+
+def submit(workflow: Any = None, scheduler: Any = None):
+    """Compile ``workflow`` (default: the current one) and run it; returns a ``WorkflowRun``."""
+    from aiflow_notebook.compile import compile as compile_workflow
+
+    compiled = workflow if hasattr(workflow, "to_bytes") else compile_workflow(workflow)
+    target = scheduler or _connected or embedded_scheduler()
+    api = getattr(target, "api", target)
+    return api.submit(compiled, project=getattr(compiled, "project", "default") or "default")

@@ -1,0 +1,140 @@
+"""The embedded scheduler end to end: real job processes, a real event bus, real SQLite."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+import aiflow_notebook as af
+from aiflow_notebook.scheduler import EmbeddedScheduler
+
+
+@pytest.fixture
+def scheduler(aiflow_home):
+    with EmbeddedScheduler() as embedded:
+        yield embedded
+    assert _job_processes(aiflow_home) == [], "the scheduler left job processes behind"
+
+
+def _job_processes(home: Path) -> list[int]:
+    """Live processes started for jobs under this AIFLOW_HOME (by their spec path on the command line)."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if str(home / "runs") in cmdline and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(proc.info["pid"])
+    return found
+
+
+def _wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def make_numbers():
+    return [[1], [2], [3]]
+
+
+def double(rows):
+    return [[int(r[0]) * 2] for r in rows]
+
+
+def explode(rows):
+    raise ValueError("bad row in the input: boom")
+
+
+def test_a_chain_runs_in_order_and_records_lineage(scheduler, tmp_path):
+    with af.workflow("chain"):
+        with af.job_config("a"):
+            af.write_dataset(af.user_define_operation(make_numbers, name="make"), "nums", uri=str(tmp_path / "n.json"))
+        with af.job_config("b"):
+            af.write_dataset(af.transform(af.read_dataset("nums"), double), "doubled", uri=str(tmp_path / "d.json"))
+        af.action_on_job_status("b", upstream="a")
+    run = scheduler.submit(af.compile("chain"))
+    assert run.wait(90) == "FINISHED"
+    assert json.loads((tmp_path / "d.json").read_text()) == [[2], [4], [6]]
+    assert run.jobs() == {"a": "FINISHED", "b": "FINISHED"}
+    events = [(e.key, e.value) for e in run.job_events()]
+    assert events.index(("chain.a", "FINISHED")) < events.index(("chain.b", "STARTING"))
+    assert [e.value for e in scheduler.client.list_events(key="doubled", event_type="DATASET_UPDATED")] == [
+        str(tmp_path / "d.json")]
+    b_run = json.loads(run.job_events()[-1].context)["job_run"]
+    assert scheduler.store.get_job_run(b_run).state == "FINISHED"
+
+
+def test_a_failing_job_fails_the_run_with_its_log_tail_and_blocks_downstream(scheduler, tmp_path):
+    with af.workflow("broken"):
+        with af.job_config("a"):
+            af.write_dataset(af.user_define_operation(make_numbers, name="make"), "nums", uri=str(tmp_path / "n.json"))
+        with af.job_config("b"):
+            af.write_dataset(af.transform(af.read_dataset("nums"), explode), "out", uri=str(tmp_path / "o.json"))
+        with af.job_config("c"):
+            af.write_dataset(af.transform(af.read_dataset("out"), double), "never", uri=str(tmp_path / "x.json"))
+        af.action_on_job_status("b", upstream="a")
+        af.action_on_job_status("c", upstream="b")
+    run = scheduler.submit(af.compile("broken"))
+    assert run.wait(90) == "FAILED"
+    assert run.jobs() == {"a": "FINISHED", "b": "FAILED", "c": "INIT"}
+    error = run.errors()["b"]
+    assert "exit code 1" in error and "ValueError: bad row in the input: boom" in error
+    assert not (tmp_path / "x.json").exists()
+
+
+def serve_forever(context):
+    Path(context.properties["marker"]).open("a").write("started\n")
+    while True:
+        time.sleep(0.1)
+
+
+def test_stop_kills_a_long_running_job_and_leaves_no_process(scheduler, aiflow_home, tmp_path):
+    marker = tmp_path / "starts.txt"
+    with af.workflow("forever"):
+        with af.job_config("serve"):
+            af.user_define_operation(serve_forever, name="serve", properties={"marker": str(marker)})
+    run = scheduler.submit(af.compile("forever"))
+    _wait_for(lambda: marker.exists(), what="the job to start")
+    assert _job_processes(aiflow_home)
+    assert run.stop() == "KILLED"
+    assert run.jobs() == {"serve": "KILLED"}
+    _wait_for(lambda: not _job_processes(aiflow_home), timeout=15, what="job processes to go")
+
+
+def test_validating_a_model_version_restarts_the_serving_job_exactly_once(scheduler, tmp_path):
+    marker = tmp_path / "starts.txt"
+    with af.workflow("serving"):
+        with af.job_config("serve"):
+            af.user_define_operation(serve_forever, name="serve", properties={"marker": str(marker)})
+        af.action_on_model_version_event("serve", model="ctr", event_type="MODEL_VALIDATED", action="RESTART")
+    run = scheduler.submit(af.compile("serving"))
+    _wait_for(lambda: marker.exists() and marker.read_text().count("started") == 1, what="serve to start")
+    store = scheduler.store  # publishes model-center events onto the scheduler's bus
+    store.register_model("ctr")
+    store.register_model_version("ctr", uri="file:///m/1")
+    store.register_model_version("ctr", uri="file:///m/2")  # GENERATED events do not match the rule
+    store.update_model_version("ctr", 2, "VALIDATED")
+    _wait_for(lambda: marker.read_text().count("started") == 2, what="serve to restart")
+    time.sleep(1.0)
+    assert marker.read_text().count("started") == 2
+    assert [e.value for e in run.job_events()] == ["STARTING", "RUNNING", "KILLED", "STARTING", "RUNNING"]
+    assert run.stop() == "KILLED"
+
+
+def test_an_engine_without_a_runner_is_refused_at_submit(scheduler, monkeypatch):
+    from aiflow_notebook import engine_names
+    from aiflow_notebook.scheduler import SchedulerError
+
+    monkeypatch.setitem(engine_names._known, "quantum", None)  # the compiler accepts the name...
+    with af.workflow("exotic"):
+        with af.job_config("train", engine="quantum"):
+            af.user_define_operation(make_numbers, name="noop")
+    with pytest.raises(SchedulerError, match="refused workflow 'exotic': no runner is installed for engine 'quantum'"):
+        scheduler.submit(af.compile("exotic"))  # ...but no runner is registered for it
