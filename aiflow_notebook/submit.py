@@ -12,16 +12,17 @@ _embedded = None
 _connected = None
 
 
-def connect(url: str, auth: Any = None, name: str = "default"):
+def connect(url: str, auth: Any = None, name: str = "default", timeout: float = 10.0):
     """Send later ``af.submit()`` calls to the scheduler of the ``aiflow server`` at ``url``.
 
     ``auth`` is the server's CURVE public key (file, directory or Z85 text) when it runs with ``--curve``.
+    Raises after ``timeout`` seconds if the server does not answer (down, or a wrong key).
     """
     global _connected
     from aiflow_notebook.events import EventClient
     from aiflow_notebook.scheduler.client import SchedulerClient
 
-    client = EventClient(url, auth=auth)
+    client = EventClient(url, auth=auth, deadline=timeout)
     client.latest_version()  # fail now, with the client's clear error, if the server is unreachable
     with _lock:
         _connected = SchedulerClient(client, name)
@@ -62,6 +63,12 @@ def submit(workflow: Any = None, scheduler: Any = None):
     from aiflow_notebook.compile import compile as compile_workflow
 
     compiled = workflow if hasattr(workflow, "to_bytes") else compile_workflow(workflow)
+    if not compiled.jobs:
+        from aiflow_notebook.errors import AIFlowError
+
+        raise AIFlowError(f"workflow {compiled.name!r} has no jobs, so there is nothing to run. Define nodes in a job "
+                          "first, or name the workflow: af.submit('my_workflow') (a `with af.workflow(...)` block "
+                          "selects it only inside the block)")
     target = scheduler or _connected or embedded_scheduler()
     api = getattr(target, "api", target)
     return api.submit(compiled, project=getattr(compiled, "project", "default") or "default")

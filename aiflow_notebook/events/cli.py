@@ -25,7 +25,7 @@ LIST_COLUMNS = ["version", "created", "namespace", "key", "event_type", "sender"
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    server = commands.add_parser("server", help="run the event server (and, later, the scheduler)")
+    server = commands.add_parser("server", help="run the aiflow server: event bus + scheduler + metadata")
     server_commands = server.add_subparsers(title="server commands", metavar="ACTION", required=True)
     start = server_commands.add_parser("start", help="serve events until interrupted (Ctrl-C or SIGTERM)")
     start.add_argument("--db", metavar="URL", default=None,
@@ -42,6 +42,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     start.add_argument("--max-message-bytes", type=int, default=None, metavar="N",
                        help="largest accepted event/request in bytes (default 1 MiB)")
     start.set_defaults(func=_server_start)
+    start.add_argument("--no-scheduler", action="store_true", help="run the event bus only, without the scheduler")
+    start.add_argument("--home", metavar="DIR", default=None,
+                       help="where job logs and blobs go (default: $AIFLOW_HOME, else ~/.aiflow)")
     keys = server_commands.add_parser("keys", help="create a CURVE key pair for `server start --curve DIR`")
     keys.add_argument("dir", metavar="DIR")
     keys.add_argument("--client", metavar="NAME", default=None,
@@ -105,11 +108,18 @@ def _server_start(args) -> None:
                          publish_bind=args.publish_bind, curve_dir=args.curve, insecure=args.insecure,
                          max_message_bytes=args.max_message_bytes or DEFAULT_MAX_MESSAGE_BYTES)
 
+    services = [server]
+    if not args.no_scheduler:
+        from aiflow_notebook.scheduler.service import SchedulerService
+
+        services.append(SchedulerService(server, server.db_url, home=args.home, curve_dir=args.curve))
+
     def announce() -> None:
         print(f"aiflow event server: listening on {server.url} (updates on {server.publish_url})"
-              f"{', CURVE required' if server.curve else ''}; pid {os.getpid()}", flush=True)
+              f"{', CURVE required' if server.curve else ''}"
+              f"{'' if args.no_scheduler else ', scheduler running'}; pid {os.getpid()}", flush=True)
 
-    run_services([server], announce)
+    run_services(services, announce)
 
 
 def run_services(services: Sequence, announce: Callable[[], None] | None = None) -> None:

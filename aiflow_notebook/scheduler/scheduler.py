@@ -104,6 +104,10 @@ class Scheduler:
             for running in list(self._running.values()):
                 running.process.stop(grace=5)
 
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     # --- the loop --------------------------------------------------------------------------------
 
     def _loop(self) -> None:
