@@ -176,8 +176,11 @@ class Workflow:
         return workflow
 
     def to_bytes(self) -> bytes:
-        """UTF-8 JSON, payloads base64-encoded; reading it back never unpickles anything."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode("utf-8")
+        """UTF-8 JSON, payloads base64-encoded; reading it back never unpickles anything.
+
+        Keys keep their order (no sorting): a dataset schema ``{column: type}`` is positional.
+        """
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode("utf-8")
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Workflow:

@@ -258,3 +258,14 @@ def test_importing_the_sdk_stays_cheap():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120,
                          cwd=REPO).stdout.strip()
     assert out == "[]"
+
+
+def test_a_schema_keeps_its_column_order_through_serialization():
+    import aiflow_notebook as af
+    from aiflow_notebook.workflow import Workflow
+
+    with af.workflow("ordered"):
+        with af.job_config("j"):
+            af.write_dataset(af.read_dataset("d", uri="d.csv", schema={"user": "str", "clicks": "int"}), "e", uri="e.csv")
+    restored = Workflow.from_bytes(af.compile("ordered").to_bytes())
+    assert list(restored.jobs["j"].nodes[0].dataset.schema) == ["user", "clicks"]
