@@ -63,7 +63,7 @@ from aiflow_notebook.ops import (
     user_define_operation,
     write_dataset,
 )
-from aiflow_notebook.submit import connect, submit
+from aiflow_notebook.submission import connect, submit
 from aiflow_notebook.workflow import Job, NodeSpec, Workflow
 
 __version__ = "0.1.0"

@@ -30,14 +30,10 @@ from aiflow_notebook import graph as _graph
 from aiflow_notebook.engine_names import is_known_engine, known_engines
 
 LATER = {
-    "submit": ("runs the workflow on the embedded scheduler", "the scheduler issue"),
-    "status": ("shows the status of the submitted workflow's jobs", "the scheduler issue"),
-    "stop": ("stops a submitted workflow", "the scheduler issue"),
-    "connect": ("selects a remote scheduler", "the scheduler issue"),
-    "server": ("starts and stops a local aiflow server", "the scheduler issue"),
+    "server": ("starts and stops a local aiflow server (until then: `aiflow server start` in a terminal)",
+               "the panel issue"),
     "events": ("opens the live event panel", "the panel issue"),
-    "models": ("opens the model versions panel", "the panel issue"),
-    "lineage": ("draws a model's lineage", "the panel issue"),
+    "models": ("opens the model versions panel (until then: af.list_model_versions(MODEL))", "the panel issue"),
 }
 
 
@@ -80,13 +76,50 @@ def _reset_help(line: str) -> None:
     """Forget the current workflow's jobs, nodes and control edges."""
 
 
+@magic_arguments("aiflow submit")
+@argument("name", metavar="WORKFLOW", nargs="?", help="a workflow (default: the current one)")
+@argument("--wait", action="store_true", help="block until the run ends, updating the graph's job colours")
+@argument("--timeout", metavar="S", type=float, default=None, help="with --wait: give up waiting after S seconds")
+def _submit_help(line: str) -> None:
+    """Compile the workflow and run it: on the embedded scheduler (started on first use), or on the server
+    chosen with %aiflow connect. Shows the graph coloured by job status."""
+
+
+@magic_arguments("aiflow status")
+@argument("name", metavar="WORKFLOW", nargs="?", help="a workflow submitted in this session (default: the last)")
+def _status_help(line: str) -> None:
+    """Show the status of the last run of a workflow: the graph coloured by job status, and failures."""
+
+
+@magic_arguments("aiflow stop")
+@argument("name", metavar="WORKFLOW", nargs="?", help="a workflow submitted in this session (default: the last)")
+def _stop_help(line: str) -> None:
+    """Stop every job of the last run of a workflow (streaming jobs included)."""
+
+
+@magic_arguments("aiflow connect")
+@argument("url", metavar="URL", help="the aiflow server, e.g. tcp://host:PORT ('embedded' to go back)")
+@argument("--key", metavar="PATH", default=None, help="the server's CURVE public key file (server.key)")
+def _connect_help(line: str) -> None:
+    """Send later submissions to a remote `aiflow server start` instead of the embedded scheduler."""
+
+
+@magic_arguments("aiflow lineage")
+@argument("model", metavar="MODEL", help="a registered model")
+@argument("--version", metavar="N", type=int, default=None, help="one version (default: all)")
+def _lineage_help(line: str) -> None:
+    """Draw where a model came from and who uses it: dataset -> job run -> model version -> serving job."""
+
+
 @magic_arguments("aiflow help")
 def _help_help(line: str) -> None:
     """Show this help."""
 
 
 SUBCOMMANDS: dict[str, Callable[..., Any]] = {"job": _job_help, "workflow": _workflow_help, "show": _show_help,
-                                              "reset": _reset_help, "help": _help_help}
+                                              "reset": _reset_help, "submit": _submit_help, "status": _status_help,
+                                              "stop": _stop_help, "connect": _connect_help,
+                                              "lineage": _lineage_help, "help": _help_help}
 for _command in SUBCOMMANDS.values():
     _command.parser.allow_abbrev = False  # "--engin" is a typo to report, not an abbreviation to guess
 
@@ -116,6 +149,8 @@ class AIFlowMagics(Magics):
         super().__init__(shell)
         self._cell_id: str | None = None
         self._cell_jobs: dict[str, tuple[str, str]] = {}  # cell id → (workflow, job) it defined last
+        self._runs: dict[str, Any] = {}  # workflow name → its last WorkflowRun
+        self._last: str | None = None
 
     def remember_cell(self, info: Any) -> None:
         """``pre_run_cell`` hook: the id of the cell being run, to notice a job cell renamed in place."""
@@ -206,11 +241,70 @@ class AIFlowMagics(Magics):
         self._cell_jobs = {cell: job for cell, job in self._cell_jobs.items() if job[0] != graph.name}
         print(f"workflow {graph.name!r} is empty again (no jobs, nodes or control edges)")
 
+    def _submit(self, args: Any) -> None:
+        run = self._sdk(lambda: af.submit(args.name))
+        self._runs[run.workflow.name] = run
+        self._last = run.workflow.name
+        print(f"submitted {run.workflow.name!r}: run {run.run_id}")
+        handle = display(run.workflow.view(status=run.jobs()), display_id=True)
+        if not args.wait:
+            return
+        import time
+
+        deadline = None if args.timeout is None else time.monotonic() + args.timeout
+        shown = None
+        while (status := run.status()) not in ("FINISHED", "FAILED", "KILLED"):
+            jobs = run.jobs()
+            if jobs != shown:
+                handle.update(run.workflow.view(status=jobs))
+                shown = jobs
+            if deadline is not None and time.monotonic() > deadline:
+                print(f"run {run.run_id} is still {status} after {args.timeout:g} s; %aiflow status shows it later")
+                return
+            time.sleep(0.3)
+        handle.update(run.workflow.view(status=run.jobs()))
+        self._report(run, status)
+
+    def _status(self, args: Any) -> None:
+        run = self._run_of(args.name, "status")
+        display(run.workflow.view(status=run.jobs()))
+        self._report(run, run.status())
+
+    def _stop(self, args: Any) -> None:
+        run = self._run_of(args.name, "stop")
+        status = self._sdk(run.stop)
+        print(f"run {run.run_id} of {run.workflow.name!r}: {status}")
+
+    def _connect(self, args: Any) -> None:
+        if args.url == "embedded":
+            from aiflow_notebook.submission import disconnect
+
+            disconnect()
+            print("submissions go to the embedded scheduler again")
+            return
+        self._sdk(lambda: af.connect(args.url, auth=args.key))
+        print(f"connected: submissions go to the aiflow server at {args.url}")
+
+    def _lineage(self, args: Any) -> None:
+        display(self._sdk(lambda: af.lineage(args.model, args.version)))
+
+    def _run_of(self, name: str | None, command: str) -> Any:
+        name = name or self._last
+        if name is None or name not in self._runs:
+            raise _Refused(f"no run of {name or 'any workflow'} was submitted in this session", usage("submit")
+                           if command == "status" else usage(command))
+        return self._runs[name]
+
+    @staticmethod
+    def _report(run: Any, status: str) -> None:
+        print(f"run {run.run_id} of {run.workflow.name!r}: {status}; jobs: "
+              + ", ".join(f"{job} {state}" for job, state in run.jobs().items()))
+        for job, error in run.errors().items():
+            print(f"job {job!r} failed: {error}")
+
     def _later(self, command: str) -> None:
         what, issue = LATER[command]
-        _say(f"%aiflow {command} {what}; it arrives with {issue} and is not available in this version yet. "
-             f"Until then, define the workflow with %%aiflow job cells, check it with af.compile() and look at "
-             f"it with %aiflow show.")
+        _say(f"%aiflow {command} {what}; it arrives with {issue} and is not available in this version yet.")
 
     # -- helpers ------------------------------------------------------------------------------------------
 
