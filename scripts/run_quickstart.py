@@ -51,6 +51,9 @@ def main() -> int:
     except CellExecutionError as exc:
         print(f"\n!! the quickstart failed:\n{exc}", file=sys.stderr)
         return 1
+    finally:
+        if kernel.has_kernel:
+            kernel.shutdown_kernel()  # a clean exit: the kernel stops the jobs its scheduler started
     elapsed = time.monotonic() - started
     print(f"== quickstart finished: {len(code_cells)} cells in {elapsed:.1f} s")
     print(f"   inspect the result: AIFLOW_HOME={HOME.relative_to(REPO)} .venv/bin/aiflow models versions ctr")
