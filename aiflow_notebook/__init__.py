@@ -42,16 +42,6 @@ from aiflow_notebook.graph_errors import (
     UnknownWorkflowError,
     WorkflowFormatError,
 )
-from aiflow_notebook.meta import MetadataStore, ModelVersion, Stage, default_store
-from aiflow_notebook.model_center_api import (
-    get_latest_model_version,
-    get_model_version,
-    lineage,
-    list_model_versions,
-    register_model,
-    register_model_version,
-    update_model_version,
-)
 from aiflow_notebook.ops import (
     evaluate,
     model_validate,
@@ -67,6 +57,36 @@ from aiflow_notebook.submission import connect, submit
 from aiflow_notebook.workflow import Job, NodeSpec, Workflow
 
 __version__ = "0.1.0"
+
+# The metadata layer (SQLAlchemy, Alembic, graphviz) costs ~0.5 s to import: load it on first use, so that
+# `import aiflow_notebook` and every job process start fast.
+_LAZY = {
+    "MetadataStore": "aiflow_notebook.meta",
+    "ModelVersion": "aiflow_notebook.meta",
+    "Stage": "aiflow_notebook.meta",
+    "default_store": "aiflow_notebook.meta",
+    "get_latest_model_version": "aiflow_notebook.model_center_api",
+    "get_model_version": "aiflow_notebook.model_center_api",
+    "lineage": "aiflow_notebook.model_center_api",
+    "list_model_versions": "aiflow_notebook.model_center_api",
+    "register_model": "aiflow_notebook.model_center_api",
+    "register_model_version": "aiflow_notebook.model_center_api",
+    "update_model_version": "aiflow_notebook.model_center_api",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'aiflow_notebook' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "EQUALS",

@@ -22,6 +22,8 @@ from pathlib import Path
 import psutil
 
 STOP_GRACE_S = 10.0
+# Run by path, not with -m: the launcher needs the standard library only, not this package's imports.
+LAUNCHER = str(Path(__file__).with_name("launcher.py"))
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ class JobProcess:
         status_path.unlink(missing_ok=True)
         with open(log_path, "ab") as log:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "aiflow_notebook.engines.launcher", str(status_path), "--", *argv],
+                [sys.executable, LAUNCHER, str(status_path), "--", *argv],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 env=env, cwd=cwd,
             )

@@ -39,12 +39,12 @@ class EngineContext(LocalContext):
 
 
 def run_job(spec: dict[str, Any]) -> None:
-    from aiflow_notebook.meta import default_store
-
     payload = base64.b64decode(spec["job"]["payload"])
     results = run_job_payload(payload, EngineContext())
     for node in spec["job"]["nodes"]:
         if node["kind"] == "train" and node.get("model") and results.get(node["name"]) is not None:
+            from aiflow_notebook.meta import default_store  # only training jobs pay for the metadata layer
+
             store = default_store()
             store.register_model(node["model"])
             version = store.register_model_version(node["model"], uri=save_model(results[node["name"]], node["model"]),

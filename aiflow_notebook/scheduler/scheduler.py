@@ -45,6 +45,7 @@ RUN_CREATED = "WORKFLOW_RUN_CREATED"
 SUBMIT_REJECTED = "WORKFLOW_SUBMIT_REJECTED"
 FINAL_JOB_STATES = ("FINISHED", "FAILED", "KILLED")
 SENDER = "scheduler"
+MAX_BATCH = 512  # events decided in one transaction at most
 
 
 def command_key(name: str) -> str:
@@ -68,7 +69,7 @@ class Scheduler:
 
     def __init__(self, store: MetadataStore, client: EventClient, *, name: str = "default",
                  home: str | Path | None = None, blob_store: BlobStore | None = None,
-                 job_env: dict[str, str] | None = None):
+                 job_env: dict[str, str] | None = None, record_decisions: bool = False):
         self.store, self.client, self.name = store, client, name
         self.state = SchedulerState(store, name)
         self.home = Path(home) if home is not None else aiflow_home()
@@ -83,13 +84,15 @@ class Scheduler:
         self._listener = None
         self._stop = threading.Event()
         self._lag_since = 0.0
+        # seconds from an event's arrival here to its actions being committed (benchmarks turn it on)
+        self.decision_seconds: list[float] | None = [] if record_decisions else None
 
     # --- life cycle ------------------------------------------------------------------------------
 
     def start(self) -> Scheduler:
         self._recover()
         self._listener = self.client.listen("*", since_version=self.state.last_version(),
-                                            callback=lambda event: self._queue.put(("event", event)))
+                                            callback=lambda event: self._queue.put(("event", (event, time.perf_counter()))))
         self._thread = threading.Thread(target=self._loop, name=f"aiflow-scheduler-{self.name}", daemon=True)
         self._thread.start()
         return self
@@ -113,48 +116,84 @@ class Scheduler:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                kind, item = self._queue.get(timeout=0.2)
+                batch = [self._queue.get(timeout=0.2)]
             except queue.Empty:
                 continue
-            try:
+            while len(batch) < MAX_BATCH:  # group commit: what queued up meanwhile is decided together
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            events: list[tuple[Event, float]] = []
+            for kind, item in batch:
+                if kind == "event" and not self._is_command(item[0]):
+                    events.append(item)
+                    continue
+                self._guarded(self._handle_events, events)
+                events = []
                 if kind == "event":
-                    self._handle_event(item)
-                elif kind == "exit":
-                    self._handle_exit(item)
-            except Exception:  # a bug must not kill the scheduler; the event is retried after a restart
-                log.exception("scheduler %s: failed to handle %s %r", self.name, kind, item)
+                    self._guarded(self._handle_command, item[0])
+                else:
+                    self._guarded(self._handle_exit, item)
+            self._guarded(self._handle_events, events)
 
-    def _handle_event(self, event: Event) -> None:
-        if event.namespace == CONTROL_NAMESPACE and event.key == command_key(self.name):
-            if event.event_type == SUBMIT_WORKFLOW:
-                self._submit(event)
-            elif event.event_type == STOP_WORKFLOW_RUN:
-                self._stop_run(int(json.loads(event.value)["run"]), event.version)
+    def _guarded(self, handler, item) -> None:
+        try:
+            handler(item)
+        except Exception:  # a bug must not kill the scheduler; the event is handled again after a restart
+            log.exception("scheduler %s: failed to handle %r", self.name, item)
+
+    def _is_command(self, event: Event) -> bool:
+        return event.namespace == CONTROL_NAMESPACE and event.key == command_key(self.name)
+
+    def _handle_command(self, event: Event) -> None:
+        if event.event_type == SUBMIT_WORKFLOW:
+            self._submit(event)
+        elif event.event_type == STOP_WORKFLOW_RUN:
+            self._stop_run(int(json.loads(event.value)["run"]), event.version)
+        else:
+            self.state.advance(event.version)
+
+    def _handle_events(self, events: list[tuple[Event, float]]) -> None:
+        """Evaluate rules on ``events`` in version order; commit the outcome once, then act."""
+        if not events:
             return
-        touched, actions = [], []
-        for run in self._runs.values():
-            if event.version <= run.since_version:
-                continue
-            before = [list(rule.met) for rule in run.rules]
-            for rule in run.rules:
-                if rule.on_event(event):
-                    actions.append((run.run_id, rule.job, rule.action))
-            if before != [rule.met for rule in run.rules]:
-                touched.append(run)
+        touched: dict[int, RunState] = {}
+        actions: list[tuple[int, str, str, int]] = []
+        decided: list[float] = []
+        for event, arrived in events:
+            fired = False
+            for run in self._runs.values():
+                if event.version <= run.since_version:
+                    continue
+                for rule in run.rules:
+                    before = list(rule.met)
+                    if rule.on_event(event):
+                        actions.append((run.run_id, rule.job, rule.action, event.version))
+                        fired = True
+                    if rule.met != before:
+                        touched[run.run_id] = run
+            if fired:
+                decided.append(arrived)
+        last = events[-1][0].version
         if touched or actions:
-            self.state.commit_event(event.version, touched, actions)
+            self.state.commit_event(last, list(touched.values()), actions)
             self._lag_since = 0.0
+            if self.decision_seconds is not None:
+                now = time.perf_counter()
+                self.decision_seconds.extend(now - arrived for arrived in decided)
         elif self._lag_since == 0.0:
             self._lag_since = time.monotonic()
         elif time.monotonic() - self._lag_since > 1.0:  # keep the cursor near, so a restart replays little
-            self.state.advance(event.version)
+            self.state.advance(last)
             self._lag_since = 0.0
-        for run_id in {run_id for run_id, _, _ in actions}:
+        for run_id in sorted({run_id for run_id, _, action, _ in actions if action != "NONE"}):
             self._execute_pending(run_id)
-        if event.event_type == JOB_STATUS_CHANGED and event.value in FINAL_JOB_STATES and event.context:
-            run_id = json.loads(event.context).get("run")
-            if run_id in self._runs:
-                self._check_run_done(run_id)
+        for event, _ in events:
+            if event.event_type == JOB_STATUS_CHANGED and event.value in FINAL_JOB_STATES and event.context:
+                run_id = json.loads(event.context).get("run")
+                if run_id in self._runs:
+                    self._check_run_done(run_id)
 
     # --- commands --------------------------------------------------------------------------------
 

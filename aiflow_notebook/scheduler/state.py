@@ -103,16 +103,19 @@ class SchedulerState:
                              edges=[r["edge"] for r in rules.rules], snapshot_id=run.snapshot_id)
                     for rules, run, wf, project in rows]
 
-    def commit_event(self, version: int, runs: list[RunState], actions: list[tuple[int, str, str]]) -> None:
-        """Commit the rules' state of ``runs``, the decided ``actions`` (run id, job, action) and the cursor."""
+    def commit_event(self, version: int, runs: list[RunState], actions: list[tuple[int, str, str, int]]) -> None:
+        """Commit the rules' state of ``runs``, the decided ``actions`` (run id, job, action, event version)
+        and the cursor, in one transaction. A NONE action is recorded as done: there is nothing to carry out."""
 
         def work(session: Session) -> None:
             for run in runs:
                 session.execute(update(orm.RunRules).where(orm.RunRules.workflow_run_id == run.run_id).values(
                     rules=[{"edge": e, "met": r.met} for e, r in zip(run.edges, run.rules, strict=True)]))
-            for run_id, job, action in actions:
+            for run_id, job, action, event_version in actions:
                 session.add(orm.SchedulerAction(workflow_run_id=run_id, job=job, action=action,
-                                                event_version=version, state="PENDING"))
+                                                event_version=event_version,
+                                                state="DONE" if action == "NONE" else "PENDING",
+                                                done_at=utcnow() if action == "NONE" else None))
             self._advance(session, version)
 
         self._db.transaction(work)
@@ -120,13 +123,6 @@ class SchedulerState:
     def advance(self, version: int) -> None:
         """Move the cursor past an event that changed nothing."""
         self._db.transaction(lambda session: self._advance(session, version))
-
-    def add_actions(self, actions: list[tuple[int, str, str]]) -> None:
-        def work(session: Session) -> None:
-            for run_id, job, action in actions:
-                session.add(orm.SchedulerAction(workflow_run_id=run_id, job=job, action=action, state="PENDING"))
-
-        self._db.transaction(work)
 
     def finish_run(self, run_id: int, state: str) -> None:
         def work(session: Session) -> None:

@@ -1,0 +1,167 @@
+"""Scheduler benchmark (../shared/BENCHMARKS.md, "Scheduler").
+
+    .venv/bin/python bench/scheduler_bench.py [--runs 3] [--events 10000] [--chain 200]
+
+One JSON line per figure, the median over --runs runs, each on a fresh database and event server:
+- decision: events matching a rule of a submitted workflow, sent at a steady --rate; p50/p99 of the time
+  from the event's arrival at the scheduler to the action being committed.
+- hand-off: a 2-job chain of python jobs; time from job A's FINISHED event to job B's RUNNING event, which
+  the scheduler publishes once B's process is started (both stamped by the event server; p50 of 20).
+- chain: a --chain-job chain; total time (run RUNNING -> FINISHED, server clock) minus the jobs' own run
+  times (each job run's recorded start -> end, i.e. its process's life), and the median job run time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import aiflow_notebook as af
+from aiflow_notebook.blobs import LocalBlobStore
+from aiflow_notebook.events import EventClient, EventServer
+from aiflow_notebook.events.publisher import EventBusPublisher
+from aiflow_notebook.meta import orm
+from aiflow_notebook.meta.store import MetadataStore
+from aiflow_notebook.scheduler import Scheduler, SchedulerClient
+
+
+def emit(metric: str, value: float, unit: str, **extra) -> None:
+    print(json.dumps({"bench": "scheduler", "metric": metric, "value": round(value, 3), "unit": unit, **extra}),
+          flush=True)
+
+
+def noop():
+    return None
+
+
+def idle():
+    """Keeps the decision run active while events arrive (the run is stopped at the end)."""
+    import time as _time
+
+    while True:
+        _time.sleep(1)
+
+
+class Bench:
+    """A fresh database, event server and scheduler in a temporary directory."""
+
+    def __enter__(self) -> Bench:
+        self.tmp = tempfile.TemporaryDirectory()
+        db = f"sqlite:///{Path(self.tmp.name) / 'bench.db'}"
+        self.server = EventServer(db, bind="tcp://127.0.0.1:0").start()
+        self.client = EventClient(self.server.url)
+        self.store = MetadataStore(db, publisher=EventBusPublisher(self.client))
+        self.scheduler = Scheduler(self.store, self.client, home=self.tmp.name, record_decisions=True).start()
+        self.api = SchedulerClient(self.client, blob_store=LocalBlobStore(Path(self.tmp.name) / "blobs"))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.scheduler.stop(kill_jobs=True)
+        self.client.close()
+        self.store.close()
+        self.server.stop()
+        self.tmp.cleanup()
+
+
+def decision_latencies(events: int, rate: float) -> list[float]:
+    with Bench() as bench:
+        with af.workflow("decide"):
+            with af.job_config("sink"):
+                af.user_define_operation(idle, name="idle")
+            af.action_on_event("sink", key="bench.tick", action="NONE")
+        run = bench.api.submit(af.compile("decide"))
+        while run.jobs()["sink"] != "RUNNING":
+            time.sleep(0.05)
+        interval, start = 1.0 / rate, time.perf_counter()
+        for i in range(events):
+            delay = start + i * interval - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            bench.client.send_event(af_event("bench.tick", str(i)))
+        deadline = time.monotonic() + 120
+        while len(bench.scheduler.decision_seconds) < events and time.monotonic() < deadline:
+            time.sleep(0.05)
+        run.stop()
+        assert len(bench.scheduler.decision_seconds) == events, "not every event was decided on"
+        return [s * 1000 for s in bench.scheduler.decision_seconds]
+
+
+def af_event(key: str, value: str):
+    from aiflow_notebook.events import Event
+
+    return Event(key=key, value=value, event_type="BENCH")
+
+
+def chain_workflow(name: str, length: int):
+    with af.workflow(name):
+        for i in range(length):
+            with af.job_config(f"j{i}"):
+                af.user_define_operation(noop, name="noop")
+            if i:
+                af.action_on_job_status(f"j{i}", upstream=f"j{i - 1}")
+    return af.compile(name)
+
+
+def handoffs_ms(chains: int) -> list[float]:
+    results = []
+    with Bench() as bench:
+        workflow = chain_workflow("handoff", 2)
+        for _ in range(chains):
+            run = bench.api.submit(workflow)
+            assert run.wait(120) == "FINISHED", run.errors()
+            events = run.job_events()
+            finished = next(e for e in events if e.key == "handoff.j0" and e.value == "FINISHED")
+            running = next(e for e in events if e.key == "handoff.j1" and e.value == "RUNNING")
+            results.append(running.create_time - finished.create_time)  # both on the server's clock (ms)
+    return results
+
+
+def chain_figures(length: int) -> tuple[float, float, float]:
+    with Bench() as bench:
+        run = bench.api.submit(chain_workflow("chain", length))
+        assert run.wait(1800) == "FINISHED", run.errors()
+        statuses = [e for e in bench.client.list_events(key="chain", event_type="WORKFLOW_RUN_STATUS_CHANGED")]
+        total = (statuses[-1].create_time - statuses[0].create_time) / 1000
+        with bench.store._db.reading() as session:
+            runs = session.query(orm.JobRun).all()
+            own = [(r.ended_at - r.started_at).total_seconds() for r in runs]
+        return total, total - sum(own), statistics.median(own)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--rate", type=float, default=1000.0, help="events/s for the decision figure")
+    parser.add_argument("--handoffs", type=int, default=20)
+    parser.add_argument("--chain", type=int, default=200)
+    args = parser.parse_args()
+
+    p50s, p99s = [], []
+    for _ in range(args.runs):
+        times = decision_latencies(args.events, args.rate)
+        p50s.append(percentile(times, 50))
+        p99s.append(percentile(times, 99))
+    emit("decision_p50", statistics.median(p50s), "ms", events=args.events, rate=args.rate)
+    emit("decision_p99", statistics.median(p99s), "ms", events=args.events, rate=args.rate,
+         runs=[round(p, 2) for p in p99s])
+    handoff = [statistics.median(handoffs_ms(args.handoffs)) for _ in range(args.runs)]
+    emit("handoff_p50", statistics.median(handoff), "ms", runs=[round(h, 1) for h in handoff])
+    figures = [chain_figures(args.chain) for _ in range(args.runs)]
+    emit(f"chain{args.chain}_total", statistics.median(f[0] for f in figures), "s")
+    emit(f"chain{args.chain}_overhead", statistics.median(f[1] for f in figures), "s",
+         runs=[round(f[1], 2) for f in figures])
+    emit(f"chain{args.chain}_job_run_p50", statistics.median(f[2] for f in figures), "s")
+
+
+if __name__ == "__main__":
+    main()
