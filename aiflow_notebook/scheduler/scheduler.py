@@ -101,7 +101,7 @@ class Scheduler:
         if self._listener is not None:
             self._listener.stop()
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         if kill_jobs:
             for running in list(self._running.values()):
@@ -390,8 +390,32 @@ class Scheduler:
                 self.state.job_started(active.job_run_id, json.loads(process.record.to_json()),
                                        process.record.log_path, active.action_id)
             self._watch(running)  # a process that already ended is settled at once by its monitor
+        self._republish_missing()
         for run_id in list(self._runs):
             self._execute_pending(run_id)
+
+    def _republish_missing(self) -> None:
+        """Publish what a crash kept from the bus: the reply to a submission, the latest job states."""
+        for run in list(self._runs.values()):
+            replies = self.client.list_events(key=command_key(self.name), namespace=CONTROL_NAMESPACE,
+                                              event_type=RUN_CREATED, since_version=run.since_version)
+            if not any(json.loads(e.context or "{}").get("run") == run.run_id for e in replies):
+                request_id = self._run_properties(run).get("request_id")
+                self._send(command_key(self.name), json.dumps({"run": run.run_id, "workflow": run.workflow}),
+                           RUN_CREATED, CONTROL_NAMESPACE, {"request_id": request_id, "run": run.run_id})
+            published: dict[int, set[str]] = {}
+            keys = sorted({f"{run.workflow}.{job}" for _, job, _, _ in self.state.job_runs(run.run_id)})
+            if not keys:
+                continue
+            for event in self.client.list_events(key=keys, event_type=JOB_STATUS_CHANGED,
+                                                 since_version=run.since_version):
+                context = json.loads(event.context or "{}")
+                if context.get("run") == run.run_id:
+                    published.setdefault(context.get("job_run"), set()).add(event.value)
+            for job_run_id, job, state, attempt in self.state.job_runs(run.run_id):
+                if state not in published.get(job_run_id, set()):
+                    error = self.store.get_job_run(job_run_id).error if state == "FAILED" else None
+                    self._publish_status(run, job, job_run_id, attempt, state, error)
 
     # --- helpers ---------------------------------------------------------------------------------
 

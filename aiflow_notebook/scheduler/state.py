@@ -221,6 +221,14 @@ class SchedulerState:
             return [ActiveJobRun(jr.id, jr.workflow_run_id, job, jr.state, proc.action_id, proc.record)
                     for jr, job, proc in session.execute(query.order_by(orm.JobRun.id))]
 
+    def job_runs(self, run_id: int) -> list[tuple[int, str, str, int]]:
+        """Every job run of a workflow run: (job run id, job, state, attempt), oldest first."""
+        with self._db.reading() as session:
+            return [tuple(row) for row in session.execute(
+                select(orm.JobRun.id, orm.Job.name, orm.JobRun.state, orm.JobRun.attempt)
+                .join(orm.Job, orm.Job.id == orm.JobRun.job_id)
+                .where(orm.JobRun.workflow_run_id == run_id).order_by(orm.JobRun.id))]
+
     def job_states(self, run_id: int) -> dict[str, str]:
         """The latest state of each job of the run that has run at all."""
         with self._db.reading() as session:
