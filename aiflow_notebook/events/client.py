@@ -14,6 +14,7 @@ server answers a resend with the version it already stored. ``send_events`` pipe
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import os
@@ -24,6 +25,7 @@ import uuid
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 import zmq
 
@@ -140,7 +142,8 @@ class EventClient:
                                 until_time)
         events: list[Event] = []
         for _as_of, _last, _more, rows in self._pages(flt, limit, deadline=self.deadline):
-            events.extend(Event(k, v, t, n, s, c, ver, ct) for ver, ct, k, v, t, n, s, c in rows)
+            with paused_gc():
+                events.extend([Event(k, v, t, n, s, c, ver, ct) for ver, ct, k, v, t, n, s, c in rows])
         return events
 
     def latest_version(self, key: str | None = None, namespace: str | None = None) -> int:
@@ -252,7 +255,9 @@ class EventClient:
                 remaining -= count
             if more and last > flt.since_version and (remaining is None or remaining > 0):
                 ask(last)  # before decoding this page
-            yield as_of, last, more, protocol.decode_rows(reply, protocol.EVENTS_ROWS_OFFSET)
+            with paused_gc():
+                rows = protocol.decode_rows(reply, protocol.EVENTS_ROWS_OFFSET)
+            yield as_of, last, more, rows
 
 
 class _Channel:
@@ -412,6 +417,24 @@ class _Exchange:
             f"no answer from the event server at {client.url} within {time.monotonic() - self.started:.1f}s "
             f"({self.resends + 1} attempts). Check that it is running (aiflow server start), that the URL is "
             f"right{key_hint}.")
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a page of events is decoded.
+
+    Decoding allocates tens of thousands of lists and events that all survive, which makes the collector
+    run over and over for nothing: pausing it halves the client's cost of a catch-up. It is only
+    paused, never left off: collection resumes right after (and is left alone if it was already off).
+    """
+    enabled = gc.isenabled()
+    if enabled:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class Stopped(Exception):

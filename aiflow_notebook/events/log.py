@@ -16,9 +16,11 @@ An ``EventLog`` belongs to one thread (the server's loop); it is not thread-safe
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiflow_notebook.events.errors import EventServerError
@@ -27,12 +29,24 @@ from aiflow_notebook.meta.db import Database, safe_url
 
 log = logging.getLogger(__name__)
 
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Some events of a listing: ``json`` is a JSON array of rows in ``protocol.ROW_FIELDS`` order."""
+
+    json: bytes
+    count: int
+    last_version: int  # 0 if empty
+    more: bool  # the page was cut short by the limit or the byte budget: ask again after last_version
+
+    def rows(self) -> list[list]:
+        return json.loads(self.json)
+
 # Column order of an appended row.
 INSERT_COLUMNS = ("version", "event_key", "event_value", "event_type", "namespace", "sender", "context",
                   "create_time", "client_id", "seq")
 # Column order of a returned row = protocol.ROW_FIELDS.
-_SELECT = ("SELECT version, create_time, event_key, event_value, event_type, namespace, sender, context "
-           "FROM event_log")
+ROW_COLUMNS = ("version", "create_time", "event_key", "event_value", "event_type", "namespace", "sender", "context")
 _PG_WRITER_LOCK = 0x41_46_45_56  # "AFEV": advisory lock held by the one server writing a PostgreSQL log
 MAX_FILTER_KEYS = 10_000
 
@@ -47,6 +61,9 @@ class EventLog:
         self._p = "?" if self._db.write_engine.dialect.paramstyle == "qmark" else "%s"
         self._insert = (f"INSERT INTO event_log ({', '.join(INSERT_COLUMNS)}) "
                         f"VALUES ({', '.join([self._p] * len(INSERT_COLUMNS))})")
+        columns = ", ".join(ROW_COLUMNS)
+        self._row_json = (f"json_build_array({columns})::text" if self.dialect == "postgresql"
+                          else f"json_array({columns})")  # SQLite (and MySQL) spell it json_array
         dbapi = self._db.write_engine.dialect.loaded_dbapi
         self.IntegrityError = dbapi.IntegrityError
         self.DatabaseError = dbapi.Error
@@ -140,41 +157,49 @@ class EventLog:
 
     # --- reading -------------------------------------------------------------------------------------
 
-    def query(self, flt: EventFilter, limit: int, max_bytes: int | None = None) -> tuple[list[tuple], bool]:
-        """Matching events, oldest first, as rows in ``protocol.ROW_FIELDS`` order, and whether more may follow.
+    def query(self, flt: EventFilter, limit: int, max_bytes: int = 8 << 20) -> Page:
+        """The oldest ``limit`` matching events after ``flt.since_version``, as one JSON array of rows.
 
-        Stops at ``limit`` rows or once the values and contexts read add up to ``max_bytes`` (so a page of
-        large events stays bounded in memory).
+        The database writes each row's JSON itself (``json_array``; PostgreSQL ``json_build_array``), which
+        halves the server's cost of a catch-up compared with fetching values into Python and encoding them
+        there. The page also stops once its JSON reaches ``max_bytes``, so pages of large events stay
+        bounded in memory (at least one event is always returned).
         """
         where, params = self._where(flt)
-        sql = f"{_SELECT}{where} ORDER BY version LIMIT {int(limit)}"
+        sql = f"SELECT version, {self._row_json} FROM event_log{where} ORDER BY version LIMIT {int(limit)}"
         conn = self._read_conn()
-        rows: list[tuple] = []
-        cut = False
+        texts: list[str] = []
+        last, size, cut = 0, 0, False
         try:
             cursor = conn.cursor()
             cursor.execute(sql, tuple(params))
-            if max_bytes is None:
-                rows = cursor.fetchall()
-            else:
-                size = 0
-                while not cut:
-                    chunk = cursor.fetchmany(1024)
-                    if not chunk:
-                        break
-                    for row in chunk:
-                        rows.append(row)
-                        size += len(row[3]) + (len(row[7]) if row[7] else 0) + 64
-                        if size >= max_bytes:
-                            cut = True
+            chunk_rows = 64  # then sized to what is left of the budget, so big events are never over-read
+            while not cut:
+                chunk = cursor.fetchmany(chunk_rows)
+                if not chunk:
+                    break
+                chunk_texts = [row[1] for row in chunk]
+                chunk_size = sum(map(len, chunk_texts))
+                if size + chunk_size >= max_bytes:
+                    for i, text in enumerate(chunk_texts):
+                        size += len(text)
+                        if size >= max_bytes or i == len(chunk_texts) - 1:
+                            chunk, chunk_texts, cut = chunk[:i + 1], chunk_texts[:i + 1], True
                             break
+                else:
+                    size += chunk_size
+                    average = max(1, chunk_size // len(chunk))
+                    chunk_rows = max(1, min(4096, (max_bytes - size) // average))
+                texts.extend(chunk_texts)
+                last = chunk[-1][0]
             cursor.close()
             if self.dialect != "sqlite":
                 conn.rollback()
         except BaseException:
             self._reset_reader()
             raise
-        return rows, cut or len(rows) >= limit
+        body = ("[" + ",".join(texts) + "]").encode()
+        return Page(body, len(texts), last, cut or len(texts) >= limit)
 
     def latest_version(self, flt: EventFilter) -> int:
         """The highest version matching ``flt`` (0 if none)."""

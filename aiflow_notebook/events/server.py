@@ -327,9 +327,9 @@ class EventServer:
                 raise InvalidEventError(f"limit must be a positive integer or null, got {limit!r}")
             as_of = self._last_version
             page = PAGE_EVENTS if limit is None else min(limit, PAGE_EVENTS)
-            rows, full = self._log.query(flt, page, PAGE_BYTES)
-            last = rows[-1][0] if rows else as_of
-            return protocol.encode_events(rid, as_of, last, len(rows), full, protocol.dump_json(rows))
+            found = self._log.query(flt, page, PAGE_BYTES)
+            last = found.last_version if found.count else as_of
+            return protocol.encode_events(rid, as_of, last, found.count, found.more, found.json)
         if kind == Kind.HELLO:
             client_id = payload.get("client_id")
             if client_id is not None and not (isinstance(client_id, str) and 0 < len(client_id) <= 255):
