@@ -157,6 +157,7 @@ class EventServer:
     def _set_up(self) -> None:
         self._log = EventLog(self.db_url)
         self._log.claim_writer()
+        self._log.checkpoint_in_background()
         self._last_version = self._log.last_version()
         self._last_time = 0
         self._sends = SendRegistry(self._log)
