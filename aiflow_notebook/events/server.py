@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 import zmq
 
+from aiflow_notebook.config import default_meta_url
 from aiflow_notebook.events import protocol
 from aiflow_notebook.events.auth import ServerCurve
 from aiflow_notebook.events.dedupe import SendRegistry
@@ -61,8 +62,6 @@ class EventServer:
                  publish_bind: str | None = None, curve_dir: str | None = None, insecure: bool = False,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, heartbeat_interval: float = 0.5,
                  context: zmq.Context | None = None):
-        from aiflow_notebook.config import default_meta_url
-
         self.db_url = db_url or default_meta_url()
         self.bind_address = _zmq_endpoint(bind)
         self.publish_bind = _zmq_endpoint(publish_bind) if publish_bind else _publish_endpoint(self.bind_address)
