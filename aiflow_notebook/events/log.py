@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.exc import DBAPIError
+
 from aiflow_notebook.events.errors import EventServerError
 from aiflow_notebook.events.event import EventFilter
 from aiflow_notebook.meta.db import Database, safe_url
@@ -67,7 +69,8 @@ class EventLog:
                           else f"json_array({columns})")  # SQLite (and MySQL) spell it json_array
         dbapi = self._db.write_engine.dialect.loaded_dbapi
         self.IntegrityError = dbapi.IntegrityError
-        self.DatabaseError = dbapi.Error
+        # What a failing database raises through these raw connections (SQLAlchemy's wrapper, to be safe).
+        self.DatabaseError = (dbapi.Error, DBAPIError)
         self._writer = None
         self._reader = None
         self._lock_file = None
