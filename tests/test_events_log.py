@@ -93,7 +93,7 @@ def test_only_one_server_may_write_a_log(meta_url):
     try:
         first.claim_writer()
         with pytest.raises(EventServerError, match="another event server .*already serves"):
-            second.claim_writer()
+            second.claim_writer(wait=0.5)
     finally:
         first.close()
         second.close()

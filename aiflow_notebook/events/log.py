@@ -83,7 +83,7 @@ class EventLog:
 
     # --- ownership -----------------------------------------------------------------------------------
 
-    def claim_writer(self, wait: float = 10.0) -> None:
+    def claim_writer(self, wait: float = 3.0) -> None:
         """Make sure no other event server writes this log (versions come from one counter).
 
         SQLite: an exclusive ``flock`` on ``<db>.event-server.lock``; PostgreSQL: a session advisory lock.
