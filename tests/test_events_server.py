@@ -235,3 +235,44 @@ def test_embedded_server_over_inproc_and_ipc(tmp_path, transport):
         assert [e.value for e in got] == [str(i) for i in range(10)]
         listener.stop()
     assert os.getpid()  # same process throughout
+
+
+def test_listing_and_replay_page_through_the_log(tmp_path, monkeypatch):
+    """Small pages (7 events) so that every listing and replay crosses page boundaries."""
+    from aiflow_notebook.events import server as server_module
+
+    monkeypatch.setattr(server_module, "PAGE_EVENTS", 7)
+    with EventServer(f"sqlite:///{tmp_path / 'e.db'}") as srv, EventClient(srv.url) as c:
+        stored = c.send_events([Event(f"k{i % 3}", str(i)) for i in range(50)])
+        assert [e.version for e in stored] == list(range(1, 51))
+        assert [e.value for e in c.list_events()] == [str(i) for i in range(50)]
+        assert [e.version for e in c.list_events(limit=20)] == list(range(1, 21))
+        k1 = [e.version for e in stored if e.key == "k1"]
+        assert [e.version for e in c.list_events("k1", since_version=10, limit=9)] == [v for v in k1 if v > 10][:9]
+        middle = stored[25].create_time
+        assert all(e.create_time >= middle for e in c.list_events(since_time=middle))
+        assert all(e.create_time < middle for e in c.list_events(until_time=stored[25].created_at))
+        assert [e.version for e in c.list_events(since_version=45, until_version=47)] == [46, 47]
+        got = []
+        listener = c.listen("k2", since_version=5, callback=got.append)
+        _wait_for(lambda: listener.last_version >= 50, 10, "the replay")
+        assert [e.version for e in got] == [e.version for e in stored if e.key == "k2" and e.version > 5]
+        listener.stop()
+
+
+def test_a_client_used_from_many_short_lived_threads(server):
+    """Each thread gets its own socket, closed when the thread ends: no sharing, no leak."""
+    import gc
+
+    with EventClient(server.url) as c:
+        versions = []
+        for _batch in range(10):
+            threads = [threading.Thread(target=lambda: versions.append(c.send_event(Event("t", "x")).version))
+                       for _ in range(20)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        gc.collect()
+        assert sorted(versions) == list(range(1, 201))
+        assert len(c._channels) <= 2  # the sockets of ended threads are gone

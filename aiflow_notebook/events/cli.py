@@ -1,7 +1,8 @@
 """``aiflow server start|keys`` and ``aiflow events send|list|latest|listen``.
 
-``server start`` runs a list of services (each with ``start()``/``stop()``) until SIGINT/SIGTERM; today
-that list is the :class:`EventServer`, and the scheduler adds itself to it (see :func:`run_services`).
+``server start`` runs a list of services (each with ``start()``/``stop()``) until SIGINT/SIGTERM: the
+:class:`EventServer` (built by :func:`event_server_from_args`) and, unless ``--no-scheduler``, the
+scheduler beside it (:class:`aiflow_notebook.scheduler.service.SchedulerService`).
 Client commands take the server from ``--url`` (default ``$AIFLOW_EVENT_URL``, else
 ``tcp://127.0.0.1:50052``) and its CURVE public key from ``--server-key`` (default
 ``$AIFLOW_EVENT_SERVER_KEY``).
@@ -99,14 +100,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _server_start(args) -> None:
-    from aiflow_notebook.config import default_meta_url
-    from aiflow_notebook.events.server import DEFAULT_BIND, DEFAULT_MAX_MESSAGE_BYTES, EventServer
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    server = EventServer(args.db or default_meta_url(), args.bind or DEFAULT_BIND,
-                         publish_bind=args.publish_bind, curve_dir=args.curve, insecure=args.insecure,
-                         max_message_bytes=args.max_message_bytes or DEFAULT_MAX_MESSAGE_BYTES)
+    server = event_server_from_args(args)
 
     services = [server]
     if not args.no_scheduler:
@@ -120,6 +116,16 @@ def _server_start(args) -> None:
               f"{'' if args.no_scheduler else ', scheduler running'}; pid {os.getpid()}", flush=True)
 
     run_services(services, announce)
+
+
+def event_server_from_args(args):
+    """The :class:`EventServer` that ``aiflow server start`` options describe (for a bigger service too)."""
+    from aiflow_notebook.config import default_meta_url
+    from aiflow_notebook.events.server import DEFAULT_BIND, DEFAULT_MAX_MESSAGE_BYTES, EventServer
+
+    return EventServer(args.db or default_meta_url(), args.bind or DEFAULT_BIND,
+                       publish_bind=args.publish_bind, curve_dir=args.curve, insecure=args.insecure,
+                       max_message_bytes=args.max_message_bytes or DEFAULT_MAX_MESSAGE_BYTES)
 
 
 def run_services(services: Sequence, announce: Callable[[], None] | None = None) -> None:

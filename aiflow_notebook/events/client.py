@@ -14,6 +14,7 @@ server answers a resend with the version it already stored. ``send_events`` pipe
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import os
@@ -24,6 +25,7 @@ import uuid
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 import zmq
 
@@ -46,6 +48,7 @@ DEFAULT_DEADLINE = 30.0
 FIRST_ATTEMPT_TIMEOUT = 0.5  # seconds without any answer before a request is resent; doubles each time
 MAX_ATTEMPT_TIMEOUT = 4.0
 _OTHER_IDS = 1 << 63  # ids of non-SEND requests; SEND ids are sequence numbers, far below
+CLIENT_DEADLINE = object()  # "the client's own deadline" (None means: no deadline)
 
 
 def default_event_url() -> str:
@@ -140,7 +143,8 @@ class EventClient:
                                 until_time)
         events: list[Event] = []
         for _as_of, _last, _more, rows in self._pages(flt, limit, deadline=self.deadline):
-            events.extend(Event(k, v, t, n, s, c, ver, ct) for ver, ct, k, v, t, n, s, c in rows)
+            with paused_gc():
+                events.extend([Event(k, v, t, n, s, c, ver, ct) for ver, ct, k, v, t, n, s, c in rows])
         return events
 
     def latest_version(self, key: str | None = None, namespace: str | None = None) -> int:
@@ -171,9 +175,9 @@ class EventClient:
 
     def close(self) -> None:
         """Stop this client's listeners and close its sockets (the client cannot be used afterwards)."""
-        self._closed = True
         for listener in list(self._listeners):
             listener.stop()
+        self._closed = True
         for channel in list(self._channels):
             channel.close()
 
@@ -214,6 +218,7 @@ class EventClient:
         return self._welcome
 
     def _ask_welcome(self, deadline: float | None, stop: threading.Event | None = None) -> dict:
+        """HELLO: the server's publish address and limits, and this client id's last sequence number."""
         body = protocol.dump_json({"client_id": self.client_id})
         kind, reply = self._call(Kind.HELLO, body, deadline=deadline, stop=stop)
         welcome = protocol.load_json(reply)
@@ -223,27 +228,26 @@ class EventClient:
         welcome["publish"] = _reachable(welcome["publish"], self.url)
         return welcome
 
-    def _call(self, kind: int, body: bytes, deadline: float | None = None,
+    def _call(self, kind: int, body: bytes, deadline: float | None | object = CLIENT_DEADLINE,
               stop: threading.Event | None = None) -> tuple[int, bytes]:
+        """One request and its answer ``(kind, body)``; ``deadline`` None means retry until ``stop``."""
         request_id = next(self._ids)
+        deadline = self.deadline if deadline is CLIENT_DEADLINE else deadline
         replies = self._channel().exchange([(request_id, protocol.frame(kind, request_id, body))], window=1,
-                                           deadline=self.deadline if deadline is None else deadline, stop=stop)
+                                           deadline=deadline, stop=stop)
         return replies[request_id]
 
     def _pages(self, flt: EventFilter, limit: int | None, deadline: float | None,
-               stop: threading.Event | None = None) -> Iterator[list]:
-        """Rows of the matching events, a page at a time; the next page is asked for before this one is
-        decoded, so the server reads page N+1 while the client parses page N."""
-        channel = self._channel()
+               stop: threading.Event | None = None) -> Iterator[tuple[int, int, bool, list]]:
+        """``(as_of, last version, more, rows)`` a page at a time. The next page is asked for before this
+        one is decoded, so the server reads page N+1 while the client parses page N."""
         remaining = limit
-        exchange = channel.start_exchange(deadline, stop)
+        exchange = self._channel().start_exchange(deadline, stop)
 
-        def ask(since: int) -> int:
+        def ask(since: int) -> None:
             request_id = next(self._ids)
-            wanted = remaining if remaining is not None else None
-            body = protocol.dump_json({"filter": {**flt.to_wire(), "since_version": since}, "limit": wanted})
+            body = protocol.dump_json({"filter": {**flt.to_wire(), "since_version": since}, "limit": remaining})
             exchange.add(request_id, protocol.frame(Kind.LIST, request_id, body))
-            return request_id
 
         ask(flt.since_version)
         for _request_id, (_kind, reply) in exchange:
@@ -252,7 +256,9 @@ class EventClient:
                 remaining -= count
             if more and last > flt.since_version and (remaining is None or remaining > 0):
                 ask(last)  # before decoding this page
-            yield as_of, last, more, protocol.decode_rows(reply, protocol.EVENTS_ROWS_OFFSET)
+            with paused_gc():
+                rows = protocol.decode_rows(reply, protocol.EVENTS_ROWS_OFFSET)
+            yield as_of, last, more, rows
 
 
 class _Channel:
@@ -261,7 +267,6 @@ class _Channel:
     def __init__(self, client: EventClient):
         self._client = client
         self._socket: zmq.Socket | None = None
-        self._owner = threading.get_ident()
 
     def socket(self) -> zmq.Socket:
         if self._socket is None:
@@ -384,7 +389,8 @@ class _Exchange:
                     raise EventRequestError(f"the event server at {self.channel._client.url} refused the "
                                             f"request: {text} [{code}]")
                 self.waiting.append((request_id, self.in_flight.pop(request_id)))
-                time.sleep(min(1.0, 0.05 * 2 ** min(self.resends, 5)))
+                pause = min(1.0, 0.05 * 2 ** min(self.resends, 5))
+                self.stop.wait(pause) if self.stop is not None else time.sleep(pause)
                 self.resends += 1
                 continue
             del self.in_flight[request_id]
@@ -412,6 +418,24 @@ class _Exchange:
             f"no answer from the event server at {client.url} within {time.monotonic() - self.started:.1f}s "
             f"({self.resends + 1} attempts). Check that it is running (aiflow server start), that the URL is "
             f"right{key_hint}.")
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a page of events is decoded.
+
+    Decoding allocates tens of thousands of lists and events that all survive, which makes the collector
+    run over and over for nothing: pausing it halves the client's cost of a catch-up. It is only
+    paused, never left off: collection resumes right after (and is left alone if it was already off).
+    """
+    enabled = gc.isenabled()
+    if enabled:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class Stopped(Exception):

@@ -38,7 +38,7 @@ from aiflow_notebook.events.protocol import Kind
 
 log = logging.getLogger(__name__)
 
-SYNC_WAIT = 0.2  # seconds to wait for a publication after each SYNC
+SYNC_WAITS = (0.01, 0.02, 0.05, 0.1, 0.2)  # seconds to wait for a publication after each SYNC
 SILENT_HEARTBEATS = 3  # missed heartbeats before the listener reconnects
 
 
@@ -151,11 +151,13 @@ class Listener:
 
     def _await_publication(self) -> None:
         """Ask for HEARTBEATs until one arrives: from then on the subscription sees every publication."""
+        attempt = 0
         while not self._stop.is_set():
             self.client._call(Kind.SYNC, b"", deadline=None, stop=self._stop)
-            if self._sub.poll(int(SYNC_WAIT * 1000)):
+            if self._sub.poll(int(SYNC_WAITS[min(attempt, len(SYNC_WAITS) - 1)] * 1000)):
                 self._on_publication(self._sub.recv())
                 return
+            attempt += 1
         raise Stopped()
 
     def _on_publication(self, message: bytes) -> None:
@@ -192,7 +194,7 @@ class Listener:
         for as_of, _last, more, rows in self.client._pages(flt, None, deadline=None, stop=self._stop):
             for row in rows:
                 if row[0] > self.last_version:
-                    self._deliver(row)
+                    self._deliver(row)  # (the collector is not paused here: the callback is user code)
             if not more:
                 self.last_version = max(self.last_version, as_of)
 

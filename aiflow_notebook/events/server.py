@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 import zmq
 
+from aiflow_notebook.config import default_meta_url
 from aiflow_notebook.events import protocol
 from aiflow_notebook.events.auth import ServerCurve
 from aiflow_notebook.events.dedupe import SendRegistry
@@ -61,8 +62,6 @@ class EventServer:
                  publish_bind: str | None = None, curve_dir: str | None = None, insecure: bool = False,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, heartbeat_interval: float = 0.5,
                  context: zmq.Context | None = None):
-        from aiflow_notebook.config import default_meta_url
-
         self.db_url = db_url or default_meta_url()
         self.bind_address = _zmq_endpoint(bind)
         self.publish_bind = _zmq_endpoint(publish_bind) if publish_bind else _publish_endpoint(self.bind_address)
@@ -157,6 +156,7 @@ class EventServer:
     def _set_up(self) -> None:
         self._log = EventLog(self.db_url)
         self._log.claim_writer()
+        self._log.checkpoint_in_background()
         self._last_version = self._log.last_version()
         self._last_time = 0
         self._sends = SendRegistry(self._log)
@@ -327,9 +327,9 @@ class EventServer:
                 raise InvalidEventError(f"limit must be a positive integer or null, got {limit!r}")
             as_of = self._last_version
             page = PAGE_EVENTS if limit is None else min(limit, PAGE_EVENTS)
-            rows, full = self._log.query(flt, page, PAGE_BYTES)
-            last = rows[-1][0] if rows else as_of
-            return protocol.encode_events(rid, as_of, last, len(rows), full, protocol.dump_json(rows))
+            found = self._log.query(flt, page, PAGE_BYTES)
+            last = found.last_version if found.count else as_of
+            return protocol.encode_events(rid, as_of, last, found.count, found.more, found.json)
         if kind == Kind.HELLO:
             client_id = payload.get("client_id")
             if client_id is not None and not (isinstance(client_id, str) and 0 < len(client_id) <= 255):

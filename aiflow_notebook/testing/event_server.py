@@ -36,6 +36,7 @@ class EventServerProcess:
         self.env = env
         self.process: subprocess.Popen | None = None
         self._stderr = tempfile.NamedTemporaryFile(prefix="aiflow-event-server-", suffix=".log", delete=False)
+        self._log_text: str | None = None
         self._lines: list[str] = []
         self._seen = threading.Condition()
 
@@ -73,6 +74,7 @@ class EventServerProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(30)
+        self._keep_log()
 
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM and wait; SIGKILL if it does not end in ``timeout``. Returns the exit code."""
@@ -84,14 +86,24 @@ class EventServerProcess:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self._keep_log()
         return self.process.returncode
 
     def log(self) -> str:
+        """What the server wrote to stderr (its log)."""
+        if self._log_text is not None:
+            return self._log_text
         return Path(self._stderr.name).read_text(errors="replace")
+
+    def _keep_log(self) -> None:
+        """Once the process has ended, keep its log in memory and delete the file."""
+        if self._log_text is None and self.process is not None and self.process.poll() is not None:
+            self._log_text = Path(self._stderr.name).read_text(errors="replace")
+            self._stderr.close()
+            Path(self._stderr.name).unlink(missing_ok=True)
 
     def __enter__(self) -> EventServerProcess:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
-        Path(self._stderr.name).unlink(missing_ok=True)
