@@ -16,4 +16,4 @@ lint:
 	@.venv/bin/ruff check .
 
 bench:
-	@.venv/bin/python bench/meta_bench.py
+	@for b in bench/*_bench.py; do echo "== $$b"; .venv/bin/python $$b || exit 1; done
