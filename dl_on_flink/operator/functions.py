@@ -5,11 +5,13 @@
   parallelism = count fed one element per subtask; the call lasts as long as the cluster.
 - :class:`EncodeRows` — upstream of fed workers: encodes each input row with the typed codec and keys it
   to a worker, round-robin.
-- :class:`FedRoleFunction` — a worker fed by Flink, a keyed process function of parallelism = count.
-  Why keyed: PyFlink's non-keyed functions have no end-of-input hook (``close()`` runs only when the
-  job ends) and emit nothing after their last element; an event-time timer at the end of time fires
-  exactly when the bounded input ends (the final watermark) and may emit rows. A processing-time timer
-  every ``poll_ms`` flushes partial frames and forwards output rows while input is quiet.
+- :class:`FedRoleFunction` — a worker fed by Flink, a keyed co-process function of parallelism =
+  count: input 1 is the encoded rows, input 2 one trigger per worker (so a worker starts even when no
+  row reaches it). Why keyed: PyFlink's non-keyed functions have no end-of-input hook (``close()`` runs
+  only when the job ends) and emit nothing after their last element; an event-time timer at the end of
+  time fires exactly when the bounded input ends (the final watermark) and may emit rows. A
+  processing-time timer every ``poll_ms`` flushes partial frames and forwards output rows while input
+  is quiet.
 
 Each subtask's single key is chosen at build time so that Flink routes it to that very subtask
 (:func:`dl_on_flink.operator.placement.subtask_keys`), making subtask *i* node *i*.
@@ -20,7 +22,8 @@ from __future__ import annotations
 import logging
 
 from pyflink.common import Row
-from pyflink.datastream import KeyedProcessFunction, RuntimeContext, TimeDomain
+from pyflink.datastream import RuntimeContext, TimeDomain
+from pyflink.datastream.functions import KeyedCoProcessFunction
 from pyflink.datastream.functions import FlatMapFunction, MapFunction
 
 from dl_on_flink.framework.am import ApplicationMaster
@@ -85,7 +88,7 @@ class EncodeRows(MapFunction):
         return Row(key, self.codec.encode(value))
 
 
-class FedRoleFunction(KeyedProcessFunction):
+class FedRoleFunction(KeyedCoProcessFunction):
     """A worker fed by Flink: forwards rows to its child, emits the child's rows."""
 
     def __init__(self, plan: NodePlan, poll_ms: int = 100) -> None:
@@ -97,18 +100,25 @@ class FedRoleFunction(KeyedProcessFunction):
         self.runner: NodeRunner | None = None
         self.done = False
 
-    def process_element(self, value, ctx: KeyedProcessFunction.Context):
+    def process_element1(self, value, ctx: KeyedCoProcessFunction.Context):
+        """An input row: Row(key, codec bytes)."""
+        self._start(ctx)
+        self.runner.write(bytes(value[1]))
+        yield from self._emit(self.runner.take_output())
+
+    def process_element2(self, value, ctx: KeyedCoProcessFunction.Context):
+        """This worker's trigger."""
+        self._start(ctx)
+        yield from ()
+
+    def _start(self, ctx: KeyedCoProcessFunction.Context) -> None:
         if self.runner is None:
             self.runner = NodeRunner(self.plan, self.index).start()
             timers = ctx.timer_service()
             timers.register_event_time_timer(END_OF_TIME)
             timers.register_processing_time_timer(timers.current_processing_time() + self.poll_ms)
-        payload = value[1]
-        if payload:
-            self.runner.write(bytes(payload))
-        yield from self._emit(self.runner.take_output())
 
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
+    def on_timer(self, timestamp: int, ctx: KeyedCoProcessFunction.OnTimerContext):
         if self.runner is None or self.done:
             return
         if ctx.time_domain() == TimeDomain.EVENT_TIME:

@@ -5,11 +5,12 @@ The job gets, for one cluster:
 - ``am``: ``from_collection([0]) → flat_map(AMFunction)``, parallelism 1;
 - per node type without input: ``from_collection([0..n-1]) → rebalance → flat_map(RoleFunction)``,
   parallelism n (one element per subtask, so every subtask starts exactly one node);
-- for the fed node type (``worker``) when there is input: ``input → map(EncodeRows)``, unioned with one
-  trigger row per worker (so a worker starts even if it receives no rows), ``key_by`` → ``process(
-  FedRoleFunction)``, parallelism n. Its output is the inference result.
+- for the fed node type (``worker``) when there is input: ``input → map(EncodeRows) → key_by``,
+  connected with one keyed trigger per worker (so a worker starts even if it receives no rows) →
+  ``process(FedRoleFunction)``, parallelism n. Its output is the inference result.
 
-Streams nobody consumes end in a discarding sink, because Flink leaves sink-less branches out of a job.
+Training: every stream ends in a discarding sink (Flink leaves sink-less branches out of a job).
+Inference: the returned stream is the workers' output unioned with the other roles' (empty) streams.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pyflink.common import Row, Types
+from pyflink.common import Types
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.datastream.connectors import Sink
 from pyflink.java_gateway import get_gateway
@@ -76,28 +77,30 @@ def place_cluster(
             max_epoch=max_epoch if fed else 1,
         )
 
-    am = (
+    # With an output, the other roles' (empty) streams are unioned into it rather than given sinks of
+    # their own: DataStream.execute_and_collect() keeps only what its stream depends on.
+    role_type = out_schema.to_flink() if out_schema is not None else Types.INT()
+    side_streams = [
         env.from_collection([0], type_info=Types.INT()).name(f"{job_key} am trigger")
-        .flat_map(AMFunction(plan("am", False), has_input=input is not None), output_type=Types.INT())
+        .flat_map(AMFunction(plan("am", False), has_input=input is not None), output_type=role_type)
         .name(f"{job_key} am").set_parallelism(1)
-    )
-    _discard(am)
-    output = None
+    ]
+    fed_output = None
     for node_type, count in counts.items():
         if node_type == fed_type:
-            output = _place_fed(env, input, plan(node_type, True), count, job_key, out_schema)
-            if out_schema is None:
-                _discard(output)
-                output = None
+            fed_output = _place_fed(env, input, plan(node_type, True), count, job_key, out_schema)
         else:
-            role = (
+            side_streams.append(
                 env.from_collection(list(range(count)), type_info=Types.INT()).name(f"{job_key} {node_type} trigger")
                 .rebalance()
-                .flat_map(RoleFunction(plan(node_type, False)), output_type=Types.INT())
+                .flat_map(RoleFunction(plan(node_type, False)), output_type=role_type)
                 .name(f"{job_key} {node_type}").set_parallelism(count)
             )
-            _discard(role)
-    return output
+    if out_schema is not None:
+        return fed_output.union(*side_streams)
+    for stream in [*side_streams, *([fed_output] if fed_output is not None else [])]:
+        _discard(stream)
+    return None
 
 
 def _place_fed(
@@ -107,13 +110,11 @@ def _place_fed(
     max_parallelism = max(128, count)
     keys = subtask_keys(count, max_parallelism)
     encoded = input.map(EncodeRows(plan.input_schema, keys), output_type=NODE_INPUT_TYPE).name(f"{job_key} encode")
-    triggers = env.from_collection([Row(k, b"") for k in keys], type_info=NODE_INPUT_TYPE).name(
-        f"{job_key} {plan.node_type} trigger"
-    )
+    triggers = env.from_collection(keys, type_info=Types.INT()).name(f"{job_key} {plan.node_type} trigger")
     output_type = out_schema.to_flink() if out_schema is not None else Types.INT()
     return (
-        triggers.union(encoded)
-        .key_by(lambda row: row[0], key_type=Types.INT())
+        encoded.key_by(lambda row: row[0], key_type=Types.INT())
+        .connect(triggers.key_by(lambda key: key, key_type=Types.INT()))
         .process(FedRoleFunction(plan), output_type=output_type)
         .name(f"{job_key} {plan.node_type}")
         .set_parallelism(count)
@@ -144,7 +145,7 @@ def _discard(stream: DataStream) -> None:
     gateway = get_gateway()
     stream.sink_to(Sink(gateway.jvm.org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink())).name(
         "discard"
-    ).set_parallelism(stream.get_parallelism() if hasattr(stream, "get_parallelism") else 1)
+    )
 
 
 def _use_this_python(env: StreamExecutionEnvironment) -> None:
