@@ -393,8 +393,7 @@ def child_environment(config: ClusterConfig) -> dict[str, str]:
     paths = [p for p in sys.path if p and os.path.exists(p)]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     threads = config.get_property("num_threads", "1")
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
-                "TF_NUM_INTEROP_THREADS"):
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env.setdefault(var, threads)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONUNBUFFERED"] = "1"

@@ -23,8 +23,7 @@ import logging
 
 from pyflink.common import Row
 from pyflink.datastream import RuntimeContext, TimeDomain
-from pyflink.datastream.functions import KeyedCoProcessFunction
-from pyflink.datastream.functions import FlatMapFunction, MapFunction
+from pyflink.datastream.functions import FlatMapFunction, KeyedCoProcessFunction, MapFunction
 
 from dl_on_flink.framework.am import ApplicationMaster
 from dl_on_flink.framework.codec import RowCodec, Schema
