@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 GUIDE = REPO / "docs" / "dl_on_flink.md"
 EXAMPLE = re.compile(r"<!-- dl-example: (?P<name>[\w-]+) -->\n```python\n(?P<code>.*?)```", re.S)
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
 
 def examples() -> dict[str, str]:
@@ -36,11 +36,17 @@ def run_example(name: str, tmp_path: Path) -> str:
 
 
 def test_every_example_is_tested():
-    assert set(examples()) == {"pytorch-linear-regression", "pytorch-inference"}
+    assert set(examples()) == {"pytorch-linear-regression", "pytorch-inference", "tensorflow-linear-regression"}
 
 
 def test_pytorch_ddp_linear_regression_converges(tmp_path):
     last = run_example("pytorch-linear-regression", tmp_path)
+    w, b = (float(v) for v in re.fullmatch(r"w=(\S+) b=(\S+)", last).groups())
+    assert abs(w - 2) < 0.05 and abs(b - 1) < 0.05, last
+
+
+def test_tensorflow_multi_worker_linear_regression_converges(tmp_path):
+    last = run_example("tensorflow-linear-regression", tmp_path)
     w, b = (float(v) for v in re.fullmatch(r"w=(\S+) b=(\S+)", last).groups())
     assert abs(w - 2) < 0.05 and abs(b - 1) < 0.05, last
 
