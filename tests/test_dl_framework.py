@@ -173,3 +173,39 @@ def test_always_failing_node_fails_the_cluster_with_its_error(tmp_path):
     assert "worker 0 (attempt 1) exited with code 1" in message
     assert "ValueError: this node always fails" in message
     assert wait_no_children() == []
+
+
+def sleeps(ctx):
+    time.sleep(60)
+
+
+@pytest.mark.slow
+def test_lost_heartbeat_fails_the_node_and_status_is_published(tmp_path):
+    events = []
+    config = (ClusterConfig.new_builder().add_node_type("worker", 2).set_node_entry(sleeps).set_max_failover(0)
+              .set_status_publisher(events.append).set_property("heartbeat_interval", 0.1)
+              .set_property("heartbeat_timeout", 1.5).set_property("stop_grace", 1).build())
+    book = FileAddressBook(tmp_path / "book")
+    am = ApplicationMaster("job", config, book, has_input=False)
+    runners = [NodeRunner(NodePlan("job", config, "worker", book), i).start() for i in range(2)]
+    try:
+        silenced = False
+
+        def silence_worker_1_once_running():
+            nonlocal silenced
+            while not any(e.key == "job" and e.value == "RUNNING" for e in list(events)):
+                time.sleep(0.05)
+            runners[1].close()  # its supervisor stops heartbeating (and kills its child)
+            silenced = True
+
+        threading.Thread(target=silence_worker_1_once_running, daemon=True).start()
+        with pytest.raises(ClusterFailedError, match="worker 1 .*lost heartbeat"):
+            am.run(stop_after=60)
+        assert silenced
+    finally:
+        for runner in runners:
+            runner.close()
+    cluster_states = [e.value for e in events if e.key == "job"]
+    assert cluster_states == ["INIT", "RUNNING", "FAILED"]
+    assert {e.key for e in events if e.event_type == "DL_NODE_STATUS"} == {"job.worker.0", "job.worker.1"}
+    assert wait_no_children() == []

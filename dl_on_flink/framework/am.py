@@ -35,8 +35,6 @@ from dl_on_flink.framework.status import CLUSTER_STATUS, NODE_STATUS, StatusEven
 
 log = logging.getLogger(__name__)
 
-STOP_GRACE_S = 15.0
-
 
 @dataclass
 class _NodeTrack:
@@ -64,6 +62,7 @@ class ApplicationMaster:
         self.bind_host = config.get_property("bind_host", "127.0.0.1")
         self.heartbeat_timeout = config.float_property("heartbeat_timeout", 30.0)
         self.rendezvous_timeout = config.float_property("rendezvous_timeout", 180.0)
+        self.stop_grace = config.float_property("stop_grace", 15.0)
         self._publisher = config.get_status_publisher()
         self.sm: AMStateMachine = config.state_machine(has_input)
         self.sm.on_transition = self._on_transition
@@ -97,7 +96,7 @@ class ApplicationMaster:
                 if self.sm.done:
                     done_at = done_at or now
                     told = all(t.told_verdict for t in self._tracks.values())
-                    if told or now - done_at > STOP_GRACE_S:
+                    if told or now - done_at > self.stop_grace:
                         break
                 if stop_after is not None and now - started > stop_after:
                     raise ClusterFailedError(f"cluster {self.job_key}: AM gave up after {stop_after} s")

@@ -35,6 +35,7 @@ class ClusterConfig:
     - ``heartbeat_interval`` (``0.5``) / ``heartbeat_timeout`` (``30``): seconds between node heartbeats,
       and silence after which the AM counts the node as lost.
     - ``rendezvous_timeout`` (``180``): seconds for all nodes of an attempt to register.
+    - ``stop_grace`` (``15``): seconds the AM waits, once the cluster is done, for every node to hear it.
     - ``replay_input_on_failover`` (``false``; always on when ``max_epoch > 1``): spill the input to local
       disk so that a restarted attempt sees the whole input again.
     """
