@@ -96,7 +96,8 @@ def test_frames_keep_rows_apart():
 @pytest.mark.parametrize(
     ("ftype", "value"),
     [("INT", 2**31), ("BIGINT", -(2**63) - 1), ("INT", 1.5), ("STRING", b"x"), ("BYTES", "x"),
-     ("ARRAY<INT>", [2**40]), ("ARRAY<INT>", [1.5]), ("FLOAT", 1e300)],
+     ("ARRAY<INT>", [2**40]), ("ARRAY<INT>", [1.5]), ("FLOAT", 1e300), ("ARRAY<FLOAT>", 5.0),
+     ("ARRAY<DOUBLE>", [[1.0]])],
 )
 def test_values_that_do_not_fit_name_the_field(ftype, value):
     codec = RowCodec(Schema([("ok", "INT"), ("bad", ftype)]))

@@ -32,7 +32,7 @@ from dl_on_flink.errors import ChannelError
 from dl_on_flink.framework.codec import RowCodec
 
 DATA, END_OF_EPOCH, END_OF_INPUT, END_OF_OUTPUT = b"D", b"E", b"X", b"O"
-FRAME_BYTES = 64 * 1024
+FRAME_BYTES = 128 * 1024
 HWM = 8
 _LEN = struct.Struct("<I")
 

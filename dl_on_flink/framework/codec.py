@@ -138,12 +138,22 @@ class RowCodec:
             raise ConfigError(f"arrays_as must be 'numpy' or 'list', not {arrays_as!r}")
         self.schema = Schema.of(schema)
         self._nbytes_bitmap = (len(self.schema) + 7) // 8
+        self._no_nulls = bytes(self._nbytes_bitmap)
         self._encoders = [_ENCODERS[f.type] for f in self.schema.fields]
         self._decoders = [_make_decoder(f.type, arrays_as) for f in self.schema.fields]
         self._names = self.schema.names
 
     def encode(self, row: Sequence[Any]) -> bytes:
         """One row (a tuple, list or pyflink Row) as bytes; CodecError names the field that does not fit."""
+        # fast path: no None and every value fits (any exception falls through to the careful path)
+        try:
+            if len(row) == len(self._encoders):
+                return self._no_nulls + b"".join([enc(v) for enc, v in zip(self._encoders, row, strict=True)])
+        except Exception:  # noqa: BLE001 - the careful path below reports it properly
+            pass
+        return self._encode_checked(row)
+
+    def _encode_checked(self, row: Sequence[Any]) -> bytes:
         n = len(self._encoders)
         try:
             width = len(row)
@@ -177,16 +187,22 @@ class RowCodec:
     def decode_from(self, view: memoryview, offset: int) -> tuple[tuple, int]:
         """Decode the row starting at ``offset``; return it and the offset after it."""
         nb = self._nbytes_bitmap
-        bitmap = view[offset : offset + nb]
+        bitmap = bytes(view[offset : offset + nb])
         offset += nb
         values = []
+        append = values.append
         try:
-            for i, decode in enumerate(self._decoders):
-                if bitmap[i >> 3] & (1 << (i & 7)):
-                    values.append(None)
-                    continue
-                value, offset = decode(view, offset)
-                values.append(value)
+            if bitmap == self._no_nulls:
+                for decode in self._decoders:
+                    value, offset = decode(view, offset)
+                    append(value)
+            else:
+                for i, decode in enumerate(self._decoders):
+                    if bitmap[i >> 3] & (1 << (i & 7)):
+                        append(None)
+                        continue
+                    value, offset = decode(view, offset)
+                    append(value)
         except (struct.error, ValueError, IndexError) as exc:
             raise CodecError(f"truncated or corrupt row for {self.schema}: {exc}") from None
         return tuple(values), offset
@@ -217,6 +233,8 @@ def _encode_str(value: str) -> bytes:
 
 
 def _encode_bytes(value: bytes | bytearray | memoryview) -> bytes:
+    if type(value) is bytes:
+        return _U32.pack(len(value)) + value
     if not isinstance(value, bytes | bytearray | memoryview):
         raise TypeError(f"expected bytes, got {type(value).__name__}")
     raw = bytes(value)
@@ -227,17 +245,17 @@ def _array_encoder(dtype: np.dtype) -> Callable[[Any], bytes]:
     integral = dtype.kind == "i"
 
     def encode(value: Any) -> bytes:
-        if isinstance(value, str | bytes):
+        if value is None or isinstance(value, str | bytes):
             raise TypeError(f"expected an array of numbers, got {type(value).__name__}")
-        if integral:
-            arr = np.asarray(value)
-            if arr.size and arr.dtype.kind not in "iu":
-                raise TypeError(f"expected integers, got dtype {arr.dtype}")
-            if arr.size and (arr.min() < np.iinfo(dtype).min or arr.max() > np.iinfo(dtype).max):
-                raise OverflowError(f"values outside {dtype.name}")
-        arr = np.ascontiguousarray(value, dtype=dtype)
+        arr = np.asarray(value)
         if arr.ndim != 1:
             raise ValueError(f"expected a one-dimensional array, got shape {arr.shape}")
+        if integral and arr.size:
+            if arr.dtype.kind not in "iu":
+                raise TypeError(f"expected integers, got dtype {arr.dtype}")
+            if arr.min() < np.iinfo(dtype).min or arr.max() > np.iinfo(dtype).max:
+                raise OverflowError(f"values outside {dtype.name}")
+        arr = np.ascontiguousarray(arr, dtype=dtype)
         return _U32.pack(arr.shape[0]) + arr.tobytes()
 
     return encode

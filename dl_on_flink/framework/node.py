@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,8 @@ class NodeRunner:
         self.rendezvous_timeout = cfg.float_property("rendezvous_timeout", 180.0)
         self.host = cfg.get_property("bind_host", "127.0.0.1")
         self.workdir = Path(tempfile.mkdtemp(prefix=f"dlf-{plan.node_type}{index}-"))
+        # removed by close(); also when the runner is collected or the process exits without close()
+        self._remove_workdir = weakref.finalize(self, shutil.rmtree, self.workdir, ignore_errors=True)
         # written by the supervisor, read by the operator thread
         self._child_attempt: int | None = None
         self._exited_attempt: int | None = None
@@ -136,7 +139,7 @@ class NodeRunner:
         self._sender = self._receiver = None
         if self._spill is not None:
             self._spill.close()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        self._remove_workdir()
 
     # --- data plane (operator thread) ---
     def write(self, row_bytes: bytes) -> None:
