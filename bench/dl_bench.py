@@ -8,6 +8,8 @@ Prints one JSON line per figure, the median of --runs runs:
   stream mode (NumberSequenceSource → map → dl_on_flink worker → child), ÷ rows/s of the same loop over
   the same rows from an in-process iterator. Rows: 16 float32 features + 1 float32 label. Both rates
   are taken from the first batch to the last, so cluster start-up is not in them.
+- feed (batched): the same, but each Flink row carries one batch (256 samples as flat arrays) and the
+  loop trains on it directly — the per-record cost of PyFlink's Python operators is paid per batch.
 - channel: MB/s of 1 KB rows operator → child (encode, frame, ZeroMQ ipc, decode) and child → operator.
 - ddp: wall time of 2-worker DDP training (linear regression, --ddp-steps steps) on Flink ÷ the same
   entry started with torch.multiprocessing; the cluster start-up (Flink wall time − training time) is
@@ -78,11 +80,11 @@ def in_process_feed(rows: int, queue) -> None:
     import numpy as np
     from torch.utils.data import DataLoader, IterableDataset
 
-    class Rows(IterableDataset):
+    prepared = [(np.asarray(f, dtype=np.float32), label) for f, label in map(make_row, range(rows))]
+
+    class Rows(IterableDataset):  # the rows are made before the clock starts: only iteration is timed
         def __iter__(self):
-            for i in range(rows):
-                features, label = make_row(i)
-                yield np.asarray(features, dtype=np.float32), label
+            return iter(prepared)
 
     queue.put(training_loop(DataLoader(Rows(), batch_size=BATCH)))
 
@@ -107,6 +109,78 @@ def flink_feed(rows: int) -> dict:
     train(env, config, input=data)
     env.execute("feed")
     return json.loads(out.read_text())
+
+
+def make_batch(i: int) -> tuple[list[float], list[float]]:
+    """Flink row i of the batched feed: samples i*BATCH .. i*BATCH+BATCH-1, features flattened."""
+    features, labels = [], []
+    for k in range(i * BATCH, (i + 1) * BATCH):
+        f, label = make_row(k)
+        features.extend(f)
+        labels.append(label)
+    return features, labels
+
+
+def batched_loop(rows) -> dict:
+    import numpy as np
+    import torch
+
+    def batches():
+        for features, labels in rows:
+            yield (torch.from_numpy(np.asarray(features, dtype=np.float32).reshape(-1, FEATURES)),
+                   torch.from_numpy(np.asarray(labels, dtype=np.float32)))
+
+    return training_loop(batches())
+
+
+def batched_feed_entry(ctx) -> None:
+    from dl_on_flink.pytorch import PyTorchContext
+
+    result = batched_loop(PyTorchContext(ctx).get_dataset_from_flink())
+    Path(ctx.get_property("out")).write_text(json.dumps(result))
+
+
+def in_process_batched_feed(batches: int, queue) -> None:
+    prepared = [make_batch(i) for i in range(batches)]  # made before the clock starts
+    queue.put(batched_loop(iter(prepared)))
+
+
+def flink_batched_feed(batches: int) -> dict:
+    from pyflink.common import Row, Types
+    from pyflink.common.watermark_strategy import WatermarkStrategy
+    from pyflink.datastream.connectors.number_seq import NumberSequenceSource
+
+    from dl_on_flink.pytorch import PyTorchClusterConfig, train
+    from dl_on_flink.testing import local_env
+
+    out = Path(tempfile.mkdtemp()) / "feed.json"
+    env = local_env()
+    numbers = env.from_source(NumberSequenceSource(0, batches - 1), WatermarkStrategy.no_watermarks(), "numbers")
+    array = Types.PRIMITIVE_ARRAY(Types.FLOAT())
+    data = numbers.map(lambda i: Row(*make_batch(i)), output_type=Types.ROW_NAMED(["features", "labels"], [array, array]))
+    config = (PyTorchClusterConfig.new_builder().set_world_size(1).set_node_entry(batched_feed_entry)
+              .set_property("out", out).build())
+    train(env, config, input=data)
+    env.execute("batched feed")
+    return json.loads(out.read_text())
+
+
+def bench_batched_feed(runs: int, rows: int) -> None:
+    batches = rows // BATCH
+    ctx = multiprocessing.get_context("spawn")
+    ratios, flink_rates = [], []
+    for _ in range(runs):
+        flink = flink_batched_feed(batches)
+        queue = ctx.Queue()
+        proc = ctx.Process(target=in_process_batched_feed, args=(batches, queue))
+        proc.start()
+        local = queue.get(timeout=600)
+        proc.join()
+        assert flink["rows"] == local["rows"] == batches * BATCH, (flink, local)
+        flink_rates.append(flink["rows"] / flink["seconds"])
+        ratios.append(flink_rates[-1] / (local["rows"] / local["seconds"]))
+    emit("dl", "feed_batched_rows_per_s_flink", statistics.median(flink_rates), "rows/s", rows=batches * BATCH)
+    emit("dl", "feed_batched_ratio", statistics.median(ratios), "ratio", target=">= 0.5")
 
 
 def bench_feed(runs: int, rows: int) -> None:
@@ -321,6 +395,7 @@ def main() -> None:
         bench_channel(args.runs, args.channel_rows)
     if "feed" in only:
         bench_feed(args.runs, args.feed_rows)
+        bench_batched_feed(args.runs, args.feed_rows * 4)
     if "ddp" in only:
         bench_ddp(args.runs, args.ddp_steps)
 

@@ -83,3 +83,32 @@ def test_job_finishes_when_worker_zero_exits_3_workers_2_ps():
               .set_node_entry(only_worker_zero_exits).build())
     train(env, config)
     env.execute("tf-worker-zero")
+
+
+def tf_echo(ctx):
+    import tensorflow as tf
+
+    from dl_on_flink.tensorflow import TFContext
+
+    tfc = TFContext(ctx)
+    writer = tfc.get_row_writer_to_flink()
+    for x, s, v in tfc.get_tfdataset_from_flink():
+        writer.write((x, s, v, x + 1, tf.reduce_sum(v)))
+
+
+def test_inference_through_tf_dataset_and_row_writer():
+    from pyflink.common import Row, Types
+
+    from dl_on_flink.tensorflow import inference
+
+    in_type = Types.ROW_NAMED(["x", "s", "v"], [Types.LONG(), Types.STRING(), Types.PRIMITIVE_ARRAY(Types.FLOAT())])
+    out_type = Types.ROW_NAMED(["x", "s", "v", "next", "total"],
+                               [Types.LONG(), Types.STRING(), Types.PRIMITIVE_ARRAY(Types.FLOAT()), Types.LONG(),
+                                Types.DOUBLE()])
+    rows = [Row(i, f"row {i}, with\nnewline ✓", [0.5 * i, -1.0]) for i in range(40)]
+    env = local_env(parallelism=2)
+    config = TFClusterConfig.new_builder().set_worker_count(2).set_node_entry(tf_echo).build()
+    output = inference(env, env.from_collection(rows, type_info=in_type), config, out_type)
+    with output.execute_and_collect("tf-inference") as results:
+        got = sorted((r[0], r[1], list(r[2]), r[3], r[4]) for r in results)
+    assert got == [(i, f"row {i}, with\nnewline ✓", [0.5 * i, -1.0], i + 1, 0.5 * i - 1.0) for i in range(40)]

@@ -1,10 +1,11 @@
 """Role and cluster status, published through a hook.
 
 The application master reports every state change of the cluster (``INIT``, ``RUNNING``, ``FAILOVER``,
-``FINISHED``, ``FAILED``) and of each node (``STARTING``, ``RUNNING``, ``FINISHED``, ``FAILED``,
-``RESTARTING``, ``STOPPED``) to a :class:`StatusPublisher`. The default logs them; the aiflow event bus
-plugs in later as another publisher (``ClusterConfig.Builder.set_status_publisher``), without dl_on_flink
-importing it. Publishers run inside the AM's operator, so they must be picklable.
+``FINISHED``, ``FAILED``; context: attempt, reason) and of each node (``RUNNING`` — its child process
+started, ``FINISHED``, ``FAILED``, ``NONE`` — no child; context: attempt) to a :class:`StatusPublisher`.
+The default logs them; the aiflow event bus plugs in later as another publisher
+(``ClusterConfig.Builder.set_status_publisher``), without dl_on_flink importing it. Publishers run inside
+the AM's operator, so they must be picklable.
 """
 
 from __future__ import annotations

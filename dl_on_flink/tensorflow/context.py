@@ -57,16 +57,22 @@ class TFContext(Context):
         return tf.data.Dataset.from_generator(reader.read_epoch, output_signature=signature)
 
     def get_row_writer_to_flink(self) -> TFRowWriter:
-        """``write(row)`` sends one row (tensors and numpy values are converted) back into Flink."""
-        return TFRowWriter(self.get_row_writer())
+        """``write(row)`` sends one row back into Flink; tensors and numpy values are converted, and
+        the bytes TensorFlow uses for strings are decoded (UTF-8) for STRING fields."""
+        return TFRowWriter(self.get_row_writer(), self.get_output_schema().types)
 
 
 class TFRowWriter:
-    def __init__(self, writer: RowWriter) -> None:
+    def __init__(self, writer: RowWriter, types: list[FieldType]) -> None:
         self._writer = writer
+        self._is_string = [t is FieldType.STRING for t in types]
 
     def write(self, row: Any) -> None:
-        self._writer.write(tuple(_plain(v) for v in row))
+        values = [_plain(v) for v in row]
+        for i, is_string in enumerate(self._is_string[: len(values)]):
+            if is_string and isinstance(values[i], bytes):
+                values[i] = values[i].decode("utf-8", "surrogatepass")
+        self._writer.write(tuple(values))
 
     def flush(self) -> None:
         self._writer.flush()
