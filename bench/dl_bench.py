@@ -11,6 +11,9 @@ Prints one JSON line per figure, the median of --runs runs:
 - feed (batched): the same, but each Flink row carries one batch (256 samples as flat arrays) and the
   loop trains on it directly — the per-record cost of PyFlink's Python operators is paid per batch.
 - channel: MB/s of 1 KB rows operator → child (encode, frame, ZeroMQ ipc, decode) and child → operator.
+- transport (why ZeroMQ): the raw transport under the channel, 1 KB rows in 128 KB frames, ZeroMQ
+  PUSH/PULL over ``ipc://`` vs a single-producer/single-consumer ring in ``multiprocessing.shared_memory``
+  (which has to poll: both of its ends spin while waiting).
 - ddp: wall time of 2-worker DDP training (linear regression, --ddp-steps steps) on Flink ÷ the same
   entry started with torch.multiprocessing; the cluster start-up (Flink wall time − training time) is
   reported separately.
@@ -299,6 +302,122 @@ def bench_channel(runs: int, rows: int) -> None:
     emit("dl", "channel_child_to_operator", from_child, "MB/s", row_bytes=ROW_BYTES)
 
 
+# --- transport: ZeroMQ ipc vs a shared-memory ring -------------------------------------------------
+
+RING_SLOTS, RING_SLOT = 8, 136 * 1024
+
+
+def _frames(rows: int) -> list[bytes]:
+    from dl_on_flink.framework.channel import FrameBuilder
+
+    builder, payload, out = FrameBuilder(), os.urandom(ROW_BYTES), []
+    for _ in range(rows):
+        frame = builder.add(b"\0" + len(payload).to_bytes(4, "little") + payload)
+        if frame is not None:
+            out.append(frame)
+    out.append(builder.take())
+    return [f for f in out if f]
+
+
+def _count_rows(frame: bytes) -> int:
+    from dl_on_flink.framework.channel import iter_rows
+
+    return sum(1 for row in iter_rows(frame) if bytes(row))
+
+
+def _ring_consumer(name: str, queue) -> None:
+    from multiprocessing import shared_memory
+
+    shm = shared_memory.SharedMemory(name=name)
+    view, tail, count = shm.buf, 0, 0
+    while True:
+        if int.from_bytes(view[0:8], "little") == tail:
+            time.sleep(0)
+            continue
+        base = 16 + (tail % RING_SLOTS) * RING_SLOT
+        length = int.from_bytes(view[base : base + 4], "little")
+        if length == 0:
+            break
+        frame = bytes(view[base + 4 : base + 4 + length])
+        tail += 1
+        view[8:16] = tail.to_bytes(8, "little")
+        count += _count_rows(frame)
+    queue.put((count, time.perf_counter()))
+    del view
+    shm.close()
+
+
+def transport_ring(rows: int) -> float:
+    from multiprocessing import shared_memory
+
+    ctx = multiprocessing.get_context("spawn")
+    shm = shared_memory.SharedMemory(create=True, size=16 + RING_SLOTS * RING_SLOT)
+    view = shm.buf
+    view[0:16] = bytes(16)
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_ring_consumer, args=(shm.name, queue))
+    proc.start()
+    frames = _frames(rows) + [b""]
+    time.sleep(2)
+    head, started = 0, time.perf_counter()
+    for frame in frames:
+        while head - int.from_bytes(view[8:16], "little") >= RING_SLOTS:
+            time.sleep(0)
+        base = 16 + (head % RING_SLOTS) * RING_SLOT
+        view[base : base + 4] = len(frame).to_bytes(4, "little")
+        view[base + 4 : base + 4 + len(frame)] = frame
+        head += 1
+        view[0:8] = head.to_bytes(8, "little")
+    count, finished = queue.get(timeout=600)
+    proc.join()
+    del view
+    shm.close()
+    shm.unlink()
+    assert count == rows
+    return rows * ROW_BYTES / (finished - started) / 1e6
+
+
+def _zmq_consumer(endpoint: str, queue) -> None:
+    import zmq
+
+    sock = zmq.Context.instance().socket(zmq.PULL)
+    sock.connect(endpoint)
+    count = 0
+    while frame := sock.recv():
+        count += _count_rows(frame)
+    queue.put((count, time.perf_counter()))
+    sock.close()
+
+
+def transport_zmq(rows: int) -> float:
+    from dl_on_flink.framework.channel import Sender
+
+    ctx = multiprocessing.get_context("spawn")
+    sender = Sender(f"ipc://{tempfile.mkdtemp()}/t", bind=True)
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_zmq_consumer, args=(sender.endpoint, queue))
+    proc.start()
+    frames = _frames(rows) + [b""]
+    time.sleep(2)
+    started = time.perf_counter()
+    for frame in frames:
+        sender.send(frame)
+    count, finished = queue.get(timeout=600)
+    proc.join()
+    sender.close()
+    assert count == rows
+    return rows * ROW_BYTES / (finished - started) / 1e6
+
+
+def bench_transport(runs: int, rows: int) -> None:
+    zmq_rates, ring_rates = [], []
+    for _ in range(runs):  # interleaved, so both see the same machine load
+        zmq_rates.append(transport_zmq(rows))
+        ring_rates.append(transport_ring(rows))
+    emit("dl", "transport_zmq_ipc", statistics.median(zmq_rates), "MB/s", row_bytes=ROW_BYTES)
+    emit("dl", "transport_shm_ring_spinning", statistics.median(ring_rates), "MB/s", row_bytes=ROW_BYTES)
+
+
 # --- DDP ratio ----------------------------------------------------------------------------------------
 
 def ddp_train(rank: int, world_size: int, steps: int) -> float:
@@ -387,10 +506,12 @@ def main() -> None:
     parser.add_argument("--feed-rows", type=int, default=100_000)
     parser.add_argument("--channel-rows", type=int, default=100_000)
     parser.add_argument("--ddp-steps", type=int, default=3000)
-    parser.add_argument("--only", choices=["feed", "channel", "ddp"], action="append")
+    parser.add_argument("--only", choices=["transport", "channel", "feed", "ddp"], action="append")
     args = parser.parse_args()
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    only = set(args.only or ["feed", "channel", "ddp"])
+    only = set(args.only or ["transport", "channel", "feed", "ddp"])
+    if "transport" in only:
+        bench_transport(args.runs, args.channel_rows)
     if "channel" in only:
         bench_channel(args.runs, args.channel_rows)
     if "feed" in only:

@@ -1,10 +1,12 @@
 """The data channel between a Flink operator and its node's child process.
 
-Why ZeroMQ ``ipc://`` and not a shared-memory ring: measured on the 2-core development machine with 1 KB
-rows batched into 64 KB frames, a PUSH/PULL pair over ``ipc://`` moves ≈ 400 MB/s between two Python
-processes including per-row framing, while blocking and waking is done by the kernel — a pure-Python ring
-in ``multiprocessing.shared_memory`` needs a spin or a semaphore round-trip per slot, which costs a core on
-a 2-core machine. (See docs/benchmarks.md for the channel figure of ``bench/dl_bench.py``.)
+Why ZeroMQ ``ipc://`` and not a shared-memory ring (measured by ``bench/dl_bench.py --only transport``
+on the shared 2-core machine, 1 KB rows in 128 KB frames): ZeroMQ moved ≈ 390 MB/s between two Python
+processes, a single-producer/single-consumer ring in ``multiprocessing.shared_memory`` ≈ 480 MB/s — but
+only by spinning both ends, which steals a core from the training loop on a 2-core machine. Both are
+about twice what the per-row codec work allows (≈ 220 MB/s end to end), so the transport is not the
+bottleneck; ZeroMQ sleeps in the kernel when idle, and a ``zmq.Poller`` waits on the input and output
+sockets at once (the operator drains results while input is back-pressured).
 
 Back-pressure: the sending socket holds at most ``HWM`` frames; when the reader lags, ``send`` waits (in
 slices, so the caller can notice a failover or a dead peer) and Flink's own back-pressure takes over.
