@@ -209,3 +209,60 @@ def test_lost_heartbeat_fails_the_node_and_status_is_published(tmp_path):
     assert cluster_states == ["INIT", "RUNNING", "FAILED"]
     assert {e.key for e in events if e.event_type == "DL_NODE_STATUS"} == {"job.worker.0", "job.worker.1"}
     assert wait_no_children() == []
+
+
+def epoch_recorder(ctx):
+    import json
+
+    reader = ctx.get_row_reader()
+    epochs = []
+    while True:
+        rows = [row[0] for row in reader.read_epoch()]
+        if reader.end_of_input:
+            break
+        epochs.append(rows)
+        if ctx.get_index() == 1 and ctx.get_current_attempt_index() == 0:
+            raise RuntimeError("worker 1 fails after its first epoch")
+    with open(f"{ctx.get_property('out')}/worker-{ctx.get_index()}-{ctx.get_current_attempt_index()}", "w") as fh:
+        json.dump(epochs, fh)
+
+
+@pytest.mark.slow
+def test_a_restarted_attempt_sees_every_epoch_of_the_spilled_input(tmp_path):
+    import json
+
+    config = (ClusterConfig.new_builder().add_node_type("worker", 2).set_node_entry(epoch_recorder)
+              .set_property("out", tmp_path).set_property("heartbeat_interval", 0.1).build())
+    book = FileAddressBook(tmp_path / "book")
+    schema = Schema([("x", "BIGINT")])
+    codec = RowCodec(schema)
+    am = ApplicationMaster("job", config, book, has_input=True)
+    runners = [NodeRunner(NodePlan("job", config, "worker", book, input_schema=schema, max_epoch=3), i).start()
+               for i in range(2)]
+    errors = []
+
+    def feed(runner, offset):
+        try:
+            for x in range(offset, offset + 500):
+                runner.write(codec.encode((x,)))
+            runner.end_input()
+            list(runner.finish())
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    feeders = [threading.Thread(target=feed, args=(r, 1000 * r.index)) for r in runners]
+    try:
+        for t in feeders:
+            t.start()
+        am.run(stop_after=120)
+        for t in feeders:
+            t.join(30)
+    finally:
+        for runner in runners:
+            runner.close()
+    assert not errors
+    for i in (0, 1):
+        epochs = json.loads((tmp_path / f"worker-{i}-1").read_text())
+        assert epochs == [list(range(1000 * i, 1000 * i + 500))] * 3
+    assert not (tmp_path / "worker-1-0").exists()
+    assert wait_no_children() == []
