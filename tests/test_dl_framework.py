@@ -130,6 +130,10 @@ def flaky_entry(ctx):
     with open(ctx.get_property("log"), "a") as fh:
         fh.write(f"{ctx.get_node_type()} {ctx.get_index()} {ctx.get_current_attempt_index()}\n")
     if ctx.get_index() == 1 and ctx.get_current_attempt_index() < 2:
+        deadline = time.monotonic() + 20  # fail only once worker 0 is in this attempt's entry too
+        while f"worker 0 {ctx.get_current_attempt_index()}\n" not in open(ctx.get_property("log")).read():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
         raise RuntimeError(f"worker 1 fails on attempt {ctx.get_current_attempt_index()}")
 
 
