@@ -1,0 +1,525 @@
+"""Deep learning on Flink benchmark (../shared/BENCHMARKS.md, "Deep learning on Flink").
+
+    .venv/bin/python bench/dl_bench.py [--runs 3] [--feed-rows 100000] [--channel-rows 100000] [--ddp-steps 3000]
+
+Prints one JSON line per figure, the median of --runs runs:
+
+- feed: rows/s seen by a PyTorch training loop (Linear(16, 1), batch 256) fed by a Flink source in
+  stream mode (NumberSequenceSource → map → dl_on_flink worker → child), ÷ rows/s of the same loop over
+  the same rows from an in-process iterator. Rows: 16 float32 features + 1 float32 label. Both rates
+  are taken from the first batch to the last, so cluster start-up is not in them.
+- feed (batched): the same, but each Flink row carries one batch (256 samples as flat arrays) and the
+  loop trains on it directly — the per-record cost of PyFlink's Python operators is paid per batch.
+- channel: MB/s of 1 KB rows operator → child (encode, frame, ZeroMQ ipc, decode) and child → operator.
+- transport (why ZeroMQ): the raw transport under the channel, 1 KB rows in 128 KB frames, ZeroMQ
+  PUSH/PULL over ``ipc://`` vs a single-producer/single-consumer ring in ``multiprocessing.shared_memory``
+  (which has to poll: both of its ends spin while waiting).
+- ddp: wall time of 2-worker DDP training (linear regression, --ddp-steps steps) on Flink ÷ the same
+  entry started with torch.multiprocessing; the cluster start-up (Flink wall time − training time) is
+  reported separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cloudpickle
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+FEATURES = 16
+BATCH = 256
+
+
+def emit(bench: str, metric: str, value: float, unit: str, **extra) -> None:
+    print(json.dumps({"bench": bench, "metric": metric, "value": round(value, 3), "unit": unit, **extra}), flush=True)
+
+
+# --- feed ratio ------------------------------------------------------------------------------------
+
+def make_row(i: int) -> tuple[list[float], float]:
+    features = [((i * 7 + j) % 100) / 100 for j in range(FEATURES)]
+    return features, float(sum(features))
+
+
+def training_loop(batches) -> dict:
+    """The loop both feeds drive: returns rows seen and seconds from the first batch to the last."""
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(FEATURES, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    rows, started = 0, None
+    for features, label in batches:
+        if started is None:
+            started = time.perf_counter()
+        optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(features), label.float()[:, None])
+        loss.backward()
+        optimizer.step()
+        rows += len(label)
+    return {"rows": rows, "seconds": time.perf_counter() - started}
+
+
+def feed_entry(ctx) -> None:
+    from torch.utils.data import DataLoader
+
+    from dl_on_flink.pytorch import PyTorchContext
+
+    result = training_loop(DataLoader(PyTorchContext(ctx).get_dataset_from_flink(), batch_size=BATCH))
+    Path(ctx.get_property("out")).write_text(json.dumps(result))
+
+
+def in_process_feed(rows: int, queue) -> None:
+    import numpy as np
+    from torch.utils.data import DataLoader, IterableDataset
+
+    prepared = [(np.asarray(f, dtype=np.float32), label) for f, label in map(make_row, range(rows))]
+
+    class Rows(IterableDataset):  # the rows are made before the clock starts: only iteration is timed
+        def __iter__(self):
+            return iter(prepared)
+
+    queue.put(training_loop(DataLoader(Rows(), batch_size=BATCH)))
+
+
+def flink_feed(rows: int) -> dict:
+    from pyflink.common import Row, Types
+    from pyflink.common.watermark_strategy import WatermarkStrategy
+    from pyflink.datastream.connectors.number_seq import NumberSequenceSource
+
+    from dl_on_flink.pytorch import PyTorchClusterConfig, train
+    from dl_on_flink.testing import local_env
+
+    out = Path(tempfile.mkdtemp()) / "feed.json"
+    env = local_env()
+    numbers = env.from_source(NumberSequenceSource(0, rows - 1), WatermarkStrategy.no_watermarks(), "numbers")
+    data = numbers.map(
+        lambda i: Row(*make_row(i)),
+        output_type=Types.ROW_NAMED(["features", "label"], [Types.PRIMITIVE_ARRAY(Types.FLOAT()), Types.FLOAT()]),
+    )
+    config = (PyTorchClusterConfig.new_builder().set_world_size(1).set_node_entry(feed_entry)
+              .set_property("out", out).build())
+    train(env, config, input=data)
+    env.execute("feed")
+    return json.loads(out.read_text())
+
+
+def make_batch(i: int) -> tuple[list[float], list[float]]:
+    """Flink row i of the batched feed: samples i*BATCH .. i*BATCH+BATCH-1, features flattened."""
+    features, labels = [], []
+    for k in range(i * BATCH, (i + 1) * BATCH):
+        f, label = make_row(k)
+        features.extend(f)
+        labels.append(label)
+    return features, labels
+
+
+def batched_loop(rows) -> dict:
+    import numpy as np
+    import torch
+
+    def batches():
+        for features, labels in rows:
+            yield (torch.from_numpy(np.asarray(features, dtype=np.float32).reshape(-1, FEATURES)),
+                   torch.from_numpy(np.asarray(labels, dtype=np.float32)))
+
+    return training_loop(batches())
+
+
+def batched_feed_entry(ctx) -> None:
+    from dl_on_flink.pytorch import PyTorchContext
+
+    result = batched_loop(PyTorchContext(ctx).get_dataset_from_flink())
+    Path(ctx.get_property("out")).write_text(json.dumps(result))
+
+
+def in_process_batched_feed(batches: int, queue) -> None:
+    prepared = [make_batch(i) for i in range(batches)]  # made before the clock starts
+    queue.put(batched_loop(iter(prepared)))
+
+
+def flink_batched_feed(batches: int) -> dict:
+    from pyflink.common import Row, Types
+    from pyflink.common.watermark_strategy import WatermarkStrategy
+    from pyflink.datastream.connectors.number_seq import NumberSequenceSource
+
+    from dl_on_flink.pytorch import PyTorchClusterConfig, train
+    from dl_on_flink.testing import local_env
+
+    out = Path(tempfile.mkdtemp()) / "feed.json"
+    env = local_env()
+    numbers = env.from_source(NumberSequenceSource(0, batches - 1), WatermarkStrategy.no_watermarks(), "numbers")
+    array = Types.PRIMITIVE_ARRAY(Types.FLOAT())
+    data = numbers.map(lambda i: Row(*make_batch(i)), output_type=Types.ROW_NAMED(["features", "labels"], [array, array]))
+    config = (PyTorchClusterConfig.new_builder().set_world_size(1).set_node_entry(batched_feed_entry)
+              .set_property("out", out).build())
+    train(env, config, input=data)
+    env.execute("batched feed")
+    return json.loads(out.read_text())
+
+
+def bench_batched_feed(runs: int, rows: int) -> None:
+    batches = rows // BATCH
+    ctx = multiprocessing.get_context("spawn")
+    ratios, flink_rates = [], []
+    for _ in range(runs):
+        flink = flink_batched_feed(batches)
+        queue = ctx.Queue()
+        proc = ctx.Process(target=in_process_batched_feed, args=(batches, queue))
+        proc.start()
+        local = queue.get(timeout=600)
+        proc.join()
+        assert flink["rows"] == local["rows"] == batches * BATCH, (flink, local)
+        flink_rates.append(flink["rows"] / flink["seconds"])
+        ratios.append(flink_rates[-1] / (local["rows"] / local["seconds"]))
+    emit("dl", "feed_batched_rows_per_s_flink", statistics.median(flink_rates), "rows/s", rows=batches * BATCH)
+    emit("dl", "feed_batched_ratio", statistics.median(ratios), "ratio", target=">= 0.5")
+
+
+def bench_feed(runs: int, rows: int) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    ratios, flink_rates, local_rates = [], [], []
+    for _ in range(runs):
+        flink = flink_feed(rows)
+        queue = ctx.Queue()
+        proc = ctx.Process(target=in_process_feed, args=(rows, queue))
+        proc.start()
+        local = queue.get(timeout=600)
+        proc.join()
+        assert flink["rows"] == local["rows"] == rows, (flink, local)
+        flink_rates.append(flink["rows"] / flink["seconds"])
+        local_rates.append(local["rows"] / local["seconds"])
+        ratios.append(flink_rates[-1] / local_rates[-1])
+    emit("dl", "feed_rows_per_s_flink", statistics.median(flink_rates), "rows/s", rows=rows)
+    emit("dl", "feed_rows_per_s_in_process", statistics.median(local_rates), "rows/s", rows=rows)
+    emit("dl", "feed_ratio", statistics.median(ratios), "ratio", target=">= 0.5")
+
+
+# --- channel ----------------------------------------------------------------------------------------
+
+ROW_BYTES = 1024
+
+
+def _channel_reader(endpoint: str, queue) -> None:
+    from dl_on_flink.framework.channel import Receiver, RowReader
+    from dl_on_flink.framework.codec import RowCodec, Schema
+
+    receiver = Receiver(endpoint, bind=False)
+    reader = RowReader(receiver, RowCodec(Schema([("payload", "BYTES")])), timeout=60)
+    count = sum(1 for _ in reader)
+    queue.put((count, time.perf_counter()))
+    receiver.close()
+
+
+def _channel_writer(endpoint: str, rows: int, queue, ready) -> None:
+    from dl_on_flink.framework.channel import RowWriter, Sender
+    from dl_on_flink.framework.codec import RowCodec, Schema
+
+    sender = Sender(endpoint, bind=False)
+    writer = RowWriter(sender, RowCodec(Schema([("payload", "BYTES")])))
+    payload = os.urandom(ROW_BYTES)
+    ready.put("ready")
+    queue.get()  # start signal
+    for _ in range(rows):
+        writer.write((payload,))
+    writer.close()
+    sender.close()
+    import zmq
+
+    zmq.Context.instance().term()
+
+
+def channel_to_child(rows: int) -> float:
+    from dl_on_flink.framework.channel import END_OF_EPOCH, END_OF_INPUT, FrameBuilder, Sender
+    from dl_on_flink.framework.codec import RowCodec, Schema
+
+    ctx = multiprocessing.get_context("spawn")
+    endpoint = f"ipc://{tempfile.mkdtemp()}/in"
+    sender = Sender(endpoint, bind=True)
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_channel_reader, args=(endpoint, queue))
+    proc.start()
+    codec, frames, payload = RowCodec(Schema([("payload", "BYTES")])), FrameBuilder(), os.urandom(ROW_BYTES)
+    sender.send(END_OF_EPOCH, timeout=60)  # the reader is connected and reading: start the clock
+    started = time.perf_counter()
+    for _ in range(rows):
+        frame = frames.add(codec.encode((payload,)))
+        if frame is not None:
+            sender.send(frame)
+    sender.send(frames.take())
+    sender.send(END_OF_INPUT)
+    count, finished = queue.get(timeout=600)
+    proc.join()
+    sender.close()
+    assert count == rows
+    return rows * ROW_BYTES / (finished - started) / 1e6
+
+
+def channel_from_child(rows: int) -> float:
+    from dl_on_flink.framework.channel import DATA, END_OF_OUTPUT, Receiver, iter_rows
+    from dl_on_flink.framework.codec import RowCodec, Schema
+
+    ctx = multiprocessing.get_context("spawn")
+    endpoint = f"ipc://{tempfile.mkdtemp()}/out"
+    receiver = Receiver(endpoint, bind=True)
+    queue, ready = ctx.Queue(), ctx.Queue()
+    proc = ctx.Process(target=_channel_writer, args=(endpoint, rows, queue, ready))
+    proc.start()
+    decode = RowCodec(Schema([("payload", "BYTES")]), arrays_as="list").decode
+    ready.get(timeout=120)  # the writer process is up and connected
+    time.sleep(0.2)
+    queue.put("go")
+    count, started = 0, time.perf_counter()
+    while True:
+        frame = receiver.recv(60)
+        if frame[:1] == DATA:
+            for row in iter_rows(frame):
+                decode(row)
+                count += 1
+        elif frame[:1] == END_OF_OUTPUT:
+            break
+    elapsed = time.perf_counter() - started
+    proc.join()
+    receiver.close()
+    assert count == rows
+    return rows * ROW_BYTES / elapsed / 1e6
+
+
+def bench_channel(runs: int, rows: int) -> None:
+    to_child = statistics.median(channel_to_child(rows) for _ in range(runs))
+    from_child = statistics.median(channel_from_child(rows) for _ in range(runs))
+    emit("dl", "channel_operator_to_child", to_child, "MB/s", row_bytes=ROW_BYTES, target=">= 200")
+    emit("dl", "channel_child_to_operator", from_child, "MB/s", row_bytes=ROW_BYTES)
+
+
+# --- transport: ZeroMQ ipc vs a shared-memory ring -------------------------------------------------
+
+RING_SLOTS, RING_SLOT = 8, 136 * 1024
+
+
+def _frames(rows: int) -> list[bytes]:
+    from dl_on_flink.framework.channel import FrameBuilder
+
+    builder, payload, out = FrameBuilder(), os.urandom(ROW_BYTES), []
+    for _ in range(rows):
+        frame = builder.add(b"\0" + len(payload).to_bytes(4, "little") + payload)
+        if frame is not None:
+            out.append(frame)
+    out.append(builder.take())
+    return [f for f in out if f]
+
+
+def _count_rows(frame: bytes) -> int:
+    from dl_on_flink.framework.channel import iter_rows
+
+    return sum(1 for row in iter_rows(frame) if bytes(row))
+
+
+def _ring_consumer(name: str, queue) -> None:
+    from multiprocessing import shared_memory
+
+    shm = shared_memory.SharedMemory(name=name)
+    view, tail, count = shm.buf, 0, 0
+    while True:
+        if int.from_bytes(view[0:8], "little") == tail:
+            time.sleep(0)
+            continue
+        base = 16 + (tail % RING_SLOTS) * RING_SLOT
+        length = int.from_bytes(view[base : base + 4], "little")
+        if length == 0:
+            break
+        frame = bytes(view[base + 4 : base + 4 + length])
+        tail += 1
+        view[8:16] = tail.to_bytes(8, "little")
+        count += _count_rows(frame)
+    queue.put((count, time.perf_counter()))
+    del view
+    shm.close()
+
+
+def transport_ring(rows: int) -> float:
+    from multiprocessing import shared_memory
+
+    ctx = multiprocessing.get_context("spawn")
+    shm = shared_memory.SharedMemory(create=True, size=16 + RING_SLOTS * RING_SLOT)
+    view = shm.buf
+    view[0:16] = bytes(16)
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_ring_consumer, args=(shm.name, queue))
+    proc.start()
+    frames = _frames(rows) + [b""]
+    time.sleep(2)
+    head, started = 0, time.perf_counter()
+    for frame in frames:
+        while head - int.from_bytes(view[8:16], "little") >= RING_SLOTS:
+            time.sleep(0)
+        base = 16 + (head % RING_SLOTS) * RING_SLOT
+        view[base : base + 4] = len(frame).to_bytes(4, "little")
+        view[base + 4 : base + 4 + len(frame)] = frame
+        head += 1
+        view[0:8] = head.to_bytes(8, "little")
+    count, finished = queue.get(timeout=600)
+    proc.join()
+    del view
+    shm.close()
+    shm.unlink()
+    assert count == rows
+    return rows * ROW_BYTES / (finished - started) / 1e6
+
+
+def _zmq_consumer(endpoint: str, queue) -> None:
+    import zmq
+
+    sock = zmq.Context.instance().socket(zmq.PULL)
+    sock.connect(endpoint)
+    count = 0
+    while frame := sock.recv():
+        count += _count_rows(frame)
+    queue.put((count, time.perf_counter()))
+    sock.close()
+
+
+def transport_zmq(rows: int) -> float:
+    from dl_on_flink.framework.channel import Sender
+
+    ctx = multiprocessing.get_context("spawn")
+    sender = Sender(f"ipc://{tempfile.mkdtemp()}/t", bind=True)
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_zmq_consumer, args=(sender.endpoint, queue))
+    proc.start()
+    frames = _frames(rows) + [b""]
+    time.sleep(2)
+    started = time.perf_counter()
+    for frame in frames:
+        sender.send(frame)
+    count, finished = queue.get(timeout=600)
+    proc.join()
+    sender.close()
+    assert count == rows
+    return rows * ROW_BYTES / (finished - started) / 1e6
+
+
+def bench_transport(runs: int, rows: int) -> None:
+    zmq_rates, ring_rates = [], []
+    for _ in range(runs):  # interleaved, so both see the same machine load
+        zmq_rates.append(transport_zmq(rows))
+        ring_rates.append(transport_ring(rows))
+    emit("dl", "transport_zmq_ipc", statistics.median(zmq_rates), "MB/s", row_bytes=ROW_BYTES)
+    emit("dl", "transport_shm_ring_spinning", statistics.median(ring_rates), "MB/s", row_bytes=ROW_BYTES)
+
+
+# --- DDP ratio ----------------------------------------------------------------------------------------
+
+def ddp_train(rank: int, world_size: int, steps: int) -> float:
+    """DDP linear regression for a fixed number of steps (torch.distributed already initialised)."""
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.set_num_threads(1)
+    torch.manual_seed(rank)
+    model = DistributedDataParallel(torch.nn.Linear(1, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    started = time.perf_counter()
+    for _ in range(steps):
+        x = torch.rand(64, 1) * 2 - 1
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(model(x), 2 * x + 1).backward()
+        optimizer.step()
+    return time.perf_counter() - started
+
+
+def ddp_entry(ctx) -> None:
+    from dl_on_flink.pytorch import PyTorchContext
+
+    pt = PyTorchContext(ctx)
+    seconds = ddp_train(pt.get_rank(), pt.get_world_size(), int(ctx.get_property("steps")))
+    if pt.get_rank() == 0:
+        Path(ctx.get_property("out")).write_text(json.dumps({"train_s": seconds}))
+
+
+def _mp_worker(rank: int, world_size: int, port: int, steps: int, queue) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    seconds = ddp_train(rank, world_size, steps)
+    if rank == 0:
+        queue.put(seconds)
+    dist.destroy_process_group()
+
+
+def ddp_flink(steps: int) -> tuple[float, float]:
+    from dl_on_flink.pytorch import PyTorchClusterConfig, train
+    from dl_on_flink.testing import local_env
+
+    out = Path(tempfile.mkdtemp()) / "ddp.json"
+    env = local_env()
+    config = (PyTorchClusterConfig.new_builder().set_world_size(2).set_node_entry(ddp_entry)
+              .set_property("steps", steps).set_property("out", out).build())
+    train(env, config)
+    started = time.perf_counter()
+    env.execute("ddp")
+    return time.perf_counter() - started, json.loads(out.read_text())["train_s"]
+
+
+def ddp_multiprocessing(steps: int) -> tuple[float, float]:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:  # the baseline picks its port the usual (racy) way; fine for a benchmark
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    queue = mp.get_context("spawn").SimpleQueue()
+    started = time.perf_counter()
+    mp.spawn(_mp_worker, args=(2, port, steps, queue), nprocs=2, join=True)
+    return time.perf_counter() - started, queue.get()
+
+
+def bench_ddp(runs: int, steps: int) -> None:
+    ratios, startups, flink_walls, mp_walls = [], [], [], []
+    for _ in range(runs):
+        flink_wall, flink_train = ddp_flink(steps)
+        mp_wall, mp_train = ddp_multiprocessing(steps)
+        ratios.append(flink_train / mp_train)
+        startups.append(flink_wall - flink_train)
+        flink_walls.append(flink_wall)
+        mp_walls.append(mp_wall)
+    emit("dl", "ddp_train_ratio", statistics.median(ratios), "ratio", steps=steps, target="<= 1.15")
+    emit("dl", "ddp_flink_startup_and_teardown", statistics.median(startups), "s", target="<= 15")
+    emit("dl", "ddp_wall_flink", statistics.median(flink_walls), "s", steps=steps)
+    emit("dl", "ddp_wall_multiprocessing", statistics.median(mp_walls), "s", steps=steps)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--feed-rows", type=int, default=100_000)
+    parser.add_argument("--channel-rows", type=int, default=100_000)
+    parser.add_argument("--ddp-steps", type=int, default=3000)
+    parser.add_argument("--only", choices=["transport", "channel", "feed", "ddp"], action="append")
+    args = parser.parse_args()
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    only = set(args.only or ["transport", "channel", "feed", "ddp"])
+    if "transport" in only:
+        bench_transport(args.runs, args.channel_rows)
+    if "channel" in only:
+        bench_channel(args.runs, args.channel_rows)
+    if "feed" in only:
+        bench_feed(args.runs, args.feed_rows)
+        bench_batched_feed(args.runs, args.feed_rows * 4)
+    if "ddp" in only:
+        bench_ddp(args.runs, args.ddp_steps)
+
+
+if __name__ == "__main__":
+    main()

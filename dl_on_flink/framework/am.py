@@ -1,0 +1,231 @@
+"""The application master (AM): one per cluster, the single place that decides what every node does.
+
+It runs inside the AM operator (a Flink source of parallelism 1), binds a ZeroMQ ROUTER socket on a port
+the kernel picks at bind time (port 0 — nothing is reserved and released), and publishes that address in
+the :mod:`address book <.address_book>`. Two kinds of clients talk to it, both over DEALER sockets with
+JSON requests:
+
+- **node runners** (one per node, in the node's operator) send a heartbeat every ``heartbeat_interval``
+  with the state of their child process and get back what to do: ``run`` (attempt N), ``stop`` or
+  ``fail``. Silence longer than ``heartbeat_timeout`` counts as a node failure (lost heartbeat).
+- **child processes** send ``rendezvous`` with their host and advertised properties and get the whole
+  cluster spec once every node of the attempt registered.
+
+The decisions themselves are the :class:`~.state_machine.AMStateMachine`'s. When the cluster is done the
+AM waits (bounded) until every runner has heard the verdict, then returns — or raises
+:class:`~dl_on_flink.errors.ClusterFailedError`, which fails the Flink job with the node's error.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from dl_on_flink.errors import ClusterFailedError, NodeFailedError, RendezvousError
+from dl_on_flink.framework.address_book import AddressBook
+from dl_on_flink.framework.cluster import ClusterConfig
+from dl_on_flink.framework.state_machine import AMStateMachine, ClusterState, NodeId, NodeInfo
+from dl_on_flink.framework.status import CLUSTER_STATUS, NODE_STATUS, StatusEvent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _NodeTrack:
+    last_heartbeat: float | None = None
+    child: str = "none"
+    attempt: int | None = None
+    told_verdict: bool = False
+
+
+class ApplicationMaster:
+    """Serves one cluster until it is FINISHED (returns) or FAILED (raises ClusterFailedError)."""
+
+    def __init__(
+        self,
+        job_key: str,
+        config: ClusterConfig,
+        address_book: AddressBook,
+        has_input: bool,
+        am_attempt: int = 0,
+    ) -> None:
+        self.job_key = job_key
+        self.config = config
+        self.address_book = address_book
+        self.am_attempt = am_attempt
+        self.bind_host = config.get_property("bind_host", "127.0.0.1")
+        self.heartbeat_timeout = config.float_property("heartbeat_timeout", 30.0)
+        self.rendezvous_timeout = config.float_property("rendezvous_timeout", 180.0)
+        self.stop_grace = config.float_property("stop_grace", 15.0)
+        self._publisher = config.get_status_publisher()
+        self.sm: AMStateMachine = config.state_machine(has_input)
+        self.sm.on_transition = self._on_transition
+        self._tracks: dict[NodeId, _NodeTrack] = {node: _NodeTrack() for node in self.sm.nodes}
+        self._attempt_started = time.monotonic()
+        self.address: str | None = None
+
+    def run(self, stop_after: float | None = None) -> None:
+        """Serve until the cluster is done; ``stop_after`` (seconds) bounds the whole run (tests)."""
+        sock = zmq.Context.instance().socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        try:
+            sock.bind(f"tcp://{self.bind_host}:0")
+            self.address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            self.address_book.publish(self.job_key, self.am_attempt, self.address)
+            self._publish(self.job_key, self.sm.state.value, CLUSTER_STATUS, attempt=0, address=self.address)
+            started = time.monotonic()
+            done_at: float | None = None
+            while True:
+                if sock.poll(100, zmq.POLLIN):
+                    while True:
+                        try:
+                            ident, payload = sock.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        msg = json.loads(payload)
+                        reply = {**self._handle(msg), "rid": msg.get("rid")}
+                        sock.send_multipart([ident, json.dumps(reply).encode()])
+                now = time.monotonic()
+                self._check_timeouts(now)
+                if self.sm.done:
+                    done_at = done_at or now
+                    told = all(t.told_verdict for t in self._tracks.values())
+                    if told or now - done_at > self.stop_grace:
+                        break
+                if stop_after is not None and now - started > stop_after:
+                    raise ClusterFailedError(f"cluster {self.job_key}: AM gave up after {stop_after} s")
+        finally:
+            sock.close()
+            self.address_book.remove(self.job_key)
+        if self.sm.state is ClusterState.FAILED:
+            raise ClusterFailedError(
+                f"dl_on_flink cluster {self.job_key} failed after {self.sm.max_failover} failover(s): "
+                f"{self.sm.error}"
+            )
+
+    # --- requests ---
+    def _handle(self, msg: dict[str, Any]) -> dict[str, Any]:
+        node: NodeId = (msg["node"][0], int(msg["node"][1]))
+        if node not in self._tracks:
+            return {"error": f"unknown node {node}"}
+        if msg["op"] == "hb":
+            return self._heartbeat(node, msg)
+        if msg["op"] == "rendezvous":
+            return self._rendezvous(node, msg)
+        return {"error": f"unknown op {msg['op']!r}"}
+
+    def _heartbeat(self, node: NodeId, msg: dict[str, Any]) -> dict[str, Any]:
+        track = self._tracks[node]
+        track.last_heartbeat = time.monotonic()
+        attempt, child = msg.get("attempt"), msg.get("child", "none")
+        if (child, attempt) != (track.child, track.attempt):
+            track.child, track.attempt = child, attempt
+            self._publish(f"{self.job_key}.{node[0]}.{node[1]}", child.upper(), NODE_STATUS, attempt=attempt)
+            if attempt is not None and child == "finished":
+                self.sm.node_finished(node, attempt)
+            elif attempt is not None and child == "failed":
+                self.sm.node_failed(node, attempt, msg.get("error") or f"{node[0]} {node[1]} failed")
+        if self.sm.state is ClusterState.FAILED:
+            track.told_verdict = True
+            return {"action": "fail", "error": self._failure_message()}
+        if self.sm.state is ClusterState.FINISHED:
+            track.told_verdict = True
+            return {"action": "stop"}
+        return {"action": "run", "attempt": self.sm.attempt}
+
+    def _rendezvous(self, node: NodeId, msg: dict[str, Any]) -> dict[str, Any]:
+        attempt = int(msg["attempt"])
+        if attempt != self.sm.attempt or self.sm.done:
+            return {"stale": True}
+        if node not in self.sm.registered:
+            self.sm.register(node, attempt, NodeInfo(host=msg["host"], props=dict(msg.get("props", {}))))
+        spec = self.sm.cluster_spec()
+        return {"cluster": spec} if spec is not None else {"wait": True}
+
+    # --- timeouts ---
+    def _check_timeouts(self, now: float) -> None:
+        if self.sm.done:
+            return
+        for node, track in self._tracks.items():
+            if track.last_heartbeat is None:
+                if now - self._attempt_started > self.rendezvous_timeout:
+                    self.sm.node_failed(
+                        node, self.sm.attempt,
+                        f"{node[0]} {node[1]} never contacted the AM within {self.rendezvous_timeout:.0f} s",
+                    )
+                    return
+            elif now - track.last_heartbeat > self.heartbeat_timeout:
+                self.sm.node_failed(
+                    node, self.sm.attempt,
+                    f"{node[0]} {node[1]} (attempt {self.sm.attempt}) lost heartbeat: silent for "
+                    f"{now - track.last_heartbeat:.0f} s",
+                )
+                return
+        if self.sm.state is ClusterState.INIT and now - self._attempt_started > self.rendezvous_timeout:
+            missing = [n for n in self.sm.nodes if n not in self.sm.registered]
+            node = missing[0]
+            self.sm.node_failed(
+                node, self.sm.attempt,
+                f"{node[0]} {node[1]} (attempt {self.sm.attempt}) did not register within "
+                f"{self.rendezvous_timeout:.0f} s",
+            )
+
+    # --- status ---
+    def _on_transition(self, state: ClusterState, attempt: int, reason: str) -> None:
+        if state is ClusterState.INIT:
+            self._attempt_started = time.monotonic()
+        self._publish(self.job_key, state.value, CLUSTER_STATUS, attempt=attempt, reason=reason)
+
+    def _failure_message(self) -> str:
+        return f"dl_on_flink cluster {self.job_key} failed after {self.sm.max_failover} failover(s): {self.sm.error}"
+
+    def _publish(self, key: str, value: str, event_type: str, **context: Any) -> None:
+        try:
+            self._publisher(StatusEvent(key, value, event_type, context))
+        except Exception:  # a broken publisher must not take the cluster down
+            log.exception("status publisher failed for %s=%s", key, value)
+
+
+class AMClient:
+    """A request/reply client of the AM (a DEALER socket; one per thread)."""
+
+    _ids = itertools.count()
+
+    def __init__(self, address: str, timeout: float = 10.0) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._sock: zmq.Socket | None = None
+
+    def call(self, msg: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """Send one request and wait for its reply; RendezvousError when none comes in time."""
+        if self._sock is None:
+            self._sock = zmq.Context.instance().socket(zmq.DEALER)
+            self._sock.setsockopt(zmq.LINGER, 0)
+            self._sock.connect(self.address)
+        rid = next(self._ids)
+        self._sock.send(json.dumps({**msg, "rid": rid}).encode())
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._sock.poll(int(remaining * 1000) + 1, zmq.POLLIN):
+                self.close()  # drop the socket so a late reply cannot be mistaken for the next one
+                raise RendezvousError(f"the application master at {self.address} did not answer in time")
+            reply = json.loads(self._sock.recv())
+            if reply.get("rid", rid) == rid:
+                return reply
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+def failure_reason(node: NodeId, attempt: int, exit_code: int, tail: str) -> str:
+    """The message a node runner reports for a child that exited with ``exit_code``."""
+    return str(NodeFailedError(node[0], node[1], attempt, f"exited with code {exit_code}", tail))

@@ -1,0 +1,142 @@
+"""Context: what a node's entry function receives — who it is, the cluster, and its data from/to Flink.
+
+The names follow flink-extended/dl-on-flink (``get_node_type``, ``get_index``, ``get_property``,
+``get_current_attempt_index``, ``get_node_type_count_map``). Framework contexts (``PyTorchContext``,
+``TFContext``) wrap one and add their own views of the same facts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from dl_on_flink.errors import ConfigError
+from dl_on_flink.framework.channel import Receiver, RowReader, RowWriter, Sender
+from dl_on_flink.framework.codec import RowCodec, Schema
+
+if TYPE_CHECKING:
+    from dl_on_flink.framework.cluster import Entry
+    from dl_on_flink.framework.hooks import NodeHooks
+
+_MISSING = object()
+
+
+@dataclass
+class NodeLaunch:
+    """Everything a child process needs, written by the node runner and read by :mod:`.child`."""
+
+    job_key: str
+    node_type: str
+    index: int
+    attempt: int
+    node_type_count_map: dict[str, int]
+    properties: dict[str, str]
+    entry: Entry
+    hooks: NodeHooks
+    am_address: str
+    host: str
+    input_endpoint: str | None = None
+    output_endpoint: str | None = None
+    input_schema: Schema | None = None
+    output_schema: Schema | None = None
+    rendezvous_timeout: float = 180.0
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Context:
+    """The node's view of the cluster, given to the entry function as its only argument."""
+
+    def __init__(self, launch: NodeLaunch) -> None:
+        self._launch = launch
+        self._cluster: dict[str, list[dict]] | None = None
+        self._reader: RowReader | None = None
+        self._writer: RowWriter | None = None
+        self._sockets: list[Sender | Receiver] = []
+        self._state: dict[str, Any] = {}  # framework hooks keep their handles here (stores, servers)
+
+    # --- identity (dl-on-flink names) ---
+    def get_node_type(self) -> str:
+        return self._launch.node_type
+
+    def get_index(self) -> int:
+        return self._launch.index
+
+    def get_current_attempt_index(self) -> int:
+        """0 on the first run; incremented every time a node failure restarted the cluster."""
+        return self._launch.attempt
+
+    def get_node_type_count_map(self) -> dict[str, int]:
+        return dict(self._launch.node_type_count_map)
+
+    def get_property(self, key: str, default: Any = _MISSING) -> str:
+        """A property set with ``set_property``; KeyError if missing and no default is given."""
+        if key in self._launch.properties:
+            return self._launch.properties[key]
+        if default is _MISSING:
+            raise KeyError(f"no property {key!r} (set it with ClusterConfig.Builder.set_property)")
+        return default
+
+    def get_properties(self) -> dict[str, str]:
+        return dict(self._launch.properties)
+
+    def get_job_key(self) -> str:
+        return self._launch.job_key
+
+    def get_host(self) -> str:
+        return self._launch.host
+
+    def get_cluster_spec(self) -> dict[str, list[dict]]:
+        """Every node's ``{"host": ..., "props": {...}}`` by node type, in index order."""
+        if self._cluster is None:
+            raise RuntimeError("the cluster spec is known only after rendezvous")
+        return self._cluster
+
+    # --- data from and to Flink ---
+    def get_input_schema(self) -> Schema | None:
+        return self._launch.input_schema
+
+    def get_output_schema(self) -> Schema | None:
+        return self._launch.output_schema
+
+    def get_row_reader(self) -> RowReader:
+        """Rows from Flink (nodes fed by an upstream operator only); one epoch per ``read_epoch()``."""
+        if self._reader is None:
+            if self._launch.input_endpoint is None or self._launch.input_schema is None:
+                raise ConfigError(
+                    f"{self.get_node_type()} {self.get_index()} has no input from Flink "
+                    "(pass input=... to train/inference; only workers are fed)"
+                )
+            receiver = Receiver(self._launch.input_endpoint, bind=False)
+            self._sockets.append(receiver)
+            self._reader = RowReader(receiver, RowCodec(self._launch.input_schema, arrays_as="numpy"))
+        return self._reader
+
+    def get_row_writer(self) -> RowWriter:
+        """Rows to Flink (inference only): ``write(tuple)`` per row, matching the output schema."""
+        if self._writer is None:
+            if self._launch.output_endpoint is None or self._launch.output_schema is None:
+                raise ConfigError(
+                    f"{self.get_node_type()} {self.get_index()} has no output to Flink "
+                    "(only inference(...) takes an output schema)"
+                )
+            sender = Sender(self._launch.output_endpoint, bind=False)
+            self._sockets.append(sender)
+            self._writer = RowWriter(sender, RowCodec(self._launch.output_schema))
+        return self._writer
+
+    def _close_io(self) -> None:
+        """Send the end-of-output marker (also when the entry wrote nothing) and close the sockets."""
+        if self._launch.output_endpoint is not None and self._launch.output_schema is not None:
+            self.get_row_writer().close()
+        self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+        self._sockets.clear()
+
+    def __repr__(self) -> str:
+        return (
+            f"Context({self.get_node_type()} {self.get_index()}, attempt {self.get_current_attempt_index()}, "
+            f"cluster {self.get_node_type_count_map()})"
+        )

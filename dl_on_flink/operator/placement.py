@@ -1,0 +1,167 @@
+"""Placing a cluster's roles into a PyFlink job (the DataStream API).
+
+The job gets, for one cluster:
+
+- ``am``: ``from_collection([0]) → flat_map(AMFunction)``, parallelism 1;
+- per node type without input: ``from_collection([0..n-1]) → rebalance → flat_map(RoleFunction)``,
+  parallelism n (one element per subtask, so every subtask starts exactly one node);
+- for the fed node type (``worker``) when there is input: ``input → map(EncodeRows) → key_by``,
+  connected with one keyed trigger per worker (so a worker starts even if it receives no rows) →
+  ``process(FedRoleFunction)``, parallelism n. Its output is the inference result.
+
+Training: every stream ends in a discarding sink (Flink leaves sink-less branches out of a job).
+Inference: the returned stream is the workers' output unioned with the other roles' (empty) streams.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pyflink.common import Types
+from pyflink.datastream import DataStream, StreamExecutionEnvironment
+from pyflink.datastream.connectors import Sink
+from pyflink.java_gateway import get_gateway
+
+import dl_on_flink
+from dl_on_flink.errors import ConfigError
+from dl_on_flink.framework.address_book import default_address_book
+from dl_on_flink.framework.cluster import ClusterConfig
+from dl_on_flink.framework.codec import Schema
+from dl_on_flink.framework.node import NodePlan
+from dl_on_flink.operator.functions import AMFunction, EncodeRows, FedRoleFunction, RoleFunction
+
+NODE_INPUT_TYPE = Types.ROW([Types.INT(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
+
+
+def place_cluster(
+    env: StreamExecutionEnvironment,
+    config: ClusterConfig,
+    *,
+    input: DataStream | None = None,
+    max_epoch: int = 1,
+    output_schema: Any = None,
+    name: str | None = None,
+) -> DataStream | None:
+    """Add the AM and every node of ``config`` to ``env``; return the fed workers' output stream.
+
+    Returns None when there is no ``output_schema`` (training); the caller runs ``env.execute()``.
+    """
+    if not isinstance(env, StreamExecutionEnvironment):
+        raise ConfigError(
+            f"expected a pyflink StreamExecutionEnvironment, got {type(env).__name__} "
+            "(a Table pipeline can be converted with table_env.to_data_stream(table))"
+        )
+    if not isinstance(max_epoch, int) or max_epoch < 1:
+        raise ConfigError(f"max_epoch must be an int >= 1, got {max_epoch!r}")
+    if output_schema is not None and input is None:
+        raise ConfigError("an output schema needs input: inference(env, input, config, output_schema)")
+    counts = config.get_node_type_count_map()
+    fed_type = config.input_node_type if input is not None else None
+    if fed_type is not None and counts.get(fed_type, 0) == 0:
+        raise ConfigError(f"input is given but the cluster has no {fed_type!r} nodes to feed")
+    _use_this_python(env)
+    job_key = f"{name or config.framework}-{uuid.uuid4().hex[:12]}"
+    address_book = config.get_address_book() or default_address_book()
+    in_schema = Schema.from_flink(input.get_type()) if input is not None else None
+    out_schema = Schema.of(output_schema) if output_schema is not None else None
+
+    def plan(node_type: str, fed: bool) -> NodePlan:
+        return NodePlan(
+            job_key, config, node_type, address_book,
+            input_schema=in_schema if fed else None,
+            output_schema=out_schema if fed else None,
+            max_epoch=max_epoch if fed else 1,
+        )
+
+    # With an output, the other roles' (empty) streams are unioned into it rather than given sinks of
+    # their own: DataStream.execute_and_collect() keeps only what its stream depends on.
+    role_type = out_schema.to_flink() if out_schema is not None else Types.INT()
+    side_streams = [
+        env.from_collection([0], type_info=Types.INT()).name(f"{job_key} am trigger")
+        .flat_map(AMFunction(plan("am", False), has_input=input is not None), output_type=role_type)
+        .name(f"{job_key} am").set_parallelism(1)
+    ]
+    fed_output = None
+    for node_type, count in counts.items():
+        if node_type == fed_type:
+            fed_output = _place_fed(env, input, plan(node_type, True), count, job_key, out_schema)
+        else:
+            side_streams.append(
+                env.from_collection(list(range(count)), type_info=Types.INT()).name(f"{job_key} {node_type} trigger")
+                .rebalance()
+                .flat_map(RoleFunction(plan(node_type, False)), output_type=role_type)
+                .name(f"{job_key} {node_type}").set_parallelism(count)
+            )
+    if out_schema is not None:
+        return fed_output.union(*side_streams)
+    for stream in [*side_streams, *([fed_output] if fed_output is not None else [])]:
+        _discard(stream)
+    return None
+
+
+def _place_fed(
+    env: StreamExecutionEnvironment, input: DataStream, plan: NodePlan, count: int, job_key: str,
+    out_schema: Schema | None,
+) -> DataStream:
+    max_parallelism = max(128, count)
+    keys = subtask_keys(count, max_parallelism)
+    encoded = input.map(EncodeRows(plan.input_schema, keys), output_type=NODE_INPUT_TYPE).name(f"{job_key} encode")
+    triggers = env.from_collection(keys, type_info=Types.INT()).name(f"{job_key} {plan.node_type} trigger")
+    output_type = out_schema.to_flink() if out_schema is not None else Types.INT()
+    return (
+        encoded.key_by(lambda row: row[0], key_type=Types.INT())
+        .connect(triggers.key_by(lambda key: key, key_type=Types.INT()))
+        .process(FedRoleFunction(plan), output_type=output_type)
+        .name(f"{job_key} {plan.node_type}")
+        .set_parallelism(count)
+        .set_max_parallelism(max_parallelism)
+    )
+
+
+def subtask_keys(parallelism: int, max_parallelism: int) -> list[int]:
+    """For each subtask i of a keyed operator, an INT key that Flink routes to subtask i.
+
+    Asks Flink's own ``KeyGroupRangeAssignment`` (through the gateway) about ``Row.of(key)`` — the key
+    object PyFlink's ``key_by`` produces — rather than re-implementing its hashing.
+    """
+    gateway = get_gateway()
+    assign = gateway.jvm.org.apache.flink.runtime.state.KeyGroupRangeAssignment.assignKeyToParallelOperator
+    row_of = gateway.jvm.org.apache.flink.types.Row.of
+    found: dict[int, int] = {}
+    candidate = 0
+    while len(found) < parallelism:
+        fields = gateway.new_array(gateway.jvm.java.lang.Object, 1)
+        fields[0] = candidate
+        found.setdefault(assign(row_of(fields), max_parallelism, parallelism), candidate)
+        candidate += 1
+    return [found[i] for i in range(parallelism)]
+
+
+def _discard(stream: DataStream) -> None:
+    gateway = get_gateway()
+    stream.sink_to(Sink(gateway.jvm.org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink())).name(
+        "discard"
+    )
+
+
+def _use_this_python(env: StreamExecutionEnvironment) -> None:
+    """Make the Python workers run this interpreter and import this dl_on_flink.
+
+    PyFlink starts workers with ``python`` from PATH unless ``python.executable`` is set (we default it to
+    this interpreter), and a dl_on_flink that is not installed (a source checkout on PYTHONPATH) is found
+    by the workers only if its directory is on ``python.pythonpath``.
+    """
+    gateway = get_gateway()
+    config = gateway.jvm.org.apache.flink.python.util.PythonConfigUtil.getEnvironmentConfig(
+        env._j_stream_execution_environment
+    )
+    if not config.getString("python.executable", ""):
+        env.set_python_executable(sys.executable)
+    root = str(Path(dl_on_flink.__file__).resolve().parents[1])
+    paths = [p for p in config.getString("python.pythonpath", "").split(os.pathsep) if p]
+    if root not in paths:
+        config.setString("python.pythonpath", os.pathsep.join([*paths, root]))

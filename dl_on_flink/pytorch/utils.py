@@ -1,0 +1,49 @@
+"""``train`` and ``inference``: put a PyTorch cluster into a Flink job (DESIGN §4.6)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyflink.datastream import DataStream, StreamExecutionEnvironment
+
+from dl_on_flink.errors import ConfigError
+from dl_on_flink.operator import place_cluster
+from dl_on_flink.pytorch.cluster_config import PyTorchClusterConfig
+
+
+def train(
+    env_or_statement_set: StreamExecutionEnvironment,
+    config: PyTorchClusterConfig,
+    input: DataStream | None = None,
+    max_epoch: int = 1,
+) -> None:
+    """Add a PyTorch training cluster to the job; run it with ``env.execute()``.
+
+    Without ``input`` every worker runs its entry and reads its own data. With ``input`` (rows with a
+    typed ROW type) the rows are spread over the workers; ``get_dataset_from_flink()`` yields them, and
+    a bounded input is replayed ``max_epoch`` times, each epoch ending with an end-of-epoch marker.
+    """
+    _check(config)
+    place_cluster(env_or_statement_set, config, input=input, max_epoch=max_epoch, name="pytorch")
+
+
+def inference(
+    env_or_statement_set: StreamExecutionEnvironment,
+    input: DataStream,
+    config: PyTorchClusterConfig,
+    output_schema: Any,
+) -> DataStream:
+    """Run the entry on every worker over ``input``; return the stream of rows the workers write.
+
+    ``output_schema``: a PyFlink ROW type (``Types.ROW_NAMED([...], [...])``), a
+    ``dl_on_flink.framework.Schema`` or a list of (name, type) pairs.
+    """
+    _check(config)
+    if input is None or output_schema is None:
+        raise ConfigError("inference needs input and an output_schema")
+    return place_cluster(env_or_statement_set, config, input=input, output_schema=output_schema, name="pytorch")
+
+
+def _check(config: Any) -> None:
+    if not isinstance(config, PyTorchClusterConfig):
+        raise ConfigError(f"expected a PyTorchClusterConfig, got {type(config).__name__}")

@@ -1,0 +1,89 @@
+"""TFContext: the TensorFlow view of a node's Context (TF_CONFIG cluster, server, data from/to Flink)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+
+from dl_on_flink.framework.channel import RowWriter
+from dl_on_flink.framework.codec import FieldType
+from dl_on_flink.framework.context import Context
+from dl_on_flink.tensorflow.hooks import SERVER_KEY, tf_cluster, tf_task
+
+_SPECS = {
+    FieldType.INT: tf.TensorSpec((), tf.int32),
+    FieldType.BIGINT: tf.TensorSpec((), tf.int64),
+    FieldType.FLOAT: tf.TensorSpec((), tf.float32),
+    FieldType.DOUBLE: tf.TensorSpec((), tf.float64),
+    FieldType.STRING: tf.TensorSpec((), tf.string),
+    FieldType.BYTES: tf.TensorSpec((), tf.string),
+    FieldType.ARRAY_INT: tf.TensorSpec((None,), tf.int32),
+    FieldType.ARRAY_BIGINT: tf.TensorSpec((None,), tf.int64),
+    FieldType.ARRAY_FLOAT: tf.TensorSpec((None,), tf.float32),
+    FieldType.ARRAY_DOUBLE: tf.TensorSpec((None,), tf.float64),
+}
+
+
+class TFContext(Context):
+    """Wrap the entry's context: ``TFContext(ctx)``. ``TF_CONFIG`` is already set."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.__dict__ = ctx.__dict__  # the same node, the same sockets: a view, not a copy
+
+    def get_tf_cluster_config(self) -> dict[str, list[str]]:
+        """The cluster as in TF_CONFIG: ``{"worker": ["host:port", ...], "ps": [...], "chief": [...]}``."""
+        return tf_cluster(self, self.get_cluster_spec())
+
+    def get_task_type(self) -> str:
+        return tf_task(self)[0]
+
+    def get_task_index(self) -> int:
+        return tf_task(self)[1]
+
+    def get_tf_server(self) -> tf.distribute.Server | None:
+        """In parameter-server mode, the running server of a ps or worker task (``.join()`` it)."""
+        return self._state.get(SERVER_KEY)
+
+    def get_tfdataset_from_flink(self) -> tf.data.Dataset:
+        """This worker's rows from Flink; each iteration over the dataset is one epoch.
+
+        Elements are tuples following the input schema (INT → int32, BIGINT → int64, FLOAT → float32,
+        DOUBLE → float64, STRING/BYTES → string, ARRAY<...> → 1-D tensors).
+        """
+        reader = self.get_row_reader()
+        schema = self.get_input_schema()
+        signature = tuple(_SPECS[t] for t in schema.types)
+        return tf.data.Dataset.from_generator(reader.read_epoch, output_signature=signature)
+
+    def get_row_writer_to_flink(self) -> TFRowWriter:
+        """``write(row)`` sends one row back into Flink; tensors and numpy values are converted, and
+        the bytes TensorFlow uses for strings are decoded (UTF-8) for STRING fields."""
+        return TFRowWriter(self.get_row_writer(), self.get_output_schema().types)
+
+
+class TFRowWriter:
+    def __init__(self, writer: RowWriter, types: list[FieldType]) -> None:
+        self._writer = writer
+        self._is_string = [t is FieldType.STRING for t in types]
+
+    def write(self, row: Any) -> None:
+        values = [_plain(v) for v in row]
+        for i, is_string in enumerate(self._is_string[: len(values)]):
+            if is_string and isinstance(values[i], bytes):
+                values[i] = values[i].decode("utf-8", "surrogatepass")
+        self._writer.write(tuple(values))
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tf.Tensor):
+        value = value.numpy()
+    if hasattr(value, "ndim") and value.ndim == 0:
+        value = value.item()
+    return value

@@ -1,0 +1,110 @@
+"""TensorFlow in each child: a gRPC server on a port the process binds itself, then ``TF_CONFIG``.
+
+TF_CONFIG must list every task's ``host:port`` before a strategy starts, yet reserving a port and
+releasing it for TensorFlow to bind later is a race (another process may take it meanwhile). Instead,
+before rendezvous each child starts its TensorFlow server on port 0 — the kernel picks a free port at
+bind time and the server keeps it — with a placeholder cluster, and advertises the bound port:
+
+- **parameter-server mode** (``ps`` nodes present): ps and worker tasks start a ``tf.distribute.Server``;
+  the coordinator (the chief, worker 0) sends the real cluster to them when it connects, and binds its
+  own port the same way (port 0 in its TF_CONFIG entry). The server is ``TFContext.get_tf_server()``
+  (do not create a second one on the same port: ``server.join()`` it).
+- **collective mode** (no ps: MultiWorkerMirroredStrategy): the eager context's collective server is
+  started on port 0, with the collective settings MultiWorkerMirroredStrategy will ask for; when the
+  entry creates the strategy from TF_CONFIG, TensorFlow updates that running server with the real
+  cluster instead of binding again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from dl_on_flink.framework.context import Context
+from dl_on_flink.framework.hooks import NodeHooks
+from dl_on_flink.tensorflow.cluster_config import CHIEF_PROPERTY
+
+SERVER_KEY = "_tf_server"
+
+
+def tf_task(ctx: Context) -> tuple[str, int]:
+    """This node's TF task (type, index): worker 0 becomes chief 0 when worker 0 is the chief."""
+    node_type, index = ctx.get_node_type(), ctx.get_index()
+    if node_type == "worker" and ctx.get_property(CHIEF_PROPERTY, "false") == "true":
+        return ("chief", 0) if index == 0 else ("worker", index - 1)
+    return node_type, index
+
+
+def tf_cluster(ctx: Context, spec: dict[str, list[dict]] | None = None) -> dict[str, list[str]]:
+    """The TF cluster dict (job → ["host:port", ...]); placeholders ``host:0`` before rendezvous."""
+    counts = ctx.get_node_type_count_map()
+    chief = ctx.get_property(CHIEF_PROPERTY, "false") == "true"
+
+    def address(node_type: str, i: int) -> str:
+        if spec is None:
+            return f"{ctx.get_host()}:0"
+        node = spec[node_type][i]
+        return f"{node['host']}:{node['props']['tf_port']}"
+
+    workers = [address("worker", i) for i in range(counts["worker"])]
+    cluster = {"chief": workers[:1], "worker": workers[1:]} if chief else {"worker": workers}
+    if counts.get("ps"):
+        cluster["ps"] = [address("ps", i) for i in range(counts["ps"])]
+    return {job: tasks for job, tasks in cluster.items() if tasks}
+
+
+class TFHooks(NodeHooks):
+    def prepare(self, ctx: Context) -> dict[str, str]:
+        import tensorflow as tf
+
+        # intra-op pools as small as asked; inter-op pools need >= 2 threads, or a function blocked on a
+        # remote tensor (parameter-server training) holds the only thread its producer needs
+        threads = int(ctx.get_property("num_threads", "1"))
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(max(2, threads))
+        task_type, task_index = tf_task(ctx)
+        placeholder = tf.train.ClusterSpec(tf_cluster(ctx))
+        if "ps" in ctx.get_node_type_count_map():
+            if task_type == "chief":
+                return {"tf_port": "0"}  # the coordinator binds its port when it connects to the cluster
+            server = tf.distribute.Server(placeholder, job_name=task_type, task_index=task_index, start=True)
+            ctx._state[SERVER_KEY] = server
+            return {"tf_port": server.target.rsplit(":", 1)[1]}
+        return {"tf_port": str(_start_collective_server(placeholder, task_type, task_index))}
+
+    def setup(self, ctx: Context) -> None:
+        task_type, task_index = tf_task(ctx)
+        os.environ["TF_CONFIG"] = json.dumps(
+            {"cluster": tf_cluster(ctx, ctx.get_cluster_spec()), "task": {"type": task_type, "index": task_index}}
+        )
+
+
+def _start_collective_server(placeholder, task_type: str, task_index: int) -> int:
+    import psutil
+    from tensorflow.core.protobuf import tensorflow_server_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+
+    eager = context.context()
+    eager.configure_collective_ops(
+        collective_leader=multi_worker_util.collective_leader(placeholder, task_type, task_index),
+        scoped_allocator_enabled_ops=("CollectiveReduce",),
+        device_filters=(f"/job:{task_type}/task:{task_index}",),
+    )
+    before = _listening_ports(psutil)
+    eager.enable_collective_ops(
+        tensorflow_server_pb2.ServerDef(
+            cluster=placeholder.as_cluster_def(), job_name=task_type, task_index=task_index, protocol="grpc"
+        )
+    )
+    eager.ensure_initialized()
+    new = _listening_ports(psutil) - before
+    if len(new) != 1:
+        raise RuntimeError(f"could not tell which port TensorFlow's server bound (new listening ports: {new})")
+    return new.pop()
+
+
+def _listening_ports(psutil) -> set[int]:
+    return {
+        c.laddr.port for c in psutil.Process().net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN
+    }

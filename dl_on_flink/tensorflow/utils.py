@@ -1,0 +1,45 @@
+"""``train`` and ``inference``: put a TensorFlow cluster into a Flink job (DESIGN §4.6)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyflink.datastream import DataStream, StreamExecutionEnvironment
+
+from dl_on_flink.errors import ConfigError
+from dl_on_flink.operator import place_cluster
+from dl_on_flink.tensorflow.cluster_config import TFClusterConfig
+
+
+def train(
+    env_or_statement_set: StreamExecutionEnvironment,
+    config: TFClusterConfig,
+    input: DataStream | None = None,
+    max_epoch: int = 1,
+) -> None:
+    """Add a TensorFlow training cluster to the job; run it with ``env.execute()``.
+
+    Without ``input`` the job ends when worker 0's entry returns. With ``input`` the rows are spread over
+    the workers (``get_tfdataset_from_flink()``), bounded input is replayed ``max_epoch`` times, and the
+    job ends when every worker returned.
+    """
+    _check(config)
+    place_cluster(env_or_statement_set, config, input=input, max_epoch=max_epoch, name="tensorflow")
+
+
+def inference(
+    env_or_statement_set: StreamExecutionEnvironment,
+    input: DataStream,
+    config: TFClusterConfig,
+    output_schema: Any,
+) -> DataStream:
+    """Run the entry on every worker over ``input``; return the stream of rows the workers write."""
+    _check(config)
+    if input is None or output_schema is None:
+        raise ConfigError("inference needs input and an output_schema")
+    return place_cluster(env_or_statement_set, config, input=input, output_schema=output_schema, name="tensorflow")
+
+
+def _check(config: Any) -> None:
+    if not isinstance(config, TFClusterConfig):
+        raise ConfigError(f"expected a TFClusterConfig, got {type(config).__name__}")

@@ -1,0 +1,114 @@
+"""TensorFlow clusters in real PyFlink jobs on the local mini-cluster, with real child processes."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import cloudpickle
+import pytest
+
+from dl_on_flink.tensorflow import TFClusterConfig, train
+from dl_on_flink.testing import local_env, wait_no_children
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+@pytest.fixture(autouse=True)
+def no_child_left_behind():
+    yield
+    assert wait_no_children() == [], "a node child process outlived its job"
+
+
+def parameter_server_training(ctx):
+    import os
+
+    import tensorflow as tf
+
+    from dl_on_flink.tensorflow import TFContext
+
+    tfc = TFContext(ctx)
+    if tfc.get_task_type() != "chief":
+        tfc.get_tf_server().join()  # ps and workers serve until the chief is done
+        return
+    assert json.loads(os.environ["TF_CONFIG"])["task"] == {"type": "chief", "index": 0}
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    strategy = tf.distribute.experimental.ParameterServerStrategy(resolver)
+    coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
+    with strategy.scope():
+        w, b = tf.Variable(0.0), tf.Variable(0.0)
+
+    @tf.function
+    def step():
+        x = tf.random.uniform([32], -1, 1)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((w * x + b - (2 * x + 1)) ** 2)
+        gw, gb = tape.gradient(loss, [w, b])
+        w.assign_sub(0.2 * gw)
+        b.assign_sub(0.2 * gb)
+
+    for _ in range(200):
+        coordinator.schedule(step)
+    coordinator.join()
+    with open(ctx.get_property("out"), "w") as fh:
+        json.dump({"w": float(w.numpy()), "b": float(b.numpy()), "cluster": tfc.get_tf_cluster_config()}, fh)
+
+
+def test_parameter_server_training_2_workers_1_ps(tmp_path):
+    out = tmp_path / "result.json"
+    env = local_env()
+    config = (TFClusterConfig.new_builder().set_worker_count(2).set_ps_count(1).set_is_worker_zero_chief(True)
+              .set_node_entry(parameter_server_training).set_property("out", out).build())
+    train(env, config)
+    env.execute("tf-ps")
+    result = json.loads(out.read_text())
+    assert abs(result["w"] - 2) < 0.05 and abs(result["b"] - 1) < 0.05, result
+    assert sorted(result["cluster"]) == ["chief", "ps", "worker"]
+    assert all(not addr.endswith(":0") for addr in result["cluster"]["ps"] + result["cluster"]["worker"])
+
+
+def only_worker_zero_exits(ctx):
+    import time
+
+    if (ctx.get_node_type(), ctx.get_index()) == ("worker", 0):
+        return
+    time.sleep(3600)
+
+
+def test_job_finishes_when_worker_zero_exits_3_workers_2_ps():
+    env = local_env()
+    config = (TFClusterConfig.new_builder().set_worker_count(3).set_ps_count(2)
+              .set_node_entry(only_worker_zero_exits).build())
+    train(env, config)
+    env.execute("tf-worker-zero")
+
+
+def tf_echo(ctx):
+    import tensorflow as tf
+
+    from dl_on_flink.tensorflow import TFContext
+
+    tfc = TFContext(ctx)
+    writer = tfc.get_row_writer_to_flink()
+    for x, s, v in tfc.get_tfdataset_from_flink():
+        writer.write((x, s, v, x + 1, tf.reduce_sum(v)))
+
+
+def test_inference_through_tf_dataset_and_row_writer():
+    from pyflink.common import Row, Types
+
+    from dl_on_flink.tensorflow import inference
+
+    in_type = Types.ROW_NAMED(["x", "s", "v"], [Types.LONG(), Types.STRING(), Types.PRIMITIVE_ARRAY(Types.FLOAT())])
+    out_type = Types.ROW_NAMED(["x", "s", "v", "next", "total"],
+                               [Types.LONG(), Types.STRING(), Types.PRIMITIVE_ARRAY(Types.FLOAT()), Types.LONG(),
+                                Types.DOUBLE()])
+    rows = [Row(i, f"row {i}, with\nnewline ✓", [0.5 * i, -1.0]) for i in range(40)]
+    env = local_env(parallelism=2)
+    config = TFClusterConfig.new_builder().set_worker_count(2).set_node_entry(tf_echo).build()
+    output = inference(env, env.from_collection(rows, type_info=in_type), config, out_type)
+    with output.execute_and_collect("tf-inference") as results:
+        got = sorted((r[0], r[1], list(r[2]), r[3], r[4]) for r in results)
+    assert got == [(i, f"row {i}, with\nnewline ✓", [0.5 * i, -1.0], i + 1, 0.5 * i - 1.0) for i in range(40)]
