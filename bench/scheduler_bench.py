@@ -144,7 +144,22 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s for the decision figure")
     parser.add_argument("--handoffs", type=int, default=20)
     parser.add_argument("--chain", type=int, default=200)
+    parser.add_argument("--only", choices=["decision", "handoff", "chain"], default=None)
     args = parser.parse_args()
+    if args.only in (None, "decision"):
+        decision_figures(args)
+    if args.only in (None, "handoff"):
+        handoff = [statistics.median(handoffs_ms(args.handoffs)) for _ in range(args.runs)]
+        emit("handoff_p50", statistics.median(handoff), "ms", runs=[round(h, 1) for h in handoff])
+    if args.only in (None, "chain"):
+        figures = [chain_figures(args.chain) for _ in range(args.runs)]
+        emit(f"chain{args.chain}_total", statistics.median(f[0] for f in figures), "s")
+        emit(f"chain{args.chain}_overhead", statistics.median(f[1] for f in figures), "s",
+             runs=[round(f[1], 2) for f in figures])
+        emit(f"chain{args.chain}_job_run_p50", statistics.median(f[2] for f in figures), "s")
+
+
+def decision_figures(args) -> None:
 
     p50s, p99s = [], []
     for _ in range(args.runs):
@@ -154,13 +169,6 @@ def main() -> None:
     emit("decision_p50", statistics.median(p50s), "ms", events=args.events, rate=args.rate)
     emit("decision_p99", statistics.median(p99s), "ms", events=args.events, rate=args.rate,
          runs=[round(p, 2) for p in p99s])
-    handoff = [statistics.median(handoffs_ms(args.handoffs)) for _ in range(args.runs)]
-    emit("handoff_p50", statistics.median(handoff), "ms", runs=[round(h, 1) for h in handoff])
-    figures = [chain_figures(args.chain) for _ in range(args.runs)]
-    emit(f"chain{args.chain}_total", statistics.median(f[0] for f in figures), "s")
-    emit(f"chain{args.chain}_overhead", statistics.median(f[1] for f in figures), "s",
-         runs=[round(f[1], 2) for f in figures])
-    emit(f"chain{args.chain}_job_run_p50", statistics.median(f[2] for f in figures), "s")
 
 
 if __name__ == "__main__":

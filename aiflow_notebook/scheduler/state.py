@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from aiflow_notebook.meta import orm
@@ -105,17 +105,28 @@ class SchedulerState:
 
     def commit_event(self, version: int, runs: list[RunState], actions: list[tuple[int, str, str, int]]) -> None:
         """Commit the rules' state of ``runs``, the decided ``actions`` (run id, job, action, event version)
-        and the cursor, in one transaction. A NONE action is recorded as done: there is nothing to carry out."""
+        and the cursor, in one transaction. A NONE action is recorded as done: there is nothing to carry out.
+
+        Plain SQL statements (executemany), not the ORM's unit of work: this is the scheduler's hot path.
+        """
+        now = utcnow()
+        rules = orm.RunRules.__table__
+        outbox = orm.SchedulerAction.__table__
 
         def work(session: Session) -> None:
-            for run in runs:
-                session.execute(update(orm.RunRules).where(orm.RunRules.workflow_run_id == run.run_id).values(
-                    rules=[{"edge": e, "met": r.met} for e, r in zip(run.edges, run.rules, strict=True)]))
-            for run_id, job, action, event_version in actions:
-                session.add(orm.SchedulerAction(workflow_run_id=run_id, job=job, action=action,
-                                                event_version=event_version,
-                                                state="DONE" if action == "NONE" else "PENDING",
-                                                done_at=utcnow() if action == "NONE" else None))
+            conn = session.connection()
+            if runs:
+                conn.execute(update(rules).where(rules.c.workflow_run_id == bindparam("run_id"))
+                             .values(rules=bindparam("state")),
+                             [{"run_id": run.run_id, "state": [{"edge": e, "met": r.met}
+                                                               for e, r in zip(run.edges, run.rules, strict=True)]}
+                              for run in runs])
+            if actions:
+                conn.execute(insert(outbox), [
+                    {"workflow_run_id": run_id, "job": job, "action": action, "event_version": event_version,
+                     "state": "DONE" if action == "NONE" else "PENDING", "created_at": now,
+                     "done_at": now if action == "NONE" else None}
+                    for run_id, job, action, event_version in actions])
             self._advance(session, version)
 
         self._db.transaction(work)
@@ -136,11 +147,12 @@ class SchedulerState:
         self._db.transaction(work)
 
     def _advance(self, session: Session, version: int) -> None:
-        cursor = session.get(orm.SchedulerCursor, self.name)
-        if cursor is None:
+        cursor = orm.SchedulerCursor.__table__
+        moved = session.connection().execute(
+            update(cursor).where(cursor.c.name == self.name, cursor.c.last_version < version)
+            .values(last_version=version, updated_at=utcnow()))
+        if moved.rowcount == 0 and session.get(orm.SchedulerCursor, self.name) is None:
             session.add(orm.SchedulerCursor(name=self.name, last_version=version))
-        elif version > cursor.last_version:
-            cursor.last_version = version
 
     # --- actions and job runs ------------------------------------------------------------------------
 
