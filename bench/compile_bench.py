@@ -14,10 +14,11 @@ Prints one JSON line per figure, the median of --runs runs:
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import time
+
+from benchlib import emit
 
 import aiflow_notebook as af
 from aiflow_notebook import graph as _graph
@@ -30,10 +31,6 @@ def step(rows):
     """The user function of every transform (defined in __main__, so it is captured by value)."""
     return [row * 2 for row in rows]
 
-
-def emit(bench: str, metric: str, value: float, unit: str, **extra) -> None:
-    print(json.dumps({"bench": bench, "metric": metric, "value": round(value, 3), "unit": unit, **extra}),
-          flush=True)
 
 
 def define(nodes: int, jobs: int) -> None:

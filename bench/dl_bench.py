@@ -32,15 +32,13 @@ import time
 from pathlib import Path
 
 import cloudpickle
+from benchlib import emit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 FEATURES = 16
 BATCH = 256
 
-
-def emit(bench: str, metric: str, value: float, unit: str, **extra) -> None:
-    print(json.dumps({"bench": bench, "metric": metric, "value": round(value, 3), "unit": unit, **extra}), flush=True)
 
 
 # --- feed ratio ------------------------------------------------------------------------------------

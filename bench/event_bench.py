@@ -20,7 +20,6 @@ bench.k9 round-robin, type BENCH. Prints one JSON line per figure: the median of
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import statistics
 import tempfile
@@ -28,6 +27,8 @@ import threading
 import time
 from itertools import count
 from pathlib import Path
+
+from benchlib import emit, percentile
 
 from aiflow_notebook.events import Event, EventClient
 from aiflow_notebook.events.log import EventLog
@@ -37,13 +38,6 @@ VALUE = "v" * 100
 _names = count()
 
 
-def emit(bench: str, metric: str, value: float, unit: str, **extra) -> None:
-    print(json.dumps({"bench": bench, "metric": metric, "value": round(value, 3), "unit": unit, **extra}), flush=True)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 def events(n: int, offset: int = 0) -> list[Event]:

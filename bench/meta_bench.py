@@ -10,19 +10,16 @@ Prints one JSON line per figure: the median of --runs runs, each on a fresh data
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from benchlib import emit, percentile
+
 from aiflow_notebook.meta import MetadataStore, orm
 from aiflow_notebook.testing.postgres import PostgresServer
-
-
-def emit(bench: str, metric: str, value: float, unit: str, **extra) -> None:
-    print(json.dumps({"bench": bench, "metric": metric, "value": round(value, 3), "unit": unit, **extra}), flush=True)
 
 
 def _writer(url: str, count: int, barrier, queue) -> None:
@@ -74,10 +71,6 @@ def lookup_latencies_ms(url: str, versions: int, lookups: int) -> list[float]:
             assert latest.version == versions
         return times
 
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 def main() -> None:

@@ -14,11 +14,13 @@ One JSON line per figure, the median over --runs runs, each on a fresh database 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+import benchlib
+from benchlib import percentile
 
 import aiflow_notebook as af
 from aiflow_notebook.blobs import LocalBlobStore
@@ -30,8 +32,7 @@ from aiflow_notebook.scheduler import Scheduler, SchedulerClient
 
 
 def emit(metric: str, value: float, unit: str, **extra) -> None:
-    print(json.dumps({"bench": "scheduler", "metric": metric, "value": round(value, 3), "unit": unit, **extra}),
-          flush=True)
+    benchlib.emit("scheduler", metric, value, unit, **extra)
 
 
 def noop():
@@ -131,10 +132,6 @@ def chain_figures(length: int) -> tuple[float, float, float]:
             own = [(r.ended_at - r.started_at).total_seconds() for r in runs]
         return total, total - sum(own), statistics.median(own)
 
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 def main() -> None:

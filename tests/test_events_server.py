@@ -22,6 +22,7 @@ from aiflow_notebook.events import (
 from aiflow_notebook.events.protocol import Kind
 from aiflow_notebook.testing.event_server import EventServerProcess
 from aiflow_notebook.testing.ports import free_port
+from aiflow_notebook.testing.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -37,12 +38,6 @@ def client(server):
         yield c
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def test_send_list_latest_listen(client):
@@ -59,7 +54,7 @@ def test_send_list_latest_listen(client):
     assert [e.value for e in client.list_events("*", limit=2)] == ["1", "2"]
     assert client.latest_version() == 4 and client.latest_version("b") == 3
     assert client.latest_version("zzz") == 0 and client.latest_version(namespace="ns") == 3
-    _wait_for(lambda: len(got) == 3, 10, "the listener")
+    wait_for(lambda: len(got) == 3, 10, "the listener")
     assert [(e.version, e.value) for e in got] == [(1, "1"), (3, "3"), (4, "4")]
     listener.stop()
     assert not listener.running
@@ -143,7 +138,7 @@ def test_fifty_listeners_each_receive_exactly_their_events(client):
             keys = filters[i]
             return [e.version for e in everything if keys == "*" or e.key in keys]
 
-        _wait_for(lambda: all(len(received[i]) >= len(expected(i)) for i in filters), 60, "50 listeners")
+        wait_for(lambda: all(len(received[i]) >= len(expected(i)) for i in filters), 60, "50 listeners")
         time.sleep(0.3)  # nothing extra arrives
         for i in filters:
             assert [e.version for e in received[i]] == expected(i), f"listener {i} ({filters[i]})"
@@ -231,7 +226,7 @@ def test_embedded_server_over_inproc_and_ipc(tmp_path, transport):
         got = []
         listener = c.listen("k", callback=got.append)
         c.send_events([Event("k", str(i)) for i in range(10)])
-        _wait_for(lambda: len(got) == 10, 10, "the embedded listener")
+        wait_for(lambda: len(got) == 10, 10, "the embedded listener")
         assert [e.value for e in got] == [str(i) for i in range(10)]
         listener.stop()
     assert os.getpid()  # same process throughout
@@ -255,7 +250,7 @@ def test_listing_and_replay_page_through_the_log(tmp_path, monkeypatch):
         assert [e.version for e in c.list_events(since_version=45, until_version=47)] == [46, 47]
         got = []
         listener = c.listen("k2", since_version=5, callback=got.append)
-        _wait_for(lambda: listener.last_version >= 50, 10, "the replay")
+        wait_for(lambda: listener.last_version >= 50, 10, "the replay")
         assert [e.version for e in got] == [e.version for e in stored if e.key == "k2" and e.version > 5]
         listener.stop()
 

@@ -11,6 +11,7 @@ import pytest
 
 import aiflow_notebook as af
 from aiflow_notebook.scheduler import EmbeddedScheduler
+from aiflow_notebook.testing.waiting import wait_for
 
 
 @pytest.fixture
@@ -30,14 +31,6 @@ def _job_processes(home: Path) -> list[int]:
     return found
 
 
-def _wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def make_numbers():
@@ -101,11 +94,11 @@ def test_stop_kills_a_long_running_job_and_leaves_no_process(scheduler, aiflow_h
         with af.job_config("serve"):
             af.user_define_operation(serve_forever, name="serve", properties={"marker": str(marker)})
     run = scheduler.submit(af.compile("forever"))
-    _wait_for(lambda: marker.exists(), what="the job to start")
+    wait_for(lambda: marker.exists(), what="the job to start")
     assert _job_processes(aiflow_home)
     assert run.stop() == "KILLED"
     assert run.jobs() == {"serve": "KILLED"}
-    _wait_for(lambda: not _job_processes(aiflow_home), timeout=15, what="job processes to go")
+    wait_for(lambda: not _job_processes(aiflow_home), timeout=15, what="job processes to go")
 
 
 def test_validating_a_model_version_restarts_the_serving_job_exactly_once(scheduler, tmp_path):
@@ -115,13 +108,13 @@ def test_validating_a_model_version_restarts_the_serving_job_exactly_once(schedu
             af.user_define_operation(serve_forever, name="serve", properties={"marker": str(marker)})
         af.action_on_model_version_event("serve", model="ctr", event_type="MODEL_VALIDATED", action="RESTART")
     run = scheduler.submit(af.compile("serving"))
-    _wait_for(lambda: marker.exists() and marker.read_text().count("started") == 1, what="serve to start")
+    wait_for(lambda: marker.exists() and marker.read_text().count("started") == 1, what="serve to start")
     store = scheduler.store  # publishes model-center events onto the scheduler's bus
     store.register_model("ctr")
     store.register_model_version("ctr", uri="file:///m/1")
     store.register_model_version("ctr", uri="file:///m/2")  # GENERATED events do not match the rule
     store.update_model_version("ctr", 2, "VALIDATED")
-    _wait_for(lambda: marker.read_text().count("started") == 2, what="serve to restart")
+    wait_for(lambda: marker.read_text().count("started") == 2, what="serve to restart")
     time.sleep(1.0)
     assert marker.read_text().count("started") == 2
     assert [e.value for e in run.job_events()] == ["STARTING", "RUNNING", "KILLED", "STARTING", "RUNNING"]

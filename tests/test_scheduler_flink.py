@@ -17,6 +17,7 @@ from aiflow_notebook.engines.model_io import save_model
 from aiflow_notebook.meta import orm
 from aiflow_notebook.scheduler import EmbeddedScheduler
 from aiflow_notebook.testing.flink_cluster import StandaloneFlinkCluster
+from aiflow_notebook.testing.waiting import wait_for
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # models made here load in Flink's workers
 
@@ -48,14 +49,6 @@ def _lines(directory: Path) -> list[str]:
                   for line in part.read_text().splitlines())
 
 
-def _wait_for(predicate, timeout: float = 120.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _groups_alive(store) -> list[int]:
@@ -98,7 +91,7 @@ def test_prep_train_serve_and_a_validated_version_restarts_serving_once(tmp_path
     with EmbeddedScheduler() as scheduler:
         run = scheduler.submit(af.compile("ctr"))
         try:
-            _wait_for(lambda: run.jobs()["serve"] == "RUNNING", what="serve to run")
+            wait_for(lambda: run.jobs()["serve"] == "RUNNING", what="serve to run")
             assert _lines(data / "features.csv") == ["u1,10", "u2,20", "u3,30", "u4,40"]
             v1 = scheduler.store.get_latest_model_version("ctr")
             assert v1.version == 1 and v1.stage == "GENERATED" and v1.job_run_id is not None
@@ -106,23 +99,23 @@ def test_prep_train_serve_and_a_validated_version_restarts_serving_once(tmp_path
             assert {n.label.split("\n")[0] for n in lineage.nodes.values()} >= {"features", "ctr.train", "ctr v1"}
 
             (data / "click_stream" / "batch1.csv").write_text("a,5\nb,50\n")
-            _wait_for(lambda: len(_lines(data / "scores")) == 2, what="scores of batch 1")
+            wait_for(lambda: len(_lines(data / "scores")) == 2, what="scores of batch 1")
             assert _lines(data / "scores") == ["a,0,v1", "b,1,v1"]  # threshold 30 (median of 10..40)
 
             v2 = scheduler.store.register_model_version("ctr", uri=save_model(ThresholdModel(4.0, "v2"), "ctr"))
             scheduler.store.update_model_version("ctr", v2.version, "VALIDATED")
-            _wait_for(lambda: [e.value for e in run.job_events() if e.key == "ctr.serve"][-1:] == ["RUNNING"] and
+            wait_for(lambda: [e.value for e in run.job_events() if e.key == "ctr.serve"][-1:] == ["RUNNING"] and
                       [e.value for e in run.job_events() if e.key == "ctr.serve"].count("RUNNING") == 2,
                       what="serve to restart")
             (data / "click_stream" / "batch2.csv").write_text("c,5\n")
-            _wait_for(lambda: any(line.startswith("c,") for line in _lines(data / "scores")), what="scores of batch 2")
+            wait_for(lambda: any(line.startswith("c,") for line in _lines(data / "scores")), what="scores of batch 2")
             assert "c,1,v2" in _lines(data / "scores")
             time.sleep(2)
             serve_states = [e.value for e in run.job_events() if e.key == "ctr.serve"]
             assert serve_states == ["STARTING", "RUNNING", "KILLED", "STARTING", "RUNNING"]  # restarted exactly once
         finally:
             assert run.stop() == "KILLED"
-        _wait_for(lambda: not _groups_alive(scheduler.store), timeout=30, what="job processes (and JVMs) to go")
+        wait_for(lambda: not _groups_alive(scheduler.store), timeout=30, what="job processes (and JVMs) to go")
 
 
 @pytest.mark.slow

@@ -15,15 +15,7 @@ from aiflow_notebook.events import EventClient
 from aiflow_notebook.events.auth import create_server_keys
 from aiflow_notebook.scheduler import SchedulerClient
 from aiflow_notebook.testing.event_server import EventServerProcess
-
-
-def _wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+from aiflow_notebook.testing.waiting import wait_for
 
 
 def prepare(context):
@@ -67,7 +59,7 @@ def test_kill_9_of_the_scheduler_while_a_job_runs_starts_nothing_twice(tmp_path,
     try:
         client = EventClient(server.url, deadline=60)
         run = SchedulerClient(client).submit(workflow)
-        _wait_for(lambda: (markers / "train_starts.txt").exists(), what="train to start")
+        wait_for(lambda: (markers / "train_starts.txt").exists(), what="train to start")
         server.kill()  # kill -9: no clean-up runs in the scheduler
         server = EventServerProcess(db, port=server.port).start()  # same database, same address
         (markers / "go").touch()
@@ -85,6 +77,7 @@ def test_kill_9_of_the_scheduler_while_a_job_runs_starts_nothing_twice(tmp_path,
 
 KERNEL_CODE = """
 import aiflow_notebook as af
+from aiflow_notebook.testing.waiting import wait_for
 af.connect({url!r}, auth={key!r})
 def make_rows():
     return [[{n}], [{n} + 1]]
