@@ -10,6 +10,7 @@ from typing import Any
 _lock = threading.Lock()
 _embedded = None
 _connected = None
+_event_url_before: str | None = None  # AIFLOW_EVENT_URL as it was before the embedded scheduler set it
 
 
 def connect(url: str, auth: Any = None, name: str = "default", timeout: float = 10.0):
@@ -38,24 +39,30 @@ def disconnect() -> None:
 
 def embedded_scheduler():
     """The embedded scheduler of this process, started on first use and stopped at exit."""
-    global _embedded
+    global _embedded, _event_url_before
     with _lock:
         if _embedded is None:
-            from aiflow_notebook.meta.store import set_default_store
             from aiflow_notebook.scheduler.embedded import EmbeddedScheduler
 
             _embedded = EmbeddedScheduler()
+            _event_url_before = os.environ.get("AIFLOW_EVENT_URL")
             os.environ["AIFLOW_EVENT_URL"] = _embedded.event_url  # this process's model center -> the bus
-            set_default_store(None)
             atexit.register(_shutdown)
         return _embedded
 
 
 def _shutdown() -> None:
+    """Stop the embedded scheduler and its jobs; the model center stops publishing to its bus."""
     global _embedded
-    if _embedded is not None:
+    with _lock:
+        if _embedded is None:
+            return
         _embedded.stop(kill_jobs=True)
         _embedded = None
+        if _event_url_before is None:
+            os.environ.pop("AIFLOW_EVENT_URL", None)
+        else:
+            os.environ["AIFLOW_EVENT_URL"] = _event_url_before
 
 
 def submit(workflow: Any = None, scheduler: Any = None):

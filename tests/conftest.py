@@ -22,6 +22,7 @@ def aiflow_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "aiflow_home"
     monkeypatch.setenv("AIFLOW_HOME", str(home))
     monkeypatch.delenv("AIFLOW_META_URL", raising=False)
+    monkeypatch.delenv("AIFLOW_EVENT_URL", raising=False)
     monkeypatch.setenv("PATH", f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     set_default_store(None)
     yield home

@@ -53,3 +53,19 @@ def test_stop_a_running_workflow_and_bad_lines(shell, tmp_path):
                           ("%aiflow lineage ghost", "model 'ghost' is not registered")]:
         bad = run(shell, line)
         assert bad.success and "Traceback" not in bad.stderr and problem in bad.stderr, (line, bad.stderr)
+
+
+def test_after_the_embedded_scheduler_stops_the_model_center_works_without_it(shell):
+    import os
+
+    import aiflow_notebook as af
+
+    assert run(shell, "%aiflow workflow solo").success
+    assert run(shell, "def one():\n    return 1").success
+    assert run(shell, "%%aiflow job only\naf.user_define_operation(one, name='one')").success
+    assert "FINISHED" in run(shell, "%aiflow submit --wait --timeout 60").stdout
+    assert os.environ.get("AIFLOW_EVENT_URL")  # while it runs, this process's model events go to its bus
+    submit_module._shutdown()
+    assert "AIFLOW_EVENT_URL" not in os.environ
+    af.register_model("after")  # no dead bus in the way
+    assert af.register_model_version("after", uri="file:///m").version == 1
