@@ -3,7 +3,6 @@ local Flink mini-cluster, under the embedded scheduler; the trained model become
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -83,9 +82,9 @@ def test_pytorch_job_trains_registers_a_version_with_lineage_and_serves_predicti
         with af.job_config("train", engine="pytorch", properties={"workers": 2, "epochs": 20}):
             af.train(af.read_dataset("points", uri=str(points), schema=SCHEMA), trainer=torch_linear_regression,
                      model="linreg", name="fit")
-        with af.job_config("score"):
-            af.write_dataset(af.predict(af.read_dataset("queries", uri=str(queries)), model="linreg"), "scores",
-                             uri=str(tmp_path / "scores.json"))
+        with af.job_config("score", engine="flink"):  # applies the latest version in Flink's Python workers
+            queries_in = af.read_dataset("queries", uri=str(queries), schema={"x": "float"})
+            af.write_dataset(af.predict(queries_in, model="linreg"), "scores", uri=str(tmp_path / "scores"))
         af.action_on_model_version_event("score", model="linreg", event_type="MODEL_GENERATED", action="START")
     run = scheduler.submit(af.compile("dl_torch"))
     assert run.wait(240) == "FINISHED", run.errors()
@@ -101,9 +100,10 @@ def test_pytorch_job_trains_registers_a_version_with_lineage_and_serves_predicti
     assert isinstance(model, TorchModel)
     w, b = model.module.weight.item(), model.module.bias.item()
     assert abs(w - 2) < 0.05 and abs(b - 1) < 0.05, (w, b)
-    scores = json.loads((tmp_path / "scores.json").read_text())  # the downstream job applied version 1
-    assert [row[0] for row in scores] == ["0.5", "-1"]
-    assert abs(scores[0][1] - 2.0) < 0.1 and abs(scores[1][1] + 1.0) < 0.1, scores
+    lines = [line for part in (tmp_path / "scores").iterdir() if not part.name.startswith(".")
+             for line in part.read_text().splitlines()]
+    scores = dict(tuple(float(v) for v in line.split(",")) for line in lines)  # x -> prediction by version 1
+    assert sorted(scores) == [-1.0, 0.5] and abs(scores[0.5] - 2.0) < 0.1 and abs(scores[-1.0] + 1.0) < 0.1, lines
 
 
 class LinearModel:
