@@ -4,7 +4,7 @@ Every job runs as ``python -m aiflow_notebook.engines.job_main SPEC`` in its own
 (see ``process``). The registry maps an engine name to the function that the job process calls with the
 job's spec — an import path string, so the scheduler never imports Flink, PyTorch or TensorFlow itself:
 
-    register_engine("pytorch", "dl_on_flink.integration:run_job")
+    register_engine("xgboost", "my_plugin.engine:run_job")
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ _ENGINES: dict[str, str] = {
     "python": "aiflow_notebook.engines.python_job:run_job",
     "bash": "aiflow_notebook.engines.bash_job:run_job",
     "flink": "aiflow_notebook.engines.flink_job:run_job",
+    "pytorch": "aiflow_notebook.engines.dl_job:run_pytorch_job",
+    "tensorflow": "aiflow_notebook.engines.dl_job:run_tensorflow_job",
 }
 
 

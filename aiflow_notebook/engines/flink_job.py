@@ -36,7 +36,8 @@ def run_job(spec: dict[str, Any]) -> None:
         env.execute(f"{spec['workflow']}.{spec['job']['name']}")
 
 
-def _environment(spec: dict[str, Any]):
+def new_environment(spec: dict[str, Any]):
+    """A local execution environment for the job: its Python workers run this interpreter."""
     from pyflink.common import Configuration
     from pyflink.datastream import StreamExecutionEnvironment
 
@@ -44,6 +45,11 @@ def _environment(spec: dict[str, Any]):
     config.set_string("python.executable", sys.executable)  # else workers run `python` from PATH
     env = StreamExecutionEnvironment.get_execution_environment(config)
     env.set_parallelism(int(spec["job"].get("parallelism") or 1))
+    return env
+
+
+def _environment(spec: dict[str, Any]):
+    env = new_environment(spec)
     job = spec["job"]
     callables = dict(load_payload(base64.b64decode(job["payload"]))["callables"])
     for node in job["nodes"]:

@@ -67,15 +67,9 @@ def format_row(row: Any, uri: str) -> str:
 def build_program(env, job_name: str, nodes: list[dict[str, Any]], callables: dict[str, Callable],
                   *, streaming: bool, base_dir: str | Path) -> list[str]:
     """Add the job's operators to ``env``; returns the dataset directories the program writes."""
-    from pyflink.common import Duration, Encoder, Types, WatermarkStrategy
+    from pyflink.common import Encoder, Types
     from pyflink.datastream import RuntimeExecutionMode
-    from pyflink.datastream.connectors.file_system import (
-        BucketAssigner,
-        FileSink,
-        FileSource,
-        RollingPolicy,
-        StreamFormat,
-    )
+    from pyflink.datastream.connectors.file_system import BucketAssigner, FileSink, RollingPolicy
 
     if streaming:
         env.set_runtime_mode(RuntimeExecutionMode.STREAMING)
@@ -89,23 +83,7 @@ def build_program(env, job_name: str, nodes: list[dict[str, Any]], callables: di
         name, kind = node["name"], node["kind"]
         fn = callables.get(name)
         if kind == "read_dataset":
-            dataset = _dataset(node, job_name)
-            path = dataset_path(dataset["uri"], base_dir)
-            if streaming:
-                path.mkdir(parents=True, exist_ok=True)
-            elif not path.exists():
-                raise FlinkProgramError(f"job {job_name!r}, node {name!r}: dataset {dataset['name']!r} has no data "
-                                        f"at {path} (was it written by an upstream job?)")
-            builder = FileSource.for_record_stream_format(StreamFormat.text_line_format(), str(path))
-            if streaming:
-                builder = builder.monitor_continuously(Duration.of_seconds(STREAM_MONITOR_INTERVAL_S))
-            lines = env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), f"{name} <- {dataset['name']}")
-            uri, schema = dataset["uri"], dataset.get("schema")
-            rows = lines.map(lambda line, uri=uri, schema=schema: parse_line(line, uri, schema),
-                             output_type=Types.PICKLED_BYTE_ARRAY()).name(f"{name}: parse")
-            if fn is not None:
-                rows = rows.map(fn, output_type=Types.PICKLED_BYTE_ARRAY()).name(name)
-            streams[name] = rows
+            streams[name] = read_dataset_stream(env, node, job_name, fn, streaming=streaming, base_dir=base_dir)
         elif kind == "write_dataset":
             dataset = _dataset(node, job_name)
             source = _single_input(node, streams, job_name)
@@ -141,6 +119,37 @@ def build_program(env, job_name: str, nodes: list[dict[str, Any]], callables: di
         raise FlinkProgramError(f"job {job_name!r} writes no dataset: a Flink program needs a sink "
                                 "(add af.write_dataset(...))")
     return written
+
+
+def read_dataset_stream(env, node: dict[str, Any], job_name: str, fn: Callable | None = None, *,
+                        streaming: bool, base_dir: str | Path):
+    """The rows of a ``read_dataset`` node as a stream of pickled Python rows (see ``parse_line``).
+
+    A file source over the dataset's uri: bounded, or for a ``streaming`` job a directory monitored for new
+    files. ``fn`` (the node's function, if any) is applied to each parsed row. Shared by the flink engine
+    and the pytorch/tensorflow engines (``dl_job``), which feed these rows to the training cluster.
+    """
+    from pyflink.common import Duration, Types, WatermarkStrategy
+    from pyflink.datastream.connectors.file_system import FileSource, StreamFormat
+
+    name = node["name"]
+    dataset = _dataset(node, job_name)
+    path = dataset_path(dataset["uri"], base_dir)
+    if streaming:
+        path.mkdir(parents=True, exist_ok=True)
+    elif not path.exists():
+        raise FlinkProgramError(f"job {job_name!r}, node {name!r}: dataset {dataset['name']!r} has no data "
+                                f"at {path} (was it written by an upstream job?)")
+    builder = FileSource.for_record_stream_format(StreamFormat.text_line_format(), str(path))
+    if streaming:
+        builder = builder.monitor_continuously(Duration.of_seconds(STREAM_MONITOR_INTERVAL_S))
+    lines = env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), f"{name} <- {dataset['name']}")
+    uri, schema = dataset["uri"], dataset.get("schema")
+    rows = lines.map(lambda line, uri=uri, schema=schema: parse_line(line, uri, schema),
+                     output_type=Types.PICKLED_BYTE_ARRAY()).name(f"{name}: parse")
+    if fn is not None:
+        rows = rows.map(fn, output_type=Types.PICKLED_BYTE_ARRAY()).name(name)
+    return rows
 
 
 def _dataset(node: dict[str, Any], job_name: str) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 A ``train`` node's function returns the model object; the engine pickles it (cloudpickle, so models
 defined in notebook cells work) under ``$AIFLOW_HOME/models/<model>/`` and registers it as a new model
 version. ``predict`` without a function loads a version (the latest, or a pinned one) and applies it:
-``model.predict(x)`` when the object has that method, else ``model(x)``.
+``model.predict(x)`` when the object has that method, else ``model(x)``. A ``torch.nn.Module`` trained
+on the pytorch engine is saved as a :class:`TorchModel`, whose ``predict`` runs it on a row of numbers.
 """
 
 from __future__ import annotations
@@ -63,3 +64,27 @@ class Predictor:
     def __call__(self, row: Any) -> Any:
         model = self.load()
         return model.predict(row) if hasattr(model, "predict") else model(row)
+
+
+class TorchModel:
+    """A trained ``torch.nn.Module`` as a model version: ``predict(row)`` returns the row with the
+    module's outputs appended (``[*row, *outputs]``), the row's values being the module's input features.
+
+    The pytorch engine saves a module a trainer returns in this wrapper (the module itself is ``.module``);
+    return your own object with a ``predict(row)`` method for anything else (feature selection, labels...).
+    """
+
+    def __init__(self, module: Any):
+        self.module = module
+
+    def predict(self, row: Any) -> list:
+        import torch
+
+        values = list(row) if isinstance(row, list | tuple) else [row]
+        with torch.no_grad():
+            self.module.eval()
+            output = self.module(torch.tensor([[float(v) for v in values]], dtype=torch.float32))[0]
+        return [*values, *output.reshape(-1).tolist()]
+
+    def __call__(self, row: Any) -> list:
+        return self.predict(row)
