@@ -131,3 +131,23 @@ def test_an_engine_without_a_runner_is_refused_at_submit(scheduler, monkeypatch)
             af.user_define_operation(make_numbers, name="noop")
     with pytest.raises(SchedulerError, match="refused workflow 'exotic': no runner is installed for engine 'quantum'"):
         scheduler.submit(af.compile("exotic"))  # ...but no runner is registered for it
+
+
+def environment_keys(context):
+    import os
+
+    Path(context.properties["out"]).write_text("\n".join(sorted(os.environ)))
+
+
+def test_jobs_do_not_inherit_pyflink_worker_variables(scheduler, tmp_path, monkeypatch):
+    # what a process that ran a local PyFlink job (a kernel, a test) carries afterwards
+    monkeypatch.setenv("PYFLINK_GATEWAY_DISABLED", "true")
+    monkeypatch.setenv("_PYFLINK_CONN_INFO_PATH", "/tmp/gone")
+    out = tmp_path / "env.txt"
+    with af.workflow("envcheck"):
+        with af.job_config("job"):
+            af.user_define_operation(environment_keys, name="keys", properties={"out": str(out)})
+    assert scheduler.submit(af.compile("envcheck")).wait(60) == "FINISHED"
+    keys = out.read_text().split()
+    assert "AIFLOW_JOB_RUN_ID" in keys
+    assert "PYFLINK_GATEWAY_DISABLED" not in keys and "_PYFLINK_CONN_INFO_PATH" not in keys

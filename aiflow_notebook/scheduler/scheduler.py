@@ -46,6 +46,14 @@ SUBMIT_REJECTED = "WORKFLOW_SUBMIT_REJECTED"
 FINAL_JOB_STATES = ("FINISHED", "FAILED", "KILLED")
 SENDER = "scheduler"
 MAX_BATCH = 512  # events decided in one transaction at most
+# Set by PyFlink's Python worker in the process that ran a local job (loopback mode) and inherited by
+# every child: a job process that inherits them believes it is a UDF worker and refuses to start Flink.
+PYFLINK_WORKER_VARIABLES = frozenset({
+    "PYFLINK_GATEWAY_DISABLED", "PYFLINK_GATEWAY_PORT", "_PYFLINK_CONN_INFO_PATH", "PYTHON_LOOPBACK_SERVER_ADDRESS",
+    "SEMI_PERSISTENT_DIRECTORY", "BOOT_LOG_DIR", "_PYTHON_WORKER_MEMORY_LIMIT", "TABLE_LOCAL_TIME_ZONE", "WORKER_ID",
+    "PIPELINE_OPTIONS", "LOGGING_API_SERVICE_DESCRIPTOR", "CONTROL_API_SERVICE_DESCRIPTOR", "FLINK_BOOT_TESTING",
+    "python",
+})
 
 
 def command_key(name: str) -> str:
@@ -290,7 +298,7 @@ class Scheduler:
         spec["spec_path"] = str(spec_path)
         spec_path.parent.mkdir(parents=True, exist_ok=True)
         spec_path.write_text(json.dumps(spec))
-        env = {**_os_environ(), **self.job_env, "AIFLOW_META_URL": spec["meta_url"], "AIFLOW_EVENT_URL": self.client.url,
+        env = {**_job_environment(), **self.job_env, "AIFLOW_META_URL": spec["meta_url"], "AIFLOW_EVENT_URL": self.client.url,
                "AIFLOW_WORKFLOW": run.workflow, "AIFLOW_JOB": job.name, "AIFLOW_JOB_RUN_ID": str(job_run_id)}
         return JobProcess.launch([sys.executable, "-m", "aiflow_notebook.engines.job_main", str(spec_path)],
                                  base.with_suffix(".log"), env=env, cwd=spec["cwd"] or None)
@@ -444,7 +452,8 @@ class Scheduler:
                                             sender=SENDER, context=json.dumps(context)))
 
 
-def _os_environ() -> dict[str, str]:
+def _job_environment() -> dict[str, str]:
+    """This process's environment for a job, without PyFlink worker internals it may have picked up."""
     import os
 
-    return dict(os.environ)
+    return {key: value for key, value in os.environ.items() if key not in PYFLINK_WORKER_VARIABLES}
