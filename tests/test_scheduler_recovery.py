@@ -9,7 +9,13 @@ event once, and the run carries on. (kill -9 of a real server is tested in test_
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from pathlib import Path
+
+import psutil
+import pytest
 
 import aiflow_notebook as af
 from aiflow_notebook.blobs import LocalBlobStore
@@ -17,6 +23,7 @@ from aiflow_notebook.events import EventClient, EventServer
 from aiflow_notebook.events.publisher import EventBusPublisher
 from aiflow_notebook.meta.store import MetadataStore
 from aiflow_notebook.scheduler import Scheduler, SchedulerClient
+from aiflow_notebook.testing.waiting import wait_for
 
 
 def make():
@@ -55,6 +62,54 @@ def test_a_final_state_committed_but_not_published_is_published_after_restart(tm
         finished_a = [e for e in run.job_events() if e.key == "recover.a" and e.value == "FINISHED"]
         assert len(finished_a) == 1
         assert json.loads(Path(tmp_path / "y.json").read_text()) == [[1]]
+        second.stop()
+    finally:
+        client.close()
+        store.close()
+        server.stop()
+
+
+def work_until_lost(context):
+    marker = Path(context.properties["marker"])
+    with marker.open("a") as fh:
+        fh.write("start\n")
+    if marker.read_text().count("start") == 1:  # the first attempt runs until it is lost
+        while True:
+            time.sleep(0.1)
+
+
+@pytest.mark.parametrize("policy", ["restart", None])
+def test_a_job_lost_while_the_scheduler_was_down_fails_or_restarts_per_policy(tmp_path, policy):
+    db = f"sqlite:///{tmp_path / 'lost.db'}"
+    marker = tmp_path / "starts.txt"
+    with af.workflow("lossy"):
+        with af.job_config("work", properties={"on_lost": policy} if policy else None):
+            af.user_define_operation(work_until_lost, name="work", properties={"marker": str(marker)})
+    server = EventServer(db, bind="tcp://127.0.0.1:0").start()
+    client = EventClient(server.url)
+    store = MetadataStore(db, publisher=EventBusPublisher(client))
+    try:
+        first = Scheduler(store, client, home=tmp_path).start()
+        run = SchedulerClient(client, blob_store=LocalBlobStore(tmp_path / "blobs")).submit(af.compile("lossy"))
+        wait_for(lambda: marker.exists(), what="the job to start")
+        leader = first.state.active_job_runs()[0].record["pid"]
+        first.stop(kill_jobs=False)
+        os.killpg(leader, signal.SIGKILL)  # the job and its launcher vanish: no exit status is written
+        wait_for(lambda: not psutil.pid_exists(leader) or psutil.Process(leader).status() == psutil.STATUS_ZOMBIE,
+                 timeout=10, what="the job to vanish")
+
+        second = Scheduler(store, client, home=tmp_path).start()
+        states = None
+        if policy == "restart":
+            assert run.wait(60) == "FINISHED"
+            assert marker.read_text().count("start") == 2
+            states = [e.value for e in run.job_events()]
+            assert states == ["STARTING", "RUNNING", "FAILED", "STARTING", "RUNNING", "FINISHED"]
+            assert [json.loads(e.context)["attempt"] for e in run.job_events()][-1] == 1
+        else:
+            assert run.wait(60) == "FAILED"
+            assert "the process was killed" in run.errors()["work"]
+            assert marker.read_text().count("start") == 1
         second.stop()
     finally:
         client.close()

@@ -348,13 +348,20 @@ class Scheduler:
             state = "FAILED"
             why = f"exit code {status.returncode}" if status.returncode is not None else "the process was killed"
             error = f"{why}; log tail:\n{running.process.log_tail(20)}"
-        self.state.job_ended(running.job_run_id, state, error)
         run = self._runs.get(running.run_id)
+        lost = state == "FAILED" and status.returncode is None  # gone without an exit status
+        restart = lost and run is not None and self._job_property(run, running.job, "on_lost") == "restart"
+        if restart:
+            error += "\n(the process was lost; on_lost='restart' starts a new attempt)"
+        self.state.job_ended(running.job_run_id, state, error,
+                             restart=(running.run_id, running.job) if restart else None)
         if run is None:
             return
         if state == "FINISHED":
             self._record_outputs(run, running)
         self._publish_status(run, running.job, running.job_run_id, running.attempt, state, error)
+        if restart:
+            self._execute_pending(run.run_id)
 
     def _record_outputs(self, run: RunState, running: _Running) -> None:
         job = self._workflow(run).jobs.get(running.job)
@@ -393,7 +400,7 @@ class Scheduler:
                 self._find_process(run.run_id, active.job, active.job_run_id)
             if process is None:
                 continue  # never started: its pending START action starts it below
-            running = _Running(run.run_id, active.job, active.job_run_id, 0, process)
+            running = _Running(run.run_id, active.job, active.job_run_id, active.attempt, process)
             if active.record is None:
                 self.state.job_started(active.job_run_id, json.loads(process.record.to_json()),
                                        process.record.log_path, active.action_id)
@@ -433,6 +440,10 @@ class Scheduler:
 
             self._workflows[run.run_id] = Workflow.from_bytes(self.store.get_workflow_snapshot(run.snapshot_id))
         return self._workflows[run.run_id]
+
+    def _job_property(self, run: RunState, job: str, name: str) -> Any:
+        found = self._workflow(run).jobs.get(job)
+        return (found.properties or {}).get(name) if found is not None else None
 
     def _run_properties(self, run: RunState) -> dict[str, Any]:
         from aiflow_notebook.meta import orm

@@ -53,6 +53,7 @@ class ActiveJobRun:
     state: str
     action_id: int | None
     record: dict | None
+    attempt: int = 0
 
 
 class SchedulerState:
@@ -218,8 +219,20 @@ class SchedulerState:
 
         self._db.transaction(work)
 
-    def job_ended(self, job_run_id: int, state: str, error: str | None) -> None:
-        self.store.update_job_run(job_run_id, state, error=error)
+    def job_ended(self, job_run_id: int, state: str, error: str | None,
+                  restart: tuple[int, str] | None = None) -> None:
+        """Record a job run's final state; ``restart`` = (run id, job) also queues a START, atomically."""
+
+        def work(session: Session) -> None:
+            row = session.get(orm.JobRun, job_run_id)
+            row.state, row.ended_at = state, utcnow()
+            if error is not None:
+                row.error = error
+            if restart is not None:
+                session.add(orm.SchedulerAction(workflow_run_id=restart[0], job=restart[1], action="START",
+                                                state="PENDING"))
+
+        self._db.transaction(work)
 
     def active_job_runs(self, run_id: int | None = None) -> list[ActiveJobRun]:
         with self._db.reading() as session:
@@ -230,7 +243,7 @@ class SchedulerState:
                      .where(orm.JobRun.state.in_(ACTIVE_JOB_STATES), orm.RunRules.scheduler == self.name))
             if run_id is not None:
                 query = query.where(orm.JobRun.workflow_run_id == run_id)
-            return [ActiveJobRun(jr.id, jr.workflow_run_id, job, jr.state, proc.action_id, proc.record)
+            return [ActiveJobRun(jr.id, jr.workflow_run_id, job, jr.state, proc.action_id, proc.record, jr.attempt)
                     for jr, job, proc in session.execute(query.order_by(orm.JobRun.id))]
 
     def job_runs(self, run_id: int) -> list[tuple[int, str, str, int]]:
