@@ -51,3 +51,12 @@ def meta_url(request, tmp_path) -> str:
         return f"sqlite:///{tmp_path / 'meta.db'}"
     server = request.getfixturevalue("postgres")
     return server.create_database(f"t{os.getpid()}_{next(_db_counter)}")
+
+
+@pytest.fixture
+def no_dl_child_left_behind():
+    """After a dl_on_flink test: no node child process outlived its job."""
+    yield
+    from dl_on_flink.testing import wait_no_children
+
+    assert wait_no_children() == [], "a node child process outlived its job"

@@ -9,17 +9,11 @@ import cloudpickle
 import pytest
 
 from dl_on_flink.pytorch import PyTorchClusterConfig, train
-from dl_on_flink.testing import local_env, wait_no_children
+from dl_on_flink.testing import local_env
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-
-
-@pytest.fixture(autouse=True)
-def no_child_left_behind():
-    yield
-    assert wait_no_children() == [], "a node child process outlived its job"
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300), pytest.mark.usefixtures("no_dl_child_left_behind")]
 
 
 def all_gather_ranks(ctx):
