@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any
 
-from aiflow_notebook import graph as _graph
+import aiflow_notebook.graph as _graph
 from aiflow_notebook.graph_errors import InvalidArgumentError
 from aiflow_notebook.vocabulary import JOB_STATES as JOB_STATUSES
 from aiflow_notebook.vocabulary import JOB_STATUS_CHANGED, MODEL_EVENT_TYPES, Stage, model_event_type

@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from aiflow_notebook import graph as _graph
+import aiflow_notebook.graph as _graph
 from aiflow_notebook.graph import Channel, DatasetSpec, Node
 from aiflow_notebook.graph_errors import InvalidArgumentError
 

@@ -26,7 +26,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 
 import aiflow_notebook as af
-from aiflow_notebook import graph as _graph
+import aiflow_notebook.graph as _graph
 from aiflow_notebook.engine_names import is_known_engine, known_engines
 from aiflow_notebook.vocabulary import FINAL_STATES
 
