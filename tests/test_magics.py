@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sdk_support import close_shell, fresh_sdk_session, new_shell, run
+from sdk_support import close_shell, new_shell, run
 
 import aiflow_notebook as af
 from aiflow_notebook import graph as _graph
@@ -45,11 +45,9 @@ NODES = ["read_clicks", "featurize", "write_features", "read_features", "train",
 
 @pytest.fixture
 def shell(tmp_path):
-    fresh_sdk_session()
     shell = new_shell(str(tmp_path / "ipython"))
     yield shell
     close_shell()
-    fresh_sdk_session()
 
 
 @pytest.fixture
