@@ -183,16 +183,6 @@ def test_a_failing_body_shows_its_traceback_and_changes_nothing(ctr):
     assert state() == before
 
 
-@pytest.mark.parametrize("command, issue", [("server start", "panel"), ("events", "panel"), ("models", "panel")])
-def test_later_commands_say_when_they_arrive(ctr, command, issue):
-    before = state()
-    result = run(ctr, f"%aiflow {command}")
-    assert result.success and "Traceback" not in result.stderr
-    paragraph = result.stderr.strip()
-    assert f"%aiflow {command.split()[0]} " in paragraph and f"arrives with the {issue} issue" in paragraph
-    assert "\n" not in paragraph and state() == before
-
-
 def test_generated_help(ctr):
     doc = ctr.find_line_magic("aiflow").__doc__
     assert doc == ctr.find_cell_magic("aiflow").__doc__
