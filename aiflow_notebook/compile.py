@@ -199,7 +199,8 @@ class TranslateJobs:
             specs = tuple(NodeSpec(kind=node.kind, name=node.name,
                                    inputs=tuple((channel.node, channel.index) for channel in node.inputs),
                                    output_num=node.output_num, dataset=state.datasets.get(node.key),
-                                   model=node.model, model_version=node.model_version, has_fn=node.fn is not None,
+                                   model=node.model, model_version=node.model_version,
+                                   model_stage=node.model_stage, has_fn=node.fn is not None,
                                    properties=FrozenDict(node.properties), location=node.location)
                           for node in nodes)
             callables = {node.name: node.fn for node in nodes if node.fn is not None}

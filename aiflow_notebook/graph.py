@@ -78,6 +78,7 @@ class Node:
     dataset: DatasetSpec | None = None
     model: str | None = None
     model_version: str | None = None
+    model_stage: str | None = None
     properties: dict[str, Any] = field(default_factory=dict)
     location: str = ""
     origin: str | None = None

@@ -7,7 +7,8 @@ Nodes run in the compiled (topological) order; each receives the outputs of the 
 - every other kind: ``fn(*inputs)``; a node without a function asks ``context.run_builtin``.
 
 A user function that declares a parameter named ``context`` also gets a :class:`NodeContext` (its job,
-node, dataset, model and properties, and the run context). :class:`LocalContext`, the default, keeps
+node, dataset, model and properties, the run context, and ``trigger``: the event whose rule started this
+job run, as a dict with key, value, event_type, namespace, sender, version and context, or None). :class:`LocalContext`, the default, keeps
 datasets written in this run in memory and reads/writes a few file formats by the uri's suffix; engines
 bring their own context.
 """
@@ -51,6 +52,8 @@ class NodeContext:
     model_version: str | None
     properties: dict[str, Any]
     runtime: Any
+    model_stage: str | None = None
+    trigger: dict[str, Any] | None = None  # the event whose rule started this job run (key, value, type...)
 
 
 def run_job_payload(payload: bytes, context: RunContext | None = None) -> dict[str, Any]:
@@ -132,7 +135,8 @@ def _run_node(job: str, node: dict[str, Any], fn: Any, inputs: list[Any], contex
     dataset = DatasetSpec(**spec) if spec else None
     node_ctx = NodeContext(job=job, node=node["name"], kind=node["kind"], dataset=dataset, model=node.get("model"),
                            model_version=node.get("model_version"), properties=dict(node.get("properties") or {}),
-                           runtime=context)
+                           runtime=context, model_stage=node.get("model_stage"),
+                           trigger=getattr(context, "trigger", None))
     kwargs = {"context": node_ctx} if fn is not None and _wants_context(fn) else {}
     kind = node["kind"]
     if kind == "read_dataset":

@@ -19,6 +19,7 @@ from typing import Any
 import aiflow_notebook.graph as _graph
 from aiflow_notebook.graph import Channel, DatasetSpec, Node
 from aiflow_notebook.graph_errors import InvalidArgumentError
+from aiflow_notebook.vocabulary import Stage
 
 Inputs = Channel | Sequence[Channel] | None
 Outputs = Channel | tuple[Channel, ...]
@@ -72,13 +73,23 @@ def model_validate(input: Inputs, model: str | Any, validator: Callable[..., Any
                 model=model_name, model_version=version, output_num=1)
 
 
-def predict(input: Inputs, model: str | Any, version: str | int | None = None, *,
+def predict(input: Inputs, model: str | Any, version: str | int | None = None, stage: str | None = None, *,
             predictor: Callable[..., Any] | None = None, name: str | None = None) -> Channel:
-    """Predict with ``model`` (its ``version``, else the deployed one); ``predictor(*inputs)`` when given,
-    else the engine's built-in prediction."""
+    """Predict with a version of ``model``; ``predictor(*inputs)`` when given, else the engine's built-in
+    prediction. Which version the built-in serves, decided when the job starts:
+
+    - ``version=N``: exactly that version (``stage=`` too: it must be in that stage);
+    - a job started or restarted by ``action_on_model_version_event``: the version the triggering
+      ``MODEL_*`` event names (when it is in ``stage``, if given);
+    - ``stage="DEPLOYED"`` (any stage): the newest version in that stage;
+    - neither: the newest VALIDATED or DEPLOYED version, else the newest GENERATED one (noted in the job log).
+    """
     model_name = _model(model, "predict")
+    if version is not None and (isinstance(version, bool) or not str(version).isdigit() or int(version) < 1):
+        raise InvalidArgumentError(f"predict of model {model_name!r}: version must be a version number "
+                                   f"(1, 2, ...), got {version!r}")
     return _add("predict", name, f"predict_{model_name}", fn=predictor, inputs=input, model=model_name,
-                model_version=version, output_num=1)
+                model_version=version, model_stage=_model_stage(stage, model_name), output_num=1)
 
 
 def push_model(model: str | Any, pusher: Callable[..., Any] | None = None, version: str | int | None = None,
@@ -101,8 +112,8 @@ def user_define_operation(fn: Callable[..., Any], inputs: Inputs = None, name: s
 
 def _add(kind: str, name: str | None, default_name: str, *, fn: Callable[..., Any] | None = None,
          inputs: Inputs = None, output_num: int = 1, dataset: DatasetSpec | None = None, model: str | None = None,
-         model_version: str | int | None = None, properties: dict[str, Any] | None = None,
-         fn_required: bool = False) -> Outputs:
+         model_version: str | int | None = None, model_stage: str | None = None,
+         properties: dict[str, Any] | None = None, fn_required: bool = False) -> Outputs:
     graph = _graph.current_graph()
     job_name, generation = _graph.current_job_frame()
     job = _graph.ensure_job(graph, job_name)
@@ -120,7 +131,7 @@ def _add(kind: str, name: str | None, default_name: str, *, fn: Callable[..., An
     channels = _channels(inputs, graph.name, what)
     node = Node(kind=kind, name=name or graph.unique_name(job.name, default_name), job=job.name,
                 engine=_graph.node_engine(job), fn=fn, inputs=channels, output_num=output_num, dataset=dataset,
-                model=model, model_version=None if model_version is None else str(model_version),
+                model=model, model_version=None if model_version is None else str(model_version), model_stage=model_stage,
                 properties=dict(properties or {}), location=_graph.caller_location(),
                 origin=_graph.current_origin(), seq=_graph.next_seq(), generation=generation)
     graph.add_node(node)
@@ -179,6 +190,17 @@ def _model(model: Any, where: str) -> str:
     if isinstance(getattr(model, "name", None), str):  # meta.Model
         return model.name
     raise InvalidArgumentError(f"{where}: model must be a model name, got {_short(model)}")
+
+
+def _model_stage(stage: Any, model: str) -> str | None:
+    """The stage name, upper-cased and checked here, so a typo fails in the cell and not in the job."""
+    if stage is None:
+        return None
+    stages = [member.value for member in Stage]
+    name = str(getattr(stage, "value", stage)).upper()
+    if name not in stages:
+        raise InvalidArgumentError(f"predict of model {model!r}: stage {stage!r} is not one of {', '.join(stages)}")
+    return name
 
 
 def _fn_name(fn: Any, fallback: str) -> str:

@@ -49,6 +49,7 @@ class NodeSpec:
     dataset: DatasetSpec | None = None
     model: str | None = None
     model_version: str | None = None
+    model_stage: str | None = None  # predict: serve the newest version in this stage
     has_fn: bool = False
     properties: FrozenDict = field(default_factory=FrozenDict)
     location: str = ""
@@ -56,7 +57,8 @@ class NodeSpec:
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "name": self.name, "inputs": [list(i) for i in self.inputs],
                 "output_num": self.output_num, "dataset": self.dataset.to_dict() if self.dataset else None,
-                "model": self.model, "model_version": self.model_version, "has_fn": self.has_fn,
+                "model": self.model, "model_version": self.model_version, "model_stage": self.model_stage,
+                "has_fn": self.has_fn,
                 "properties": dict(self.properties), "location": self.location}
 
     @classmethod
@@ -65,6 +67,7 @@ class NodeSpec:
         return cls(kind=data["kind"], name=data["name"], inputs=tuple((n, int(i)) for n, i in data["inputs"]),
                    output_num=int(data["output_num"]), dataset=DatasetSpec(**dataset) if dataset else None,
                    model=data.get("model"), model_version=data.get("model_version"),
+                   model_stage=data.get("model_stage"),
                    has_fn=bool(data.get("has_fn")), properties=FrozenDict(data.get("properties") or {}),
                    location=data.get("location", ""))
 

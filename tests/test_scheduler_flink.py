@@ -3,6 +3,7 @@ validated model version; and the same prep job on a standalone Flink cluster."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -45,6 +46,12 @@ def fit(rows):
 _lines = read_part_files
 
 
+
+
+def _served_by(model: str, version: int) -> list[int]:
+    """The job runs that lineage shows consuming ``model`` ``version``."""
+    graph = af.lineage(model, version)
+    return [graph.nodes[dst].id for _, dst, relation in graph.edges if relation == "served_by"]
 
 
 def _groups_alive(store) -> list[str]:
@@ -92,7 +99,8 @@ def test_prep_train_serve_and_a_validated_version_restarts_serving_once(tmp_path
             assert _lines(data / "scores") == ["a,0,v1", "b,1,v1"]  # threshold 30 (median of 10..40)
 
             v2 = scheduler.store.register_model_version("ctr", uri=save_model(ThresholdModel(4.0, "v2"), "ctr"))
-            scheduler.store.update_model_version("ctr", v2.version, "VALIDATED")
+            scheduler.store.register_model_version("ctr", uri=save_model(ThresholdModel(4.0, "v3"), "ctr"))
+            scheduler.store.update_model_version("ctr", v2.version, "VALIDATED")  # v2, not the newer v3
             wait_for(lambda: [e.value for e in run.job_events() if e.key == "ctr.serve"][-1:] == ["RUNNING"] and
                       [e.value for e in run.job_events() if e.key == "ctr.serve"].count("RUNNING") == 2,
                       what="serve to restart")
@@ -102,6 +110,9 @@ def test_prep_train_serve_and_a_validated_version_restarts_serving_once(tmp_path
             time.sleep(2)
             serve_states = [e.value for e in run.job_events() if e.key == "ctr.serve"]
             assert serve_states == ["STARTING", "RUNNING", "KILLED", "STARTING", "RUNNING"]  # restarted exactly once
+            serve_runs = [json.loads(e.context)["job_run"] for e in run.job_events()
+                          if e.key == "ctr.serve" and e.value == "STARTING"]
+            assert [_served_by("ctr", v) for v in (1, 2, 3)] == [[serve_runs[0]], [serve_runs[1]], []]
         finally:
             assert run.stop() == "KILLED"
         wait_for(lambda: not _groups_alive(scheduler.store), timeout=30, what="job processes (and JVMs) to go")

@@ -21,7 +21,7 @@ from typing import Any
 
 from aiflow_notebook.capture import load_payload
 from aiflow_notebook.engines.flink_program import build_program
-from aiflow_notebook.engines.model_io import Predictor
+from aiflow_notebook.engines.model_io import serving_predictor
 from aiflow_notebook.errors import AIFlowError
 
 REMOTE_PREFIX = "flink://"
@@ -54,7 +54,8 @@ def _environment(spec: dict[str, Any]):
     callables = dict(load_payload(base64.b64decode(job["payload"]))["callables"])
     for node in job["nodes"]:
         if node["kind"] == "predict" and node["name"] not in callables and node.get("model"):
-            callables[node["name"]] = Predictor(node["model"], node.get("model_version"))
+            callables[node["name"]] = serving_predictor(node["model"], node.get("model_version"),
+                                                        node.get("model_stage"), spec, node["name"])
     build_program(env, job["name"], job["nodes"], callables, streaming=bool(job.get("streaming")),
                   base_dir=spec.get("cwd") or ".")
     return env

@@ -2,13 +2,17 @@
 
 A ``train`` node's function returns the model object; the engine pickles it (cloudpickle, so models
 defined in notebook cells work) under ``$AIFLOW_HOME/models/<model>/`` and registers it as a new model
-version. ``predict`` without a function loads a version (the latest, or a pinned one) and applies it:
-``model.predict(x)`` when the object has that method, else ``model(x)``. A ``torch.nn.Module`` trained
+version. ``predict`` without a function serves one version, chosen when the job starts (see
+:func:`choose_model_version`: a pinned version, the one a triggering ``MODEL_*`` event names, the newest in
+a stage, else the newest validated/deployed one), and applies it: ``model.predict(x)`` when the object has
+that method, else ``model(x)``. The choice is written to the job log and recorded as lineage (model
+version --served_by--> job run). A ``torch.nn.Module`` trained
 on the pytorch engine is saved as a :class:`TorchModel`, whose ``predict`` runs it on a row of numbers.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,7 @@ import cloudpickle
 
 from aiflow_notebook.config import aiflow_home
 from aiflow_notebook.errors import AIFlowError
+from aiflow_notebook.vocabulary import Stage, model_event_type
 
 
 def save_model(obj: Any, model: str) -> str:
@@ -37,28 +42,131 @@ def load_model(uri: str) -> Any:
         raise AIFlowError(f"model file {uri} does not exist") from None
 
 
-class Predictor:
-    """A picklable row function: loads the model version on first use (in the worker), then applies it."""
+SERVABLE_STAGES = ("VALIDATED", "DEPLOYED")  # what a predict without version=/stage= prefers
+_NOT_SERVED_ON = (model_event_type(Stage.DEPRECATED), model_event_type(Stage.DELETED))  # a version to stop serving
 
-    def __init__(self, model: str, version: int | str | None = None):
-        self.model, self.version = model, version
+
+class ModelSelectionError(AIFlowError):
+    """No version of the model matches what a predict node asks for."""
+
+
+def choose_model_version(store: Any, model: str, version: int | str | None = None, stage: str | None = None,
+                         trigger: dict[str, Any] | None = None) -> tuple[Any, str]:
+    """The version of ``model`` a predict node serves, and why (a sentence for the job log).
+
+    In order: ``version`` (exactly it; in ``stage`` too when both are given); the version named by
+    ``trigger``, the ``MODEL_*`` event that started this job run (if it is about ``model``, is not a
+    DEPRECATED/DELETED event, and the version is in ``stage`` when one is given); the newest version in
+    ``stage``; else the newest VALIDATED or DEPLOYED version, else the newest GENERATED one. Never a
+    DELETED version. Raises :class:`ModelSelectionError` naming the model and the versions it has.
+    """
+    from aiflow_notebook.meta.errors import UnknownModelError
+
+    try:
+        versions = store.list_model_versions(model)
+    except UnknownModelError:
+        raise ModelSelectionError(f"model {model!r} is not registered, so there is no version to predict with; "
+                                  f"train one first (or register_model_version)") from None
+    by_number = {v.version: v for v in versions}
+    wanted = None if stage is None else str(stage).upper()
+
+    def exists() -> str:
+        return ", ".join(f"v{v.version} {v.stage}" for v in versions) or "none"
+
+    if version is not None:
+        found = by_number.get(int(version))
+        if found is None or found.stage == "DELETED":
+            raise ModelSelectionError(f"model {model!r} has no version {version} to predict with "
+                                      f"(versions: {exists()})")
+        if wanted is not None and found.stage != wanted:
+            raise ModelSelectionError(f"model {model!r} version {version} is {found.stage}, not {wanted} "
+                                      f"(versions: {exists()})")
+        return found, f"version={version} was asked for"
+    note = ""
+    named = _triggering_version(trigger, model)
+    if named is not None:
+        found = by_number.get(named)
+        if found is not None and found.stage != "DELETED" and wanted in (None, found.stage):
+            return found, (f"the job run was started by {trigger['event_type']} of version {named} "
+                           f"(event {trigger.get('version')})")
+        now = "missing" if found is None else found.stage
+        note = f"; the triggering {trigger['event_type']} names version {named}, which is {now}"
+    if wanted is not None:
+        candidates = [v for v in versions if v.stage == wanted]
+        if not candidates:
+            raise ModelSelectionError(f"model {model!r} has no {wanted} version to predict with "
+                                      f"(versions: {exists()}){note}")
+        return candidates[-1], f"newest {wanted} version (stage={wanted} was asked for){note}"
+    servable = [v for v in versions if v.stage in SERVABLE_STAGES]
+    if servable:
+        return servable[-1], f"newest VALIDATED or DEPLOYED version{note}"
+    generated = [v for v in versions if v.stage == "GENERATED"]
+    if generated:
+        return generated[-1], (f"NOTE: no version is VALIDATED or DEPLOYED, so the newest GENERATED one "
+                               f"(not yet validated) is served{note}")
+    raise ModelSelectionError(f"model {model!r} has no version to predict with: none is VALIDATED, DEPLOYED or "
+                              f"GENERATED (versions: {exists()}){note}")
+
+
+def _triggering_version(trigger: dict[str, Any] | None, model: str) -> int | None:
+    """The version a ``MODEL_*`` event about ``model`` names (its value is the version as JSON), else None."""
+    if not trigger or trigger.get("key") != model:
+        return None
+    event_type = str(trigger.get("event_type") or "")
+    if not event_type.startswith("MODEL_") or event_type in _NOT_SERVED_ON:
+        return None
+    value = trigger.get("value")
+    try:
+        data = json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        return None
+    number = data.get("version") if isinstance(data, dict) else data
+    if isinstance(number, bool):
+        return None
+    try:
+        return int(number)
+    except (TypeError, ValueError):
+        return None
+
+
+def serving_predictor(model: str, version: int | str | None, stage: str | None, spec: dict[str, Any],
+                      node: str) -> Predictor:
+    """In the job process, once per predict node: choose the version (see :func:`choose_model_version`),
+    say which in the job log, record that this job run consumed it, and return a predictor pinned to it."""
+    from aiflow_notebook.meta import default_store
+
+    store = default_store()
+    chosen, why = choose_model_version(store, model, version, stage, spec.get("trigger"))
+    print(f"[aiflow] {node}: serving model {model} version {chosen.version} ({chosen.stage}): {why}", flush=True)
+    if spec.get("job_run_id") is not None:
+        store.record_model_consumer(model, chosen.version, spec["job_run_id"])
+    return Predictor(model, chosen.version, uri=chosen.uri)
+
+
+class Predictor:
+    """A picklable row function: loads the model version on first use (in the worker), then applies it.
+
+    Engines pass the ``uri`` of the version chosen by :func:`serving_predictor`; without one, the version
+    is chosen on first use (a pinned ``version``, else by :func:`choose_model_version`'s default).
+    """
+
+    def __init__(self, model: str, version: int | str | None = None, uri: str | None = None):
+        self.model, self.version, self.uri = model, version, uri
         self._loaded = None
 
     def __getstate__(self) -> dict:
-        return {"model": self.model, "version": self.version, "_loaded": None}
+        return {"model": self.model, "version": self.version, "uri": self.uri, "_loaded": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({"uri": None, **state})
 
     def load(self) -> Any:
         if self._loaded is None:
-            from aiflow_notebook.meta import default_store
+            if self.uri is None:
+                from aiflow_notebook.meta import default_store
 
-            store = default_store()
-            if self.version is None:
-                found = store.get_latest_model_version(self.model)
-                if found is None:
-                    raise AIFlowError(f"model {self.model!r} has no version to predict with; train one first")
-            else:
-                found = store.get_model_version(self.model, int(self.version))
-            self._loaded = load_model(found.uri)
+                self.uri = choose_model_version(default_store(), self.model, self.version)[0].uri
+            self._loaded = load_model(self.uri)
         return self._loaded
 
     def __call__(self, row: Any) -> Any:

@@ -3,7 +3,7 @@
 On top of the SDK's local context it adds what a scheduled job needs: datasets written by Flink (a
 directory of part files) can be read, a ``train`` node's returned model is saved and registered as a new
 model version (stage GENERATED, lineage to this job run), and ``predict`` without a function applies a
-registered model version.
+registered model version (chosen, logged and recorded as lineage by ``model_io.serving_predictor``).
 """
 
 from __future__ import annotations
@@ -12,12 +12,17 @@ import base64
 from pathlib import Path
 from typing import Any
 
-from aiflow_notebook.engines.model_io import Predictor, save_model
+from aiflow_notebook.engines.model_io import save_model, serving_predictor
 from aiflow_notebook.graph import DatasetSpec
 from aiflow_notebook.job_runtime import LocalContext, NodeContext, run_job_payload
 
 
 class EngineContext(LocalContext):
+    def __init__(self, spec: dict[str, Any] | None = None):
+        super().__init__()
+        self.spec = spec or {}
+        self.trigger = self.spec.get("trigger")
+
     def read_dataset(self, dataset: DatasetSpec) -> Any:
         if dataset.name not in self.datasets and dataset.uri:
             path = Path(dataset.uri.removeprefix("file://"))
@@ -33,14 +38,14 @@ class EngineContext(LocalContext):
 
     def run_builtin(self, node: NodeContext, inputs: list[Any]) -> Any:
         if node.kind == "predict" and node.model:
-            predictor = Predictor(node.model, node.model_version)
+            predictor = serving_predictor(node.model, node.model_version, node.model_stage, self.spec, node.node)
             return [predictor(row) for row in inputs[0]]
         return super().run_builtin(node, inputs)
 
 
 def run_job(spec: dict[str, Any]) -> None:
     payload = base64.b64decode(spec["job"]["payload"])
-    results = run_job_payload(payload, EngineContext())
+    results = run_job_payload(payload, EngineContext(spec))
     for node in spec["job"]["nodes"]:
         if node["kind"] == "train" and node.get("model") and results.get(node["name"]) is not None:
             from aiflow_notebook.meta import default_store  # only training jobs pay for the metadata layer

@@ -281,17 +281,33 @@ class Scheduler:
         else:
             job_run_id, attempt = self.state.new_job_run(run, job.name, job.engine, action.id)
             self._publish_status(run, job.name, job_run_id, attempt, "STARTING")
-        process = self._launch(run, job, job_run_id, attempt)
+        process = self._launch(run, job, job_run_id, attempt, self._trigger(run, action))
         self.state.job_started(job_run_id, json.loads(process.record.to_json()), process.record.log_path, action.id)
         self._publish_status(run, job.name, job_run_id, attempt, "RUNNING")
         self._watch(_Running(run.run_id, job.name, job_run_id, attempt, process))
 
-    def _launch(self, run: RunState, job, job_run_id: int, attempt: int) -> JobProcess:
+    def _trigger(self, run: RunState, action: PendingAction) -> dict[str, Any] | None:
+        """The event whose rule decided ``action``, for the job (a serving job serves the model version a
+        ``MODEL_*`` event names); None for a run's initial jobs and restarts after a lost process."""
+        if action.event_version is None or action.event_version <= run.since_version:
+            return None
+        found = self.client.list_events(since_version=action.event_version - 1, limit=1)
+        if not found or found[0].version != action.event_version:
+            log.warning("run %s: the event %s that started job %r is not on the bus", run.run_id,
+                        action.event_version, action.job)
+            return None
+        event = found[0]
+        return {"key": event.key, "value": event.value, "event_type": event.event_type, "namespace": event.namespace,
+                "sender": event.sender, "version": event.version, "context": event.context}
+
+    def _launch(self, run: RunState, job, job_run_id: int, attempt: int,
+                trigger: dict[str, Any] | None = None) -> JobProcess:
         base = self._paths(run.run_id, job.name, job_run_id)
         spec = {"workflow": run.workflow, "project": run.project, "run_id": run.run_id, "job_run_id": job_run_id,
                 "attempt": attempt, "job": job.to_dict(include_payload=True), "runner": engine_runner(job.engine),
                 "cwd": (self._run_properties(run).get("cwd")), "meta_url": self.store._db.url.render_as_string(False),
                 "event_url": self.client.url}
+        spec["trigger"] = trigger  # the event that fired the rule, for the job runtime
         spec_path = base.with_suffix(".spec.json")
         spec["spec_path"] = str(spec_path)
         spec_path.parent.mkdir(parents=True, exist_ok=True)

@@ -42,6 +42,7 @@ class PendingAction:
     run_id: int
     job: str
     action: str
+    event_version: int | None = None  # the event that decided it (None: a restart after a lost process)
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ class SchedulerState:
                      .where(orm.SchedulerAction.state == "PENDING", orm.RunRules.scheduler == self.name))
             if run_id is not None:
                 query = query.where(orm.SchedulerAction.workflow_run_id == run_id)
-            return [PendingAction(a.id, a.workflow_run_id, a.job, a.action)
+            return [PendingAction(a.id, a.workflow_run_id, a.job, a.action, a.event_version)
                     for a in session.scalars(query.order_by(orm.SchedulerAction.id))]
 
     def action_done(self, action_id: int) -> None:
