@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiflow_notebook import capture
-from aiflow_notebook import graph as _graph
+import aiflow_notebook.capture as capture
+import aiflow_notebook.graph as _graph
 from aiflow_notebook.control import ControlEdge
 from aiflow_notebook.engine_names import is_known_engine, known_engines
 from aiflow_notebook.graph import AIGraph, DatasetSpec, JobSettings, Node

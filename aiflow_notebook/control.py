@@ -20,14 +20,13 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any
 
-from aiflow_notebook import graph as _graph
+import aiflow_notebook.graph as _graph
 from aiflow_notebook.graph_errors import InvalidArgumentError
+from aiflow_notebook.vocabulary import JOB_STATES as JOB_STATUSES
+from aiflow_notebook.vocabulary import JOB_STATUS_CHANGED, MODEL_EVENT_TYPES, Stage, model_event_type
+from aiflow_notebook.vocabulary import WILDCARD as ANY
 
-JOB_STATUS_CHANGED = "JOB_STATUS_CHANGED"
-JOB_STATUSES = ("INIT", "STARTING", "RUNNING", "FINISHED", "FAILED", "KILLED")
-MODEL_EVENT_TYPES = ("MODEL_GENERATED", "MODEL_VALIDATED", "MODEL_DEPLOYED", "MODEL_DEPRECATED", "MODEL_DELETED")
 DEFAULT_NAMESPACE = "default"
-ANY = "*"
 
 
 class Action(StrEnum):
@@ -210,7 +209,7 @@ def action_on_job_status(job: str, upstream: str, status: str = "FINISHED",
     return _add(job, action, MeetAny(condition), upstream=upstream)
 
 
-def action_on_model_version_event(job: str, model: str, event_type: str = "MODEL_GENERATED",
+def action_on_model_version_event(job: str, model: str, event_type: str = model_event_type(Stage.GENERATED),
                                   action: Action | str = Action.RESTART) -> ControlEdge:
     """Do ``action`` to ``job`` each time a version of ``model`` has event ``event_type`` (a new stage).
 

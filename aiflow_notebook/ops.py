@@ -16,10 +16,10 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from aiflow_notebook import graph as _graph
-from aiflow_notebook.control import MODEL_EVENT_TYPES
+import aiflow_notebook.graph as _graph
 from aiflow_notebook.graph import Channel, DatasetSpec, Node
 from aiflow_notebook.graph_errors import InvalidArgumentError
+from aiflow_notebook.vocabulary import Stage
 
 Inputs = Channel | Sequence[Channel] | None
 Outputs = Channel | tuple[Channel, ...]
@@ -196,7 +196,7 @@ def _model_stage(stage: Any, model: str) -> str | None:
     """The stage name, upper-cased and checked here, so a typo fails in the cell and not in the job."""
     if stage is None:
         return None
-    stages = [event_type.removeprefix("MODEL_") for event_type in MODEL_EVENT_TYPES]  # one per stage
+    stages = [member.value for member in Stage]
     name = str(getattr(stage, "value", stage)).upper()
     if name not in stages:
         raise InvalidArgumentError(f"predict of model {model!r}: stage {stage!r} is not one of {', '.join(stages)}")

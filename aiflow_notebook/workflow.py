@@ -237,6 +237,6 @@ class WorkflowView:
         self.workflow, self.highlight, self.status = workflow, highlight, status
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        from aiflow_notebook import rendering
+        import aiflow_notebook.rendering as rendering
 
         return rendering.mimebundle(self.workflow.to_graphviz(self.highlight, self.status))

@@ -26,8 +26,9 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 
 import aiflow_notebook as af
-from aiflow_notebook import graph as _graph
+import aiflow_notebook.graph as _graph
 from aiflow_notebook.engine_names import is_known_engine, known_engines
+from aiflow_notebook.vocabulary import FINAL_STATES
 
 LATER = {
     "server": ("starts and stops a local aiflow server (until then: `aiflow server start` in a terminal)",
@@ -253,7 +254,7 @@ class AIFlowMagics(Magics):
 
         deadline = None if args.timeout is None else time.monotonic() + args.timeout
         shown = None
-        while (status := run.status()) not in ("FINISHED", "FAILED", "KILLED"):
+        while (status := run.status()) not in FINAL_STATES:
             jobs = run.jobs()
             if jobs != shown:
                 handle.update(run.workflow.view(status=jobs))

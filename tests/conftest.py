@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated AIFLOW_HOME per test, and a real PostgreSQL server per session."""
+"""Shared fixtures: an isolated AIFLOW_HOME and a clean SDK per test, a real PostgreSQL server per session,
+and "no process of ours left behind" checks scoped to this session's processes."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import pytest
 
 from aiflow_notebook.meta import set_default_store
 from aiflow_notebook.testing.postgres import PostgresServer, postgres_bin_dir
+from aiflow_notebook.testing.processes import mark_session, wait_no_process_left
+from aiflow_notebook.testing.sdk import reset_sdk
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
+mark_session()  # before any fixture starts a process: every process this session starts carries the mark
 
 
 @pytest.fixture(autouse=True)
@@ -27,6 +31,15 @@ def aiflow_home(tmp_path, monkeypatch) -> Path:
     set_default_store(None)
     yield home
     set_default_store(None)
+
+
+@pytest.fixture(autouse=True)
+def fresh_sdk():
+    """Every test starts with an empty SDK session (no workflows, no embedded scheduler, not connected)
+    and leaves none behind."""
+    reset_sdk()
+    yield
+    reset_sdk()
 
 
 @pytest.fixture(scope="session")
@@ -55,8 +68,8 @@ def meta_url(request, tmp_path) -> str:
 
 @pytest.fixture
 def no_dl_child_left_behind():
-    """After a dl_on_flink test: no node child process outlived its job."""
+    """After a dl_on_flink test: no node child process (of this session) outlived its job."""
     yield
-    from dl_on_flink.testing import wait_no_children
+    from dl_on_flink.testing import CHILD_MODULE
 
-    assert wait_no_children() == [], "a node child process outlived its job"
+    assert wait_no_process_left(cmdline=CHILD_MODULE) == [], "a node child process outlived its job"

@@ -1,12 +1,11 @@
-"""Helpers for the notebook SDK and magic tests: a clean SDK session, notebook-like code, a real shell."""
+"""Helpers for the notebook SDK and magic tests: notebook-like code, a real shell (the SDK is reset for
+every test by the ``fresh_sdk`` fixture of conftest.py)."""
 
 from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass, field
 from typing import Any
-
-from aiflow_notebook import graph as _graph
 
 
 def notebook_namespace(source: str) -> dict[str, Any]:
@@ -15,10 +14,6 @@ def notebook_namespace(source: str) -> dict[str, Any]:
     namespace: dict[str, Any] = {"__name__": "__main__"}
     exec(compile(textwrap.dedent(source), "<cell>", "exec"), namespace)
     return namespace
-
-
-def fresh_sdk_session() -> None:
-    _graph.clear_session()
 
 
 @dataclass

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dl_on_flink.testing import wait_no_children
+from aiflow_notebook.testing.processes import wait_no_process_left
+from dl_on_flink.testing import CHILD_MODULE
 
 REPO = Path(__file__).resolve().parents[1]
 GUIDE = REPO / "docs" / "dl_on_flink.md"
@@ -31,7 +32,7 @@ def run_example(name: str, tmp_path: Path) -> str:
         [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400
     )
     assert done.returncode == 0, f"{name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
-    assert wait_no_children() == []
+    assert wait_no_process_left(cmdline=CHILD_MODULE) == []
     return done.stdout.strip().splitlines()[-1]
 
 

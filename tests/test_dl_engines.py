@@ -7,12 +7,14 @@ import sys
 from pathlib import Path
 
 import cloudpickle
-import psutil
 import pytest
 
 import aiflow_notebook as af
 from aiflow_notebook.engines.model_io import TorchModel, load_model
 from aiflow_notebook.scheduler import EmbeddedScheduler
+from aiflow_notebook.testing.flink_output import read_part_files
+from aiflow_notebook.testing.processes import wait_no_process_left
+from dl_on_flink.testing import CHILD_MODULE
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # trainers defined here run in the node processes
 
@@ -33,28 +35,9 @@ def points(tmp_path) -> Path:
 def scheduler(aiflow_home):
     with EmbeddedScheduler() as embedded:
         yield embedded
-    assert _leftovers(aiflow_home) == [], "a job process or a node child outlived its run"
-
-
-def _leftovers(home: Path, timeout: float = 20.0) -> list[int]:
-    """Job processes and dl_on_flink node children started for this AIFLOW_HOME that are still alive."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        found = []
-        for proc in psutil.process_iter(["pid", "cmdline", "status"]):
-            try:
-                cmdline = " ".join(proc.info["cmdline"] or [])
-                ours = str(home / "runs") in cmdline or (
-                    "dl_on_flink.framework.child" in cmdline and proc.environ().get("AIFLOW_HOME") == str(home))
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-            if ours and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                found.append(proc.info["pid"])
-        if not found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.2)
+    leftovers = (wait_no_process_left(cmdline=str(aiflow_home / "runs"))
+                 + wait_no_process_left(cmdline=CHILD_MODULE, home=aiflow_home))
+    assert leftovers == [], "a job process or a node child outlived its run"
 
 
 def torch_linear_regression(ctx):
@@ -100,8 +83,7 @@ def test_pytorch_job_trains_registers_a_version_with_lineage_and_serves_predicti
     assert isinstance(model, TorchModel)
     w, b = model.module.weight.item(), model.module.bias.item()
     assert abs(w - 2) < 0.05 and abs(b - 1) < 0.05, (w, b)
-    lines = [line for part in (tmp_path / "scores").iterdir() if not part.name.startswith(".")
-             for line in part.read_text().splitlines()]
+    lines = read_part_files(tmp_path / "scores")
     scores = dict(tuple(float(v) for v in line.split(",")) for line in lines)  # x -> prediction by version 1
     assert sorted(scores) == [-1.0, 0.5] and abs(scores[0.5] - 2.0) < 0.1 and abs(scores[-1.0] + 1.0) < 0.1, lines
 

@@ -9,6 +9,7 @@ import time
 import cloudpickle
 import pytest
 
+from aiflow_notebook.testing.processes import wait_no_process_left
 from dl_on_flink.errors import ClusterFailedError, RendezvousError
 from dl_on_flink.framework.address_book import FileAddressBook
 from dl_on_flink.framework.am import ApplicationMaster
@@ -30,7 +31,7 @@ from dl_on_flink.framework.state_machine import (
     NodeInfo,
     WorkerZeroStateMachine,
 )
-from dl_on_flink.testing import wait_no_children
+from dl_on_flink.testing import CHILD_MODULE
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -164,7 +165,7 @@ def test_failover_restarts_every_node_with_the_attempt_index(tmp_path):
     run_cluster(config, tmp_path, 2)
     lines = sorted(log.read_text().split("\n")[:-1])
     assert lines == [f"worker {i} {a}" for i in (0, 1) for a in (0, 1, 2)]
-    assert wait_no_children() == []
+    assert wait_no_process_left(cmdline=CHILD_MODULE) == []
 
 
 @pytest.mark.slow
@@ -176,7 +177,7 @@ def test_always_failing_node_fails_the_cluster_with_its_error(tmp_path):
     message = str(err.value)
     assert "worker 0 (attempt 1) exited with code 1" in message
     assert "ValueError: this node always fails" in message
-    assert wait_no_children() == []
+    assert wait_no_process_left(cmdline=CHILD_MODULE) == []
 
 
 def sleeps(ctx):
@@ -212,7 +213,7 @@ def test_lost_heartbeat_fails_the_node_and_status_is_published(tmp_path):
     cluster_states = [e.value for e in events if e.key == "job"]
     assert cluster_states == ["INIT", "RUNNING", "FAILED"]
     assert {e.key for e in events if e.event_type == "DL_NODE_STATUS"} == {"job.worker.0", "job.worker.1"}
-    assert wait_no_children() == []
+    assert wait_no_process_left(cmdline=CHILD_MODULE) == []
 
 
 def epoch_recorder(ctx):
@@ -269,4 +270,4 @@ def test_a_restarted_attempt_sees_every_epoch_of_the_spilled_input(tmp_path):
         epochs = json.loads((tmp_path / f"worker-{i}-1").read_text())
         assert epochs == [list(range(1000 * i, 1000 * i + 500))] * 3
     assert not (tmp_path / "worker-1-0").exists()
-    assert wait_no_children() == []
+    assert wait_no_process_left(cmdline=CHILD_MODULE) == []

@@ -15,6 +15,7 @@ import pytest
 
 from aiflow_notebook.events import Event, EventClient
 from aiflow_notebook.testing.event_server import EventServerProcess
+from aiflow_notebook.testing.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -75,11 +76,11 @@ def test_kill_9_during_a_send_storm_loses_and_duplicates_nothing(meta_url):
         assert all(by_version[e.version] == e.value for events in acked.values() for e in events)
         assert killed_at < len(stored), "the kill must happen during the storm"
 
-        end = time.monotonic() + 60
-        while len(heard) < len(stored) and time.monotonic() < end:
-            time.sleep(0.05)
-        time.sleep(0.5)
-        assert [e.version for e in heard] == versions, "the listener must see every event once, in order"
+        # A barrier after everything: delivery is in order, so once it is heard, any duplicate would be too.
+        barrier = watcher.send_event(Event("barrier", "after the storm"))
+        wait_for(lambda: any(e.version == barrier.version for e in heard), 60, "the listener to hear the barrier")
+        assert [e.version for e in heard] == [*versions, barrier.version], \
+            "the listener must see every event once, in order"
         assert listener.replays >= 1  # it noticed the restart and filled the gap from the log
     finally:
         listener.stop()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 
 from aiflow_notebook.engines.flink_program import FlinkProgramError, build_program, format_row, parse_line
+from aiflow_notebook.testing.flink_output import read_part_files
 
 
 def test_rows_round_trip_through_csv_lines_with_commas_and_quotes():
@@ -28,11 +28,6 @@ def _env():
     return env
 
 
-def read_parts(directory: Path) -> list[str]:
-    return sorted(line for part in directory.iterdir() if not part.name.startswith(".")
-                  for line in part.read_text().splitlines())
-
-
 @pytest.mark.slow
 def test_a_bounded_job_reads_transforms_and_writes_a_dataset(tmp_path):
     (tmp_path / "data").mkdir()
@@ -49,7 +44,7 @@ def test_a_bounded_job_reads_transforms_and_writes_a_dataset(tmp_path):
                             streaming=False, base_dir=tmp_path)
     env.execute("prep")
     assert written == [str(tmp_path / "data" / "features.csv")]
-    assert read_parts(tmp_path / "data" / "features.csv") == ['"u,3",70', "u1,30"]
+    assert read_part_files(tmp_path / "data" / "features.csv") == ['"u,3",70', "u1,30"]
 
 
 def test_programs_that_cannot_run_on_flink_name_the_node(tmp_path):

@@ -6,20 +6,12 @@ import os
 import signal
 import time
 
-import psutil
-
 from aiflow_notebook.engines.process import JobProcess, ProcessRecord
+from aiflow_notebook.testing.processes import our_processes
 
 
-def _group_members(pgid: int) -> list[int]:
-    members = []
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
-                members.append(proc.pid)
-        except (ProcessLookupError, psutil.NoSuchProcess):
-            continue
-    return members
+def _group_members(pgid: int) -> list[str]:
+    return our_processes(pgids=[pgid])
 
 
 def test_exit_status_and_log(tmp_path):

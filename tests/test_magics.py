@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sdk_support import close_shell, fresh_sdk_session, new_shell, run
+from sdk_support import close_shell, new_shell, run
 
 import aiflow_notebook as af
 from aiflow_notebook import graph as _graph
@@ -45,11 +45,9 @@ NODES = ["read_clicks", "featurize", "write_features", "read_features", "train",
 
 @pytest.fixture
 def shell(tmp_path):
-    fresh_sdk_session()
     shell = new_shell(str(tmp_path / "ipython"))
     yield shell
     close_shell()
-    fresh_sdk_session()
 
 
 @pytest.fixture
@@ -183,16 +181,6 @@ def test_a_failing_body_shows_its_traceback_and_changes_nothing(ctr):
     result = run(ctr, "%%aiflow job prep\nraw = af.read_dataset('x')\nraise RuntimeError('boom in the cell')")
     assert not result.success and isinstance(result.error, RuntimeError)
     assert state() == before
-
-
-@pytest.mark.parametrize("command, issue", [("server start", "panel"), ("events", "panel"), ("models", "panel")])
-def test_later_commands_say_when_they_arrive(ctr, command, issue):
-    before = state()
-    result = run(ctr, f"%aiflow {command}")
-    assert result.success and "Traceback" not in result.stderr
-    paragraph = result.stderr.strip()
-    assert f"%aiflow {command.split()[0]} " in paragraph and f"arrives with the {issue} issue" in paragraph
-    assert "\n" not in paragraph and state() == before
 
 
 def test_generated_help(ctr):

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from sdk_support import close_shell, fresh_sdk_session, new_shell, run
+from sdk_support import close_shell, new_shell, run
 
 import aiflow_notebook.submission as submit_module
 
 
 @pytest.fixture
 def shell(tmp_path, aiflow_home):
-    fresh_sdk_session()
     shell = new_shell(str(tmp_path / "ipython"))
     yield shell
-    submit_module._shutdown()  # what the kernel's exit does: stop the embedded scheduler and its jobs
-    close_shell()
-    fresh_sdk_session()
+    close_shell()  # the fresh_sdk fixture then stops the embedded scheduler, as the kernel's exit does
 
 
 def test_submit_wait_status_and_lineage(shell, tmp_path):

@@ -12,9 +12,7 @@ import time
 from pathlib import Path
 
 import cloudpickle
-import psutil
 import pytest
-from sdk_support import fresh_sdk_session
 
 import aiflow_notebook as af
 from aiflow_notebook.engines.model_io import ModelSelectionError, choose_model_version, save_model
@@ -22,6 +20,7 @@ from aiflow_notebook.events import Event
 from aiflow_notebook.graph_errors import InvalidArgumentError
 from aiflow_notebook.meta import MetadataStore
 from aiflow_notebook.scheduler import EmbeddedScheduler
+from aiflow_notebook.testing.processes import wait_no_process_left
 from aiflow_notebook.testing.waiting import wait_for
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # models made here load in job processes
@@ -35,13 +34,6 @@ class TaggedModel:
 
     def predict(self, row):
         return [*row, self.tag]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_sdk():
-    fresh_sdk_session()
-    yield
-    fresh_sdk_session()
 
 
 # --- the choice, on a real store ------------------------------------------------------------------------
@@ -137,15 +129,7 @@ def test_predict_checks_version_and_stage_where_it_is_defined():
 def scheduler(aiflow_home):
     with EmbeddedScheduler() as embedded:
         yield embedded
-    assert _job_processes(aiflow_home) == [], "the scheduler left job processes behind"
-
-
-def _job_processes(home: Path) -> list[int]:
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
-        if str(home / "runs") in " ".join(proc.info["cmdline"] or []) and proc.info["status"] != psutil.STATUS_ZOMBIE:
-            found.append(proc.info["pid"])
-    return found
+    assert wait_no_process_left(cmdline=str(aiflow_home / "runs")) == [], "the scheduler left job processes behind"
 
 
 def _register(store, model: str, tag: str, stage: str | None = None) -> int:

@@ -6,11 +6,11 @@ import json
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 import aiflow_notebook as af
 from aiflow_notebook.scheduler import EmbeddedScheduler
+from aiflow_notebook.testing.processes import our_processes, wait_no_process_left
 from aiflow_notebook.testing.waiting import wait_for
 
 
@@ -18,17 +18,12 @@ from aiflow_notebook.testing.waiting import wait_for
 def scheduler(aiflow_home):
     with EmbeddedScheduler() as embedded:
         yield embedded
-    assert _job_processes(aiflow_home) == [], "the scheduler left job processes behind"
+    assert wait_no_process_left(cmdline=str(aiflow_home / "runs")) == [], "the scheduler left job processes behind"
 
 
-def _job_processes(home: Path) -> list[int]:
+def _job_processes(home: Path) -> list[str]:
     """Live processes started for jobs under this AIFLOW_HOME (by their spec path on the command line)."""
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
-        cmdline = " ".join(proc.info["cmdline"] or [])
-        if str(home / "runs") in cmdline and proc.info["status"] != psutil.STATUS_ZOMBIE:
-            found.append(proc.info["pid"])
-    return found
+    return our_processes(cmdline=str(home / "runs"))
 
 
 

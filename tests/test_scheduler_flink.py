@@ -4,13 +4,11 @@ validated model version; and the same prep job on a standalone Flink cluster."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import cloudpickle
-import psutil
 import pytest
 
 import aiflow_notebook as af
@@ -18,6 +16,8 @@ from aiflow_notebook.engines.model_io import save_model
 from aiflow_notebook.meta import orm
 from aiflow_notebook.scheduler import EmbeddedScheduler
 from aiflow_notebook.testing.flink_cluster import StandaloneFlinkCluster
+from aiflow_notebook.testing.flink_output import read_part_files
+from aiflow_notebook.testing.processes import our_processes
 from aiflow_notebook.testing.waiting import wait_for
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # models made here load in Flink's workers
@@ -43,11 +43,7 @@ def fit(rows):
     return ThresholdModel(values[len(values) // 2], "v1")
 
 
-def _lines(directory: Path) -> list[str]:
-    if not directory.exists():
-        return []
-    return sorted(line for part in directory.iterdir() if part.is_file() and not part.name.startswith(".")
-                  for line in part.read_text().splitlines())
+_lines = read_part_files
 
 
 
@@ -58,18 +54,11 @@ def _served_by(model: str, version: int) -> list[int]:
     return [graph.nodes[dst].id for _, dst, relation in graph.edges if relation == "served_by"]
 
 
-def _groups_alive(store) -> list[int]:
+def _groups_alive(store) -> list[str]:
     """Processes still in the process group of any job run (the JVMs PyFlink starts included)."""
     with store._db.reading() as session:
         leaders = [row.record["pid"] for row in session.query(orm.JobProcessRecord) if row.record]
-    alive = []
-    for proc in psutil.process_iter(["pid", "status"]):
-        try:
-            if os.getpgid(proc.pid) in leaders and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                alive.append(proc.pid)
-        except (ProcessLookupError, psutil.NoSuchProcess):
-            continue
-    return alive
+    return our_processes(pgids=leaders) if leaders else []
 
 
 def _define_prep(data: Path, platform: str = "local") -> None:

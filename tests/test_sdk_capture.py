@@ -11,19 +11,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from sdk_support import close_shell, fresh_sdk_session, new_shell, notebook_namespace, run
+from sdk_support import close_shell, new_shell, notebook_namespace, run
 
 import aiflow_notebook as af
 from aiflow_notebook import capture
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def clean_sdk():
-    fresh_sdk_session()
-    yield
-    fresh_sdk_session()
 
 
 @pytest.fixture

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import graphviz
 import pytest
-from sdk_support import fresh_sdk_session, notebook_namespace
+from sdk_support import notebook_namespace
 
 import aiflow_notebook as af
 from aiflow_notebook import rendering
+from aiflow_notebook.testing.sdk import reset_sdk
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,13 +49,6 @@ CTR = """
 """
 NAMES = ["prep", "train", "serve", "read_clicks", "featurize", "write_features", "read_features",
          "read_click_stream", "predict_ctr", "write_scores"]
-
-
-@pytest.fixture(autouse=True)
-def clean_sdk():
-    fresh_sdk_session()
-    yield
-    fresh_sdk_session()
 
 
 @pytest.fixture
@@ -137,7 +131,7 @@ def test_content_hash_is_stable_on_recompile_and_changes_with_the_definition(ctr
 def test_content_hash_follows_the_code_of_helpers_in_other_cells():
     hashes = []
     for body in ("float(value) * 2", "float(value) * 3"):
-        fresh_sdk_session()
+        reset_sdk()
         notebook_namespace(CTR.replace("float(value) * 2", body))
         hashes.append(af.compile().content_hash)
     assert hashes[0] != hashes[1]

@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from sdk_support import fresh_sdk_session, notebook_namespace
+from sdk_support import notebook_namespace
 
 import aiflow_notebook as af
-
-
-@pytest.fixture(autouse=True)
-def clean_sdk():
-    fresh_sdk_session()
-    yield
-    fresh_sdk_session()
 
 
 def ident(x):

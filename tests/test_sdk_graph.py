@@ -3,17 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from sdk_support import fresh_sdk_session
 
 import aiflow_notebook as af
 from aiflow_notebook import graph as _graph
-
-
-@pytest.fixture(autouse=True)
-def clean_sdk():
-    fresh_sdk_session()
-    yield
-    fresh_sdk_session()
 
 
 def ident(x):

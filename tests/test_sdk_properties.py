@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sdk_support import fresh_sdk_session
 
 import aiflow_notebook as af
+from aiflow_notebook.testing.sdk import reset_sdk
 
 
 def step(*values):
@@ -37,7 +37,7 @@ def define(shape: list[list[list[int]]], rule_pairs: list[tuple[int, int]]) -> N
 @settings(max_examples=40, deadline=None)
 @given(graphs, rules)
 def test_compile_orders_nodes_and_round_trips(shape, rule_pairs):
-    fresh_sdk_session()
+    reset_sdk()
     define(shape, rule_pairs)
     workflow = af.compile("prop")
     assert sorted(workflow.jobs) == sorted(f"job{j}" for j in range(len(shape)))
@@ -53,7 +53,7 @@ def test_compile_orders_nodes_and_round_trips(shape, rule_pairs):
     again = af.Workflow.from_bytes(workflow.to_bytes())
     assert again == workflow and again.control_edges == workflow.control_edges
     assert af.compile("prop").content_hash == workflow.content_hash
-    fresh_sdk_session()
+    reset_sdk()
     define(shape, rule_pairs)
     assert af.compile("prop").content_hash == workflow.content_hash
-    fresh_sdk_session()
+    reset_sdk()

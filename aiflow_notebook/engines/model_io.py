@@ -22,6 +22,7 @@ import cloudpickle
 
 from aiflow_notebook.config import aiflow_home
 from aiflow_notebook.errors import AIFlowError
+from aiflow_notebook.vocabulary import Stage, model_event_type
 
 
 def save_model(obj: Any, model: str) -> str:
@@ -42,7 +43,7 @@ def load_model(uri: str) -> Any:
 
 
 SERVABLE_STAGES = ("VALIDATED", "DEPLOYED")  # what a predict without version=/stage= prefers
-_NOT_SERVED_ON = ("MODEL_DEPRECATED", "MODEL_DELETED")  # such an event names a version to stop serving
+_NOT_SERVED_ON = (model_event_type(Stage.DEPRECATED), model_event_type(Stage.DELETED))  # a version to stop serving
 
 
 class ModelSelectionError(AIFlowError):

@@ -159,8 +159,9 @@ class EventClient:
         """Deliver every matching event with ``version > since_version``, in order, once, then follow live.
 
         Returns a :class:`~aiflow_notebook.events.listener.Listener` (``.stop()``, ``.wait_ready()``,
-        ``.last_version``). ``callback(event)`` runs on the listener's thread; without a callback, take
-        events with ``listener.get(timeout)`` or by iterating over the listener.
+        ``.last_version``). ``callback(event)`` runs on the listener's thread; if it raises, the listener
+        stops at that event (``.error``, ``.failed_event``; the event is not counted as delivered). Without
+        a callback, take events with ``listener.get(timeout)`` or by iterating over the listener.
         """
         from aiflow_notebook.events.listener import Listener
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiflow_notebook.events.errors import InvalidEventError
+from aiflow_notebook.vocabulary import WILDCARD
 
-WILDCARD = "*"
 MAX_KEY_CHARS = 1024
 MAX_NAME_CHARS = 255  # event_type, namespace, sender
 

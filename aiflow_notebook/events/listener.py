@@ -15,8 +15,12 @@ keeps one number, ``last_version``: every matching event up to it has been deliv
    publish address (it may have changed), re-subscribe, and go to 1. Requests retry until stopped.
 
 Every event is delivered in version order, exactly once per listener, across slow joins, dropped updates
-and server restarts. ``callback(event)`` runs on the listener's thread; an exception in it is logged and
-the event counts as delivered.
+and server restarts. ``callback(event)`` runs on the listener's thread. If it raises, the listener logs
+the exception with the event's key and version and **stops**: ``error`` holds the exception,
+``failed_event`` the event, and ``last_version`` stays below it, so the event is not counted as delivered
+and nothing after it is delivered either. Skipping the event would break "in order, no gaps"; retrying it
+in a loop would spin on a bug. To carry on once the cause is fixed, listen again with
+``since_version=listener.last_version``: the failed event is delivered first.
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ from aiflow_notebook.events.protocol import Kind
 
 log = logging.getLogger(__name__)
 
+
+class _CallbackFailed(Exception):
+    """Unwinds the listener thread after the user's callback raised (the error is kept on the listener)."""
+
 SYNC_WAITS = (0.01, 0.02, 0.05, 0.1, 0.2)  # seconds to wait for a publication after each SYNC
 SILENT_HEARTBEATS = 3  # missed heartbeats before the listener reconnects
 
@@ -53,6 +61,8 @@ class Listener:
         self.callback = callback
         self.delivered = 0
         self.replays = 0  # how often the log was read to fill a gap (for tests and curiosity)
+        self.error: BaseException | None = None  # what the callback raised; the listener stopped on it
+        self.failed_event: Event | None = None  # the event it raised on (not counted as delivered)
         self._queue: queue.SimpleQueue[Event] | None = queue.SimpleQueue() if callback is None else None
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -73,8 +83,15 @@ class Listener:
         return self._thread.is_alive()
 
     def wait_ready(self, timeout: float | None = None) -> bool:
-        """Wait until the listener has caught up with the log and follows live updates."""
-        return self._ready.wait(timeout)
+        """Wait until the listener has caught up with the log and follows live updates.
+
+        False after ``timeout``, or at once if the callback failed (see ``error``)."""
+        return self._ready.wait(timeout) and self.error is None
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the listener thread to end (after :meth:`stop`, or a failed callback); True if it has."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def get(self, timeout: float | None = None) -> Event:
         """The next event (only without a callback); raises ``TimeoutError`` after ``timeout`` seconds."""
@@ -107,7 +124,7 @@ class Listener:
             while not self._stop.is_set():
                 try:
                     self._follow()
-                except Stopped:
+                except (Stopped, _CallbackFailed):
                     break
                 except (EventError, zmq.ZMQError) as exc:
                     log.warning("event listener on %s: %s; reconnecting", self.client.url, exc)
@@ -119,6 +136,8 @@ class Listener:
             if self._sub is not None:
                 self._sub.close(linger=0)
             self.client._drop_channel()
+            if self.error is not None:
+                self._ready.set()  # wake wait_ready(), which then answers False
 
     def _follow(self) -> None:
         welcome = self.client._ask_welcome(deadline=None, stop=self._stop)
@@ -201,12 +220,17 @@ class Listener:
     def _deliver(self, row: list) -> None:
         version, created, key, value, event_type, namespace, sender, context = row
         event = Event(key, value, event_type, namespace, sender, context, version, created)
-        self.last_version = version
-        self.delivered += 1
         if self._queue is not None:
             self._queue.put(event)
-            return
-        try:
-            self.callback(event)
-        except Exception:  # noqa: BLE001 - the user's code; the event counts as delivered
-            log.exception("event listener callback failed on event %d (key %r)", version, key)
+        else:
+            try:
+                self.callback(event)
+            except Exception as exc:  # noqa: BLE001 - the user's code: report it, do not count the event
+                log.exception("event listener callback failed on event version %d (key %r, type %r); the "
+                              "listener stops at version %d: listen again with since_version=%d to have it "
+                              "delivered again", version, key, event_type, self.last_version, self.last_version)
+                self.error, self.failed_event = exc, event
+                self._stop.set()
+                raise _CallbackFailed() from exc
+        self.last_version = version
+        self.delivered += 1

@@ -6,7 +6,7 @@ import argparse
 
 from aiflow_notebook.config import default_meta_url
 from aiflow_notebook.console import print_json, print_table
-from aiflow_notebook.meta.db import Database, head_revision, safe_url
+from aiflow_notebook.database import Database, head_revision, safe_url
 from aiflow_notebook.meta.store import MetadataStore
 
 VERSION_COLUMNS = ["version", "stage", "uri", "metrics", "job_run_id", "created_at"]

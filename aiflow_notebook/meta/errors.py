@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
+from aiflow_notebook.database import DatabaseError, DatabaseUnavailableError, DatabaseURLError
 from aiflow_notebook.errors import AIFlowError
+
+__all__ = ["DatabaseError", "DatabaseURLError", "DatabaseUnavailableError", "InvalidStageError", "MetadataError",
+           "NotFoundError", "StageTransitionError", "UnknownModelError", "UnknownModelVersionError"]
 
 
 class MetadataError(AIFlowError):
     """Something about the metadata store or the model center went wrong."""
-
-
-class DatabaseURLError(MetadataError, ValueError):
-    """The database URL is malformed, names an unknown database kind, or its driver is missing."""
-
-
-class DatabaseUnavailableError(MetadataError):
-    """The database could not be reached or opened."""
 
 
 class NotFoundError(MetadataError, LookupError):

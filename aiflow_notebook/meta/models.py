@@ -5,18 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
+from aiflow_notebook.vocabulary import Stage, model_event_type
 
-class Stage(StrEnum):
-    """Lifecycle stages of a model version."""
-
-    GENERATED = "GENERATED"
-    VALIDATED = "VALIDATED"
-    DEPLOYED = "DEPLOYED"
-    DEPRECATED = "DEPRECATED"
-    DELETED = "DELETED"
+__all__ = ["ALLOWED_TRANSITIONS", "Dataset", "JobRun", "Model", "ModelVersion", "Stage", "model_event_type"]
 
 
 # Which stage may follow which. Anything not listed is refused with StageTransitionError;
@@ -28,11 +21,6 @@ ALLOWED_TRANSITIONS: dict[Stage, frozenset[Stage]] = {
     Stage.DEPRECATED: frozenset({Stage.DEPLOYED, Stage.DELETED}),
     Stage.DELETED: frozenset(),
 }
-
-
-def model_event_type(stage: Stage | str) -> str:
-    """The event type published when a version enters ``stage``: ``MODEL_<STAGE>``."""
-    return f"MODEL_{Stage(stage).value}"
 
 
 @dataclass(frozen=True)

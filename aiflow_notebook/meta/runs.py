@@ -15,8 +15,7 @@ from aiflow_notebook.meta import orm
 from aiflow_notebook.meta.errors import NotFoundError
 from aiflow_notebook.meta.models import JobRun
 from aiflow_notebook.meta.orm import utcnow
-
-FINAL_STATES = frozenset({"FINISHED", "FAILED", "KILLED"})
+from aiflow_notebook.vocabulary import FINAL_STATES
 
 
 class RunRegistry:

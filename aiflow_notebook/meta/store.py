@@ -1,7 +1,7 @@
 """``MetadataStore``: the one object through which everything is recorded and looked up.
 
 It combines the model center, the run registry and lineage (each in its own module) over one
-:class:`~aiflow_notebook.meta.db.Database`. Opening a store upgrades the schema when needed, so a new
+:class:`~aiflow_notebook.database.Database`. Opening a store upgrades the schema when needed, so a new
 SQLite file or an older database just works.
 """
 
@@ -11,7 +11,7 @@ import os
 import threading
 
 from aiflow_notebook.config import default_meta_url
-from aiflow_notebook.meta.db import Database, safe_url
+from aiflow_notebook.database import Database, safe_url
 from aiflow_notebook.meta.lineage import Lineage
 from aiflow_notebook.meta.model_center import ModelCenter
 from aiflow_notebook.meta.publisher import EventPublisher, RecordingPublisher

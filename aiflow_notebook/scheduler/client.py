@@ -18,16 +18,14 @@ from aiflow_notebook.errors import AIFlowError
 from aiflow_notebook.events import Event, EventClient
 from aiflow_notebook.scheduler.scheduler import (
     CONTROL_NAMESPACE,
-    JOB_STATUS_CHANGED,
     RUN_CREATED,
-    RUN_STATUS_CHANGED,
     STOP_WORKFLOW_RUN,
     SUBMIT_REJECTED,
     SUBMIT_WORKFLOW,
     command_key,
 )
-
-FINAL_RUN_STATES = ("FINISHED", "FAILED", "KILLED")
+from aiflow_notebook.vocabulary import FINAL_STATES as FINAL_RUN_STATES
+from aiflow_notebook.vocabulary import JOB_STATUS_CHANGED, RUN_STATUS_CHANGED
 
 
 class SchedulerError(AIFlowError):

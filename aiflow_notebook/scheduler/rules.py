@@ -20,7 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-ANY = "*"
+from aiflow_notebook.vocabulary import WILDCARD as ANY
+from aiflow_notebook.vocabulary import matches as _same
 
 
 class EventLike(Protocol):
@@ -84,6 +85,3 @@ def matches(condition: dict[str, str], event: EventLike) -> bool:
         return True
     return _same(condition.get("value", ANY), event.value)
 
-
-def _same(pattern: str, actual: str) -> bool:
-    return pattern == ANY or pattern == actual

@@ -32,18 +32,16 @@ from aiflow_notebook.errors import AIFlowError
 from aiflow_notebook.events import Event, EventClient
 from aiflow_notebook.meta.store import MetadataStore
 from aiflow_notebook.scheduler.state import PendingAction, RunState, SchedulerState
+from aiflow_notebook.vocabulary import DATASET_UPDATED, JOB_STATUS_CHANGED, RUN_STATUS_CHANGED
+from aiflow_notebook.vocabulary import FINAL_STATES as FINAL_JOB_STATES
 
 log = logging.getLogger(__name__)
 
 CONTROL_NAMESPACE = "aiflow"
-JOB_STATUS_CHANGED = "JOB_STATUS_CHANGED"
-RUN_STATUS_CHANGED = "WORKFLOW_RUN_STATUS_CHANGED"
-DATASET_UPDATED = "DATASET_UPDATED"
 SUBMIT_WORKFLOW = "SUBMIT_WORKFLOW"
 STOP_WORKFLOW_RUN = "STOP_WORKFLOW_RUN"
 RUN_CREATED = "WORKFLOW_RUN_CREATED"
 SUBMIT_REJECTED = "WORKFLOW_SUBMIT_REJECTED"
-FINAL_JOB_STATES = ("FINISHED", "FAILED", "KILLED")
 SENDER = "scheduler"
 MAX_BATCH = 512  # events decided in one transaction at most
 # Set by PyFlink's Python worker in the process that ran a local job (loopback mode) and inherited by

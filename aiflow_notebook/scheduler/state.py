@@ -20,8 +20,7 @@ from aiflow_notebook.meta import orm
 from aiflow_notebook.meta.orm import utcnow
 from aiflow_notebook.meta.store import MetadataStore
 from aiflow_notebook.scheduler.rules import Rule
-
-ACTIVE_JOB_STATES = ("STARTING", "RUNNING")
+from aiflow_notebook.vocabulary import ACTIVE_STATES as ACTIVE_JOB_STATES
 
 
 @dataclass
