@@ -506,7 +506,7 @@ def _meta_urls(url) -> tuple[str, str]:
     full = url.render_as_string(hide_password=False)
     if url.password is None:
         return full, full
-    return url.set(password=None).render_as_string(hide_password=False), full
+    return url._replace(password=None).render_as_string(hide_password=False), full  # set() ignores None
 
 
 def _secrets_pipe(secrets: dict[str, str]) -> int:
