@@ -36,8 +36,12 @@ def keys(tmp_path_factory):
     return directory
 
 
-def alice(keys) -> tuple:
-    return (keys / "server.key", keys / "alice.key_secret")
+def listed(keys, name: str) -> CurveAuth:
+    return CurveAuth(CurveAuth.coerce(keys / "server.key").server_public_key, keys / f"{name}.key_secret")
+
+
+def alice(keys) -> CurveAuth:
+    return listed(keys, "alice")
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +86,7 @@ def test_without_a_listed_key_a_client_can_neither_send_nor_read(secure_server, 
         from aiflow_notebook.events import create_client_keys
 
         _, secret = create_client_keys(tmp_path / "mallory", "mallory")
-        credentials = CurveAuth.coerce((keys / "server.key", secret))
+        credentials = CurveAuth(CurveAuth.coerce(keys / "server.key").server_public_key, secret)
     else:
         credentials = None
     with EventClient(secure_server.url, auth=alice(keys), deadline=20) as good:
@@ -127,7 +131,7 @@ def test_one_client_cannot_pre_empt_anothers_idempotent_sends(tmp_path):
     for args in ([], ["--client", "alice"], ["--client", "bob"]):
         assert main(["server", "keys", str(keys), *args]) == 0
     with EventServer(f"sqlite:///{tmp_path / 'e.db'}", "tcp://127.0.0.1:0", curve_dir=str(keys)) as server:
-        with EventClient(server.url, auth=(keys / "server.key", keys / "bob.key_secret"), client_id="alice-laptop",
+        with EventClient(server.url, auth=listed(keys, "bob"), client_id="alice-laptop",
                          deadline=20) as bob:
             bob.send_events([Event("k", f"bob {i}") for i in range(3)])
         with EventClient(server.url, auth=alice(keys), client_id="alice-laptop", deadline=20) as client:
@@ -141,7 +145,7 @@ def test_clients_listed_or_removed_while_the_server_runs_count_from_their_next_c
     assert main(["server", "keys", str(keys)]) == 0
     assert main(["server", "keys", str(keys), "--client", "alice"]) == 0
     with EventServer(f"sqlite:///{tmp_path / 'e.db'}", "tcp://127.0.0.1:0", curve_dir=str(keys)) as server:
-        bob_auth = (keys / "server.key", keys / "bob.key_secret")
+        bob_auth = listed(keys, "bob")
         assert main(["server", "keys", str(keys), "--client", "bob"]) == 0  # no restart
         with EventClient(server.url, auth=bob_auth, deadline=20) as bob:
             assert bob.send_event(Event("k", "from bob")).version == 1

@@ -24,7 +24,7 @@ import pytest
 
 import aiflow_notebook as af
 from aiflow_notebook.cli import main
-from aiflow_notebook.events import Event, EventClient
+from aiflow_notebook.events import CurveAuth, Event, EventClient
 from aiflow_notebook.events.publisher import EventBusPublisher
 from aiflow_notebook.meta import MetadataStore
 from aiflow_notebook.scheduler import EmbeddedScheduler, SchedulerClient, SchedulerError
@@ -99,6 +99,10 @@ def _job_pids(home: Path) -> list[int]:
     return found
 
 
+def _listed(keys: Path, name: str) -> CurveAuth:
+    return CurveAuth(CurveAuth.coerce(keys / "server.key").server_public_key, keys / f"{name}.key_secret")
+
+
 def _send_submit(client: EventClient, uri: str, name: str = "default") -> Event:
     """Send a SUBMIT_WORKFLOW for ``uri`` as any client could, and wait for the scheduler's answer."""
     request_id = uuid.uuid4().hex
@@ -147,7 +151,7 @@ def test_prep_train_serve_on_a_curve_server_with_jobs_of_their_own_identity(curv
         af.action_on_job_status("train", upstream="prep")
         af.action_on_job_status("serve", upstream="train")
         af.action_on_model_version_event("serve", model="mean", event_type="MODEL_VALIDATED", action="RESTART")
-    notebook = EventClient(server.url, auth=(keys / "server.key", keys / "alice.key_secret"), deadline=60)
+    notebook = EventClient(server.url, auth=_listed(keys, "alice"), deadline=60)
     try:
         run = SchedulerClient(notebook).submit(af.compile("curvy"))
         generated = wait_for(lambda: notebook.list_events("mean", event_type="MODEL_GENERATED"), 120,
@@ -179,8 +183,8 @@ def test_only_admitted_clients_may_submit_or_stop_runs(curve_server, tmp_path):
     with af.workflow("held"):
         with af.job_config("hold"):
             af.user_define_operation(wait_for_go, name="hold", properties={"marker": str(marker), "go": str(go)})
-    alice = EventClient(server.url, auth=(keys / "server.key", keys / "alice.key_secret"), deadline=60)
-    bob = EventClient(server.url, auth=(keys / "server.key", keys / "bob.key_secret"), deadline=60)
+    alice = EventClient(server.url, auth=_listed(keys, "alice"), deadline=60)
+    bob = EventClient(server.url, auth=_listed(keys, "bob"), deadline=60)
     try:
         run = SchedulerClient(alice).submit(af.compile("held"))
         wait_for(lambda: marker.exists(), 120, "the held job to start")
@@ -209,6 +213,7 @@ def _probe(url: str, user: str | None = None) -> str:
     import pwd
     import socket
 
+    "localhost".encode("idna")  # load the codec a TCP connect needs now: the child may not read the stdlib
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: no Python-level locks touched, only syscalls, then _exit
@@ -227,6 +232,8 @@ def _probe(url: str, user: str | None = None) -> str:
             os.write(write, b"connected")
         except OSError as exc:
             os.write(write, f"refused {type(exc).__name__}".encode())
+        except BaseException as exc:  # noqa: BLE001 - say what went wrong instead of nothing
+            os.write(write, f"probe failed: {exc!r}".encode())
         finally:
             os._exit(0)
     os.close(write)

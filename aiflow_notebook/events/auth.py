@@ -154,18 +154,23 @@ class ServerCurve:
         if self.secret_key is None:
             raise CurveKeyError(f"{secret_file} holds no secret key")
         self.clients_dir = self.directory / CLIENTS_DIR
+        self._internal: dict[bytes, str] = {}
+        self._lock = threading.Lock()
+        self._authenticator: ThreadAuthenticator | None = None
         if not any(not name.startswith(RESERVED_PREFIX) for name in self.listed().values()):
             raise CurveKeyError(
                 f"no client is listed in {self.clients_dir}, so nobody could connect: a CURVE server admits only "
                 f"listed clients. Create one with: aiflow server keys {self.directory} --client NAME "
                 f"(then give NAME.key_secret and server.key to that client)")
-        self._internal: dict[bytes, str] = {}
-        self._lock = threading.Lock()
-        self._authenticator: ThreadAuthenticator | None = None
 
     def listed(self) -> dict[bytes, str]:
-        """``{Z85 public key: client name}`` of the keys in ``DIR/clients/`` now (read afresh each call)."""
+        """``{Z85 public key: client name}`` of the keys in ``DIR/clients/`` now (read afresh each call).
+
+        A file named like a client admitted in-process (``scheduler.key``) is ignored: nobody can list
+        themselves under the server's own names."""
         found: dict[bytes, str] = {}
+        with self._lock:
+            internal = set(self._internal.values())
         try:
             entries = sorted(self.clients_dir.glob("*.key"))
         except OSError:
@@ -176,7 +181,9 @@ class ServerCurve:
             except (OSError, ValueError) as exc:
                 log.warning("ignoring the unreadable client key %s: %s", path, exc)
                 continue
-            found[public] = path.name[: -len(".key")]
+            name = path.name[: -len(".key")]
+            if name not in internal:
+                found[public] = name
         return found
 
     def admit(self, name: str, public_key: bytes) -> None:
