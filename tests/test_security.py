@@ -269,8 +269,9 @@ def test_the_embedded_scheduler_is_out_of_reach_of_other_local_users(monkeypatch
                 assert stat.S_ISSOCK(path.stat().st_mode) and stat.S_IMODE(path.stat().st_mode) == 0o600
             with EventClient(url, deadline=20) as client:  # and it works as a bus
                 assert client.send_event(Event("k", "v")).version >= 1
+        assert not socket_path.exists()  # the sockets go with the server
         if home_length != "short":
-            assert not directory.exists()  # the fallback directory goes with the server
+            assert not directory.exists()  # and so does the fallback directory
     finally:
         import shutil
 

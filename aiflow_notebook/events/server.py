@@ -216,8 +216,12 @@ class EventServer:
             self._log.close()
         if self._own_context and self._context is not None:
             self._context.term()
-        if self._private_dir is not None and Path(self._private_dir).name.startswith(_TMP_PREFIX):
-            shutil.rmtree(self._private_dir, ignore_errors=True)  # a fallback under /tmp: nothing else uses it
+        if self._private_dir is not None:
+            for url in (self.url, self.publish_url):
+                if url and url.startswith("ipc://"):
+                    Path(url[len("ipc://"):]).unlink(missing_ok=True)
+            if Path(self._private_dir).name.startswith(_TMP_PREFIX):
+                shutil.rmtree(self._private_dir, ignore_errors=True)  # a fallback under /tmp: nothing else uses it
 
     # --- the loop ------------------------------------------------------------------------------------
 
