@@ -390,3 +390,20 @@ def test_the_database_password_reaches_no_file_environment_log_or_event(postgres
     for path in [runs, *runs.rglob("*")]:
         expected = 0o700 if path.is_dir() else 0o600
         assert stat.S_IMODE(path.stat().st_mode) == expected, f"{path} is {oct(path.stat().st_mode)}"
+
+
+def test_jobs_of_the_embedded_scheduler_ignore_the_kernels_keys_for_another_bus(tmp_path, monkeypatch):
+    """A kernel that also talks to a CURVE server (its keys in the environment) must not hand them to the
+    jobs of its embedded scheduler, whose bus has no CURVE: the training job still publishes its model."""
+    keys = tmp_path / "elsewhere"
+    assert main(["server", "keys", str(keys)]) == 0
+    assert main(["server", "keys", str(keys), "--client", "me"]) == 0
+    monkeypatch.setenv("AIFLOW_EVENT_SERVER_KEY", str(keys / "server.key"))
+    monkeypatch.setenv("AIFLOW_EVENT_CLIENT_KEY", str(keys / "me.key_secret"))
+    with af.workflow("local_training"):
+        with af.job_config("train"):
+            af.train(af.user_define_operation(prep_rows, name="rows"), fit_mean, model="local_mean", name="fit")
+    with EmbeddedScheduler() as embedded:
+        run = embedded.submit(af.compile("local_training"))
+        assert run.wait(120) == "FINISHED", run.errors()
+        assert [e.event_type for e in embedded.client.list_events("local_mean")] == ["MODEL_GENERATED"]

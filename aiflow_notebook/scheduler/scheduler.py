@@ -543,6 +543,13 @@ def _write_private(path: Path, text: str, append: bool = False) -> None:
         os.close(fd)
 
 
+# This process's own CURVE identity for some other bus (a kernel connected to a remote server): a job gets
+# the keys of its scheduler's bus from the scheduler (``job_env``), or none.
+OWN_BUS_KEYS = frozenset({"AIFLOW_EVENT_SERVER_KEY", "AIFLOW_EVENT_CLIENT_KEY"})
+
+
 def _job_environment() -> dict[str, str]:
-    """This process's environment for a job, without PyFlink worker internals it may have picked up."""
-    return {key: value for key, value in os.environ.items() if key not in PYFLINK_WORKER_VARIABLES}
+    """This process's environment for a job, without PyFlink worker internals it may have picked up and
+    without this process's own bus keys."""
+    return {key: value for key, value in os.environ.items()
+            if key not in PYFLINK_WORKER_VARIABLES and key not in OWN_BUS_KEYS}
