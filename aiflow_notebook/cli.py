@@ -13,6 +13,7 @@ from aiflow_notebook.errors import AIFlowError
 # Modules with ``add_commands(subparsers)``; each owns its part of the command line.
 COMMAND_MODULES = [
     "aiflow_notebook.meta.cli",
+    "aiflow_notebook.server",
     "aiflow_notebook.events.cli",
 ]
 

@@ -16,7 +16,9 @@ _event_url_before: str | None = None  # AIFLOW_EVENT_URL as it was before the em
 def connect(url: str, auth: Any = None, name: str = "default", timeout: float = 10.0):
     """Send later ``af.submit()`` calls to the scheduler of the ``aiflow server`` at ``url``.
 
-    ``auth`` is the server's CURVE public key (file, directory or Z85 text) when it runs with ``--curve``.
+    ``auth``, when the server runs with ``--curve``: ``(server.key, NAME.key_secret)``, this client's listed
+    key pair with the server's public key (or the server key alone, with ``$AIFLOW_EVENT_CLIENT_KEY``
+    naming the client's file; or a ``CurveAuth``).
     Raises after ``timeout`` seconds if the server does not answer (down, or a wrong key).
     """
     global _connected

@@ -101,6 +101,8 @@ def _stop_help(line: str) -> None:
 @magic_arguments("aiflow connect")
 @argument("url", metavar="URL", help="the aiflow server, e.g. tcp://host:PORT ('embedded' to go back)")
 @argument("--key", metavar="PATH", default=None, help="the server's CURVE public key file (server.key)")
+@argument("--client-key", metavar="PATH", default=None,
+          help="this kernel's listed CURVE key, NAME.key_secret (default: $AIFLOW_EVENT_CLIENT_KEY)")
 def _connect_help(line: str) -> None:
     """Send later submissions to a remote `aiflow server start` instead of the embedded scheduler."""
 
@@ -283,7 +285,8 @@ class AIFlowMagics(Magics):
             disconnect()
             print("submissions go to the embedded scheduler again")
             return
-        self._sdk(lambda: af.connect(args.url, auth=args.key))
+        auth = (args.key, args.client_key) if args.key and args.client_key else args.key
+        self._sdk(lambda: af.connect(args.url, auth=auth))
         print(f"connected: submissions go to the aiflow server at {args.url}")
 
     def _lineage(self, args: Any) -> None:

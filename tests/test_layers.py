@@ -52,10 +52,7 @@ def test_shared_words_are_defined_only_in_vocabulary():
 
 # (importer, imported) edges that break a rule today and that another change of issue 9 removes; the test
 # fails once such an edge is gone, so that its entry is deleted here and the rule holds from then on.
-PENDING = {
-    ("aiflow_notebook.events.cli", "aiflow_notebook.scheduler.service"):
-        "`aiflow server` moves out of events (issue 9 item 13, helper sec)",
-}
+PENDING: dict[tuple[str, str], str] = {}
 
 
 def _imports(path: Path) -> list[tuple[str, int]]:

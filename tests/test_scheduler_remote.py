@@ -108,19 +108,26 @@ def test_two_kernels_submit_to_one_curve_server_and_a_wrong_key_is_refused(tmp_p
     keys, wrong = tmp_path / "keys", tmp_path / "wrong"
     create_server_keys(keys)
     create_server_keys(wrong)
+    from aiflow_notebook.cli import main
+
+    for n in range(2):
+        assert main(["server", "keys", str(keys), "--client", f"kernel{n}"]) == 0
     server = EventServerProcess(f"sqlite:///{tmp_path / 'server.db'}", extra_args=["--curve", str(keys)]).start()
     kernels = [KernelManager(kernel_name="python3") for _ in range(2)]
     try:
         for km in kernels:
             km.start_kernel(cwd=str(tmp_path))
         outputs = [_run_in_kernel(km, textwrap.dedent(KERNEL_CODE.format(
-            url=server.url, key=str(keys / "server.key"), n=n, out=str(tmp_path / f"rows_{n}.json"))))
+            url=server.url, key=(str(keys / "server.key"), str(keys / f"kernel{n}.key_secret")), n=n,
+            out=str(tmp_path / f"rows_{n}.json"))))
             for n, km in enumerate(kernels)]
         for n, output in enumerate(outputs):
             assert "RESULT FINISHED {'only': 'FINISHED'}" in output, output
             assert json.loads((tmp_path / f"rows_{n}.json").read_text()) == [[n], [n + 1]]
         with pytest.raises(af.AIFlowError, match="did not answer|unavailable|no answer"):
-            af.connect(server.url, auth=str(wrong / "server.key"), timeout=3)
+            af.connect(server.url, auth=(str(wrong / "server.key"), str(keys / "kernel0.key_secret")), timeout=3)
+        with pytest.raises(af.AIFlowError, match="did not answer|unavailable|no answer"):
+            af.connect(server.url, auth=str(keys / "server.key"), timeout=3)  # the server's public key alone
     finally:
         for km in kernels:
             km.shutdown_kernel(now=True)

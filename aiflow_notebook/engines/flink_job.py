@@ -106,7 +106,9 @@ def _rest(address: str, path: str, method: str = "GET") -> dict:
 
 def main(argv: list[str]) -> None:
     """Entry used by ``flink run -pym``: build the program from the spec and execute it on the cluster."""
-    spec = json.loads(Path(argv[0]).read_text())
+    from aiflow_notebook.engines.job_spec import read_spec
+
+    spec = read_spec(argv[0])
     _environment(spec).execute(f"{spec['workflow']}.{spec['job']['name']}")
 
 

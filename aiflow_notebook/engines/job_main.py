@@ -1,7 +1,8 @@
 """``python -m aiflow_notebook.engines.job_main SPEC``: the entry point of every job process.
 
-SPEC is a JSON file the scheduler writes: the job (as ``Job.to_dict()``, payload included), the workflow
-and run it belongs to, the working directory, and the engine's runner (``module:function``). The runner
+SPEC is a JSON file the scheduler writes (mode 0600): the job (as ``Job.to_dict()``; its payload is read
+from the blob store, hash verified, see :mod:`~aiflow_notebook.engines.job_spec`), the workflow and run it
+belongs to, the working directory, and the engine's runner (``module:function``). The runner
 is imported and called with the spec; an exception becomes exit code 1 with its traceback in the log.
 """
 
@@ -13,6 +14,8 @@ import os
 import sys
 import traceback
 
+from aiflow_notebook.engines.job_spec import attach_payload, receive_secrets
+
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
@@ -20,6 +23,12 @@ def main(argv: list[str]) -> int:
         return 2
     with open(argv[0]) as fh:
         spec = json.load(fh)
+    receive_secrets(spec)  # first: the database password is on stdin, nowhere else
+    try:
+        attach_payload(spec)  # from the blob store, hash verified
+    except Exception:
+        traceback.print_exc()
+        return 1
     os.chdir(spec.get("cwd") or os.getcwd())
     module_name, function_name = spec["runner"].split(":")
     print(f"[aiflow] job {spec['workflow']}.{spec['job']['name']} (run {spec['run_id']}, job run "

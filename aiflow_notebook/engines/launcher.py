@@ -30,7 +30,7 @@ def main(argv: list[str]) -> int:
     code = child.wait()
     status = {"returncode": code, "signal": -code if code < 0 else None}
     tmp = f"{status_file}.tmp"
-    with open(tmp, "w") as fh:
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
         json.dump(status, fh)
         fh.flush()
         os.fsync(fh.fileno())

@@ -62,8 +62,12 @@ class JobProcess:
 
     @classmethod
     def launch(cls, argv: list[str], log_path: Path, env: dict[str, str] | None = None,
-               cwd: str | Path | None = None) -> JobProcess:
-        """Start ``argv`` under the launcher in a new session; output goes to ``log_path``."""
+               cwd: str | Path | None = None, stdin: int | None = None) -> JobProcess:
+        """Start ``argv`` under the launcher in a new session; output goes to ``log_path``.
+
+        ``stdin``: a file descriptor the job reads its standard input from (default ``/dev/null``), e.g.
+        the read end of a pipe that carries secrets the job must not find in its environment or on disk.
+        """
         log_path = Path(log_path)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         status_path = log_path.with_suffix(".status.json")
@@ -71,7 +75,7 @@ class JobProcess:
         with open(log_path, "ab") as log:
             popen = subprocess.Popen(
                 [sys.executable, LAUNCHER, str(status_path), "--", *argv],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                stdin=subprocess.DEVNULL if stdin is None else stdin, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 env=env, cwd=cwd,
             )
         create_time = psutil.Process(popen.pid).create_time()

@@ -22,16 +22,23 @@ client sends can stop the loop.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
+import os
+import secrets
+import shutil
+import stat
+import tempfile
 import threading
 import time
 from collections import defaultdict
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import zmq
 
-from aiflow_notebook.config import default_meta_url
+from aiflow_notebook.config import aiflow_home, default_meta_url
 from aiflow_notebook.events import protocol
 from aiflow_notebook.events.auth import ServerCurve
 from aiflow_notebook.events.dedupe import SendRegistry
@@ -54,15 +61,20 @@ class EventServer:
     """A durable event bus server over one database.
 
     ``bind`` is a ZeroMQ endpoint (``tcp://127.0.0.1:PORT``, port 0 = any free port; ``ipc://PATH``;
-    ``inproc://NAME``, which needs clients in this process). A TCP address other than loopback is refused
-    unless CURVE is on (``curve_dir``) or ``insecure=True`` says the network is trusted.
+    ``inproc://NAME``, which needs clients in this process). The default (None) is a private one: unix
+    sockets in a directory only this user can enter (:func:`private_endpoint`), so no other local user can
+    reach the bus. A TCP address other than loopback is refused unless CURVE is on (``curve_dir``) or
+    ``insecure=True`` says the network is trusted.
     """
 
-    def __init__(self, db_url: str | None = None, bind: str = "tcp://127.0.0.1:0", *,
+    def __init__(self, db_url: str | None = None, bind: str | None = None, *,
                  publish_bind: str | None = None, curve_dir: str | None = None, insecure: bool = False,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, heartbeat_interval: float = 0.5,
                  context: zmq.Context | None = None):
         self.db_url = db_url or default_meta_url()
+        self._private_dir: str | None = None
+        if bind is None:
+            bind, self._private_dir = private_endpoint()
         self.bind_address = _zmq_endpoint(bind)
         self.publish_bind = _zmq_endpoint(publish_bind) if publish_bind else _publish_endpoint(self.bind_address)
         self.curve = ServerCurve(curve_dir) if curve_dir else None
@@ -180,6 +192,9 @@ class EventServer:
         self._control.bind(self._control_address)
         self.url = _bind(self._router, self.bind_address)
         self.publish_url = _bind(self._pub, self.publish_bind)
+        if self._private_dir is not None:
+            for url in (self.url, self.publish_url):
+                os.chmod(url[len("ipc://"):], 0o600)
         log.info("event server on %s (updates on %s), log %s at version %d%s", self.url, self.publish_url,
                  self._log.url, self._last_version, ", CURVE on" if self.curve else "")
 
@@ -201,6 +216,12 @@ class EventServer:
             self._log.close()
         if self._own_context and self._context is not None:
             self._context.term()
+        if self._private_dir is not None:
+            for url in (self.url, self.publish_url):
+                if url and url.startswith("ipc://"):
+                    Path(url[len("ipc://"):]).unlink(missing_ok=True)
+            if Path(self._private_dir).name.startswith(_TMP_PREFIX):
+                shutil.rmtree(self._private_dir, ignore_errors=True)  # a fallback under /tmp: nothing else uses it
 
     # --- the loop ------------------------------------------------------------------------------------
 
@@ -229,11 +250,16 @@ class EventServer:
     def _drain(self) -> None:
         sends, reads = [], []
         router = self._router
+        curve = self.curve is not None
         for _ in range(MAX_DRAIN):
             try:
-                frames = router.recv_multipart(zmq.NOBLOCK)
+                frames = router.recv_multipart(zmq.NOBLOCK, copy=not curve)
             except zmq.Again:
                 break
+            user = None
+            if curve:  # the ZAP User-Id of the connection: the name of the client's listed key
+                user = frames[-1].get("User-Id")
+                frames = [frame.bytes for frame in frames]
             if len(frames) != 2:
                 self._reject(frames[0], frames[1] if len(frames) > 1 else b"",
                              ProtocolError("bad-body", f"expected one frame per message, got {len(frames) - 1}"))
@@ -244,6 +270,8 @@ class EventServer:
             except ProtocolError as exc:
                 self._reject(identity, message, exc)
                 continue
+            if curve:
+                _authenticated(request, user)
             (sends if request.kind == Kind.SEND else reads).append((identity, request))
         if sends:
             self._store(sends)
@@ -362,6 +390,23 @@ class EventServer:
         self._router.send_multipart([identity, protocol.encode_error(request_id, exc.code, str(exc))])
 
 
+def _authenticated(request: protocol.Request, user: str) -> None:
+    """On a CURVE server: a SEND's sender is the authenticated client's name, whatever it claims, and its
+    client id is scoped to that name (so one client cannot pre-empt another's idempotent sends)."""
+    if request.kind == Kind.SEND:
+        request.payload[0] = _scoped_client_id(user, request.payload[0])
+        request.payload[5] = user
+    elif request.kind == Kind.HELLO and isinstance(request.payload.get("client_id"), str):
+        request.payload["client_id"] = _scoped_client_id(user, request.payload["client_id"])
+
+
+def _scoped_client_id(user: str, client_id) -> str:
+    scoped = f"{user}/{client_id}"
+    if len(scoped) <= 255:
+        return scoped
+    return f"{user[:180]}/{hashlib.sha256(str(client_id).encode()).hexdigest()[:64]}"
+
+
 class _RateLimitedLog:
     """At most ``burst`` warnings per reason per minute, then a count: garbage must not flood the log."""
 
@@ -384,6 +429,37 @@ class _RateLimitedLog:
 
 
 # --- addresses -----------------------------------------------------------------------------------------
+
+SOCKETS_DIR = "sockets"
+_TMP_PREFIX = "aiflow-sockets-"
+_MAX_IPC_PATH = 107  # bytes of a unix socket path (sun_path is 108 with its NUL)
+
+
+def private_endpoint(home: str | os.PathLike | None = None) -> tuple[str, str]:
+    """``(ipc://PATH, directory)``: a fresh socket path in a directory only this user may enter.
+
+    The directory is ``$AIFLOW_HOME/sockets`` (made mode 0700; refused if another user owns it); when a path
+    there would be longer than a unix socket path may be, a private directory made by ``mkdtemp`` under the
+    system's temporary directory instead. The publish socket goes next to it (``PATH.pub``).
+    """
+    name = f"events-{os.getpid()}-{secrets.token_hex(4)}.sock"
+    directory = Path(home) if home is not None else aiflow_home()
+    directory = directory / SOCKETS_DIR
+    if len(os.fsencode(str(directory / name)) + b".pub") > _MAX_IPC_PATH:
+        directory = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX))  # mode 0700, ours
+    else:
+        _private_directory(directory)
+    return f"ipc://{directory / name}", str(directory)
+
+
+def _private_directory(directory: Path) -> None:
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = directory.stat()
+    if info.st_uid != os.geteuid():
+        raise EventServerError(f"{directory} belongs to another user; the event bus's sockets must be in a "
+                               "directory only you can enter (set AIFLOW_HOME to one of yours)")
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(directory, 0o700)
 
 
 def _zmq_endpoint(address: str) -> str:

@@ -1,7 +1,8 @@
 """The zero-set-up scheduler: event server + scheduler as threads of this process (the notebook kernel).
 
-``af.submit()`` with no server uses one: SQLite under ``AIFLOW_HOME``, an event server on a free loopback
-port, and the model center of this process publishing onto that bus (so ``af.update_model_version``
+``af.submit()`` with no server uses one: SQLite under ``AIFLOW_HOME``, an event server on unix sockets in
+a directory only this user can enter (``$AIFLOW_HOME/sockets``, mode 0700: on a shared machine no other
+user can drive it, as they could a loopback TCP port), and the model center of this process publishing onto that bus (so ``af.update_model_version``
 in a cell can restart a serving job). It stops, and stops the jobs it started, when the process exits.
 """
 
@@ -25,7 +26,7 @@ class EmbeddedScheduler:
         self.db_url = db_url or default_meta_url()
         self._server = None
         if event_url is None:
-            self._server = EventServer(self.db_url, bind="tcp://127.0.0.1:0").start()
+            self._server = EventServer(self.db_url).start()  # private unix sockets: only this user gets in
             event_url = self._server.url
         self.event_url = event_url
         self.client = EventClient(event_url)

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
+import stat
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,7 +74,13 @@ class _Running:
 
 class Scheduler:
     """Runs submitted workflows. ``start()`` recovers and begins listening; ``stop()`` ends the loop
-    (jobs keep running unless ``kill_jobs``; a restarted scheduler adopts them)."""
+    (jobs keep running unless ``kill_jobs``; a restarted scheduler adopts them).
+
+    ``authorize``: when set (a CURVE server sets it), ``authorize(sender)`` must hold for a submission or
+    a stop request to be obeyed; the bus stores the authenticated client's name as the sender.
+    """
+
+    authorize: Callable[[str | None], bool] | None = None
 
     def __init__(self, store: MetadataStore, client: EventClient, *, name: str = "default",
                  home: str | Path | None = None, blob_store: BlobStore | None = None,
@@ -155,6 +164,10 @@ class Scheduler:
     def _handle_command(self, event: Event) -> None:
         if event.event_type == SUBMIT_WORKFLOW:
             self._submit(event)
+        elif event.event_type == STOP_WORKFLOW_RUN and not self._authorized(event):
+            log.warning("scheduler %s: ignored a request to stop a run from %r, not an admitted client",
+                        self.name, event.sender)
+            self.state.advance(event.version)
         elif event.event_type == STOP_WORKFLOW_RUN:
             self._stop_run(int(json.loads(event.value)["run"]), event.version)
         else:
@@ -208,7 +221,10 @@ class Scheduler:
 
         request = json.loads(event.value)
         try:
-            payload = self.blobs.get(request["uri"])
+            if not self._authorized(event):
+                raise AIFlowError(f"{event.sender!r} is not an admitted client of this server (its key is not "
+                                  "listed in clients/), so it may not submit workflows")
+            payload = self.blobs.get(request["uri"])  # only objects of our own store, hash verified
             workflow = Workflow.from_bytes(payload)
             for job in workflow.jobs.values():
                 engine_runner(job.engine)
@@ -303,19 +319,40 @@ class Scheduler:
     def _launch(self, run: RunState, job, job_run_id: int, attempt: int,
                 trigger: dict[str, Any] | None = None) -> JobProcess:
         base = self._paths(run.run_id, job.name, job_run_id)
+        properties = self._run_properties(run)
+        public_url, full_url = _meta_urls(self.store._db.url)
         spec = {"workflow": run.workflow, "project": run.project, "run_id": run.run_id, "job_run_id": job_run_id,
-                "attempt": attempt, "job": job.to_dict(include_payload=True), "runner": engine_runner(job.engine),
-                "cwd": (self._run_properties(run).get("cwd")), "meta_url": self.store._db.url.render_as_string(False),
-                "event_url": self.client.url}
+                "attempt": attempt, "job": job.to_dict(include_payload=False), "runner": engine_runner(job.engine),
+                "cwd": properties.get("cwd"), "meta_url": public_url, "event_url": self.client.url}
+        spec.update(self._payload_reference(job, properties.get("uri")))
         spec["trigger"] = trigger  # the event that fired the rule, for the job runtime
         spec_path = base.with_suffix(".spec.json")
         spec["spec_path"] = str(spec_path)
-        spec_path.parent.mkdir(parents=True, exist_ok=True)
-        spec_path.write_text(json.dumps(spec))
-        env = {**_job_environment(), **self.job_env, "AIFLOW_META_URL": spec["meta_url"], "AIFLOW_EVENT_URL": self.client.url,
+        if full_url != public_url:
+            spec["secrets"] = "stdin"
+        _private_dirs(self.home, spec_path.parent)
+        _write_private(spec_path, json.dumps(spec))
+        _write_private(base.with_suffix(".log"), "", append=True)
+        env = {**_job_environment(), **self.job_env, "AIFLOW_META_URL": public_url, "AIFLOW_EVENT_URL": self.client.url,
                "AIFLOW_WORKFLOW": run.workflow, "AIFLOW_JOB": job.name, "AIFLOW_JOB_RUN_ID": str(job_run_id)}
-        return JobProcess.launch([sys.executable, "-m", "aiflow_notebook.engines.job_main", str(spec_path)],
-                                 base.with_suffix(".log"), env=env, cwd=spec["cwd"] or None)
+        stdin = _secrets_pipe({"meta_url": full_url}) if full_url != public_url else None
+        try:
+            return JobProcess.launch([sys.executable, "-m", "aiflow_notebook.engines.job_main", str(spec_path)],
+                                     base.with_suffix(".log"), env=env, cwd=spec["cwd"] or None, stdin=stdin)
+        finally:
+            if stdin is not None:
+                os.close(stdin)
+
+    def _payload_reference(self, job, uri: str | None) -> dict[str, Any]:
+        """How the job finds its payload: the workflow's blob (verified by the job) or, for a blob store
+        without a local root, the payload itself."""
+        root = getattr(self.blobs, "root", None)
+        if uri and root is not None:
+            return {"workflow_uri": uri, "blob_root": str(root)}
+        return {"job": job.to_dict(include_payload=True)}
+
+    def _authorized(self, event: Event) -> bool:
+        return self.authorize is None or self.authorize(event.sender)
 
     def _paths(self, run_id: int, job: str, job_run_id: int) -> Path:
         return self.home / "runs" / str(run_id) / f"{job}-{job_run_id}"
@@ -477,8 +514,56 @@ class Scheduler:
                                             sender=SENDER, context=json.dumps(context)))
 
 
-def _job_environment() -> dict[str, str]:
-    """This process's environment for a job, without PyFlink worker internals it may have picked up."""
-    import os
+def _meta_urls(url) -> tuple[str, str]:
+    """``(without password, full)`` renderings of the metadata URL: jobs see the first; the second only
+    travels over their stdin pipe."""
+    full = url.render_as_string(hide_password=False)
+    if url.password is None:
+        return full, full
+    return url._replace(password=None).render_as_string(hide_password=False), full  # set() ignores None
 
-    return {key: value for key, value in os.environ.items() if key not in PYFLINK_WORKER_VARIABLES}
+
+def _secrets_pipe(secrets: dict[str, str]) -> int:
+    """The read end of a pipe that holds ``secrets`` (JSON) and then ends: the job's stdin."""
+    data = json.dumps(secrets).encode()
+    read, write = os.pipe()
+    try:
+        if len(data) > 60_000:  # a pipe holds 64 KiB: never block here
+            raise AIFlowError("the secrets for a job are too large for its stdin pipe")
+        os.write(write, data)
+    finally:
+        os.close(write)
+    return read
+
+
+def _private_dirs(home: Path, directory: Path) -> None:
+    """``directory`` and every directory between it and ``home``, mode 0700 (job specs and logs live there)."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    current = directory
+    while current != home and home in current.parents:
+        if stat.S_IMODE(current.stat().st_mode) != 0o700:
+            os.chmod(current, 0o700)
+        current = current.parent
+
+
+def _write_private(path: Path, text: str, append: bool = False) -> None:
+    """Write a file that only this user may read (mode 0600, also when it existed with wider rights)."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+# This process's own CURVE identity for some other bus (a kernel connected to a remote server): a job gets
+# the keys of its scheduler's bus from the scheduler (``job_env``), or none.
+OWN_BUS_KEYS = frozenset({"AIFLOW_EVENT_SERVER_KEY", "AIFLOW_EVENT_CLIENT_KEY"})
+
+
+def _job_environment() -> dict[str, str]:
+    """This process's environment for a job, without PyFlink worker internals it may have picked up and
+    without this process's own bus keys."""
+    return {key: value for key, value in os.environ.items()
+            if key not in PYFLINK_WORKER_VARIABLES and key not in OWN_BUS_KEYS}

@@ -26,7 +26,7 @@ _LISTENING = re.compile(r"listening on (\S+) \(updates on (\S+)\)")
 class EventServerProcess:
     """``EventServerProcess(db_url).start()``; ``.url`` is the address clients connect to."""
 
-    def __init__(self, db_url: str, *, port: int | None = None, extra_args: list[str] | None = None,
+    def __init__(self, db_url: str | None, *, port: int | None = None, extra_args: list[str] | None = None,
                  env: dict[str, str] | None = None):
         self.db_url = db_url
         self.port = port or free_port()
@@ -41,8 +41,9 @@ class EventServerProcess:
         self._seen = threading.Condition()
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "aiflow_notebook.cli", "server", "start", "--db", self.db_url,
-                "--bind", self.url, *self.extra_args]
+        db = ["--db", self.db_url] if self.db_url else []  # None: the server reads $AIFLOW_META_URL (env=...)
+        return [sys.executable, "-m", "aiflow_notebook.cli", "server", "start", *db, "--bind", self.url,
+                *self.extra_args]
 
     def start(self, timeout: float = 60.0) -> EventServerProcess:
         env = {**os.environ, **(self.env or {})}

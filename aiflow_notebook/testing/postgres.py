@@ -76,6 +76,20 @@ class PostgresServer:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def create_password_database(self, name: str, password: str) -> str:
+        """A role ``name`` that must log in with ``password`` (scram-sha-256, not trust) and a database of
+        the same name it owns; returns the SQLAlchemy URL, password included."""
+        import psycopg
+
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
+                             autocommit=True) as conn:
+            conn.execute(f"CREATE ROLE \"{name}\" LOGIN PASSWORD '{password}'")
+            conn.execute(f'CREATE DATABASE "{name}" OWNER "{name}"')
+            hba = self.data_dir / "pg_hba.conf"  # the first matching line wins: put ours before "trust"
+            hba.write_text(f"host all {name} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+            conn.execute("SELECT pg_reload_conf()")
+        return f"postgresql+psycopg://{name}:{password}@127.0.0.1:{self.port}/{name}"
+
     def __enter__(self) -> PostgresServer:
         return self.start()
 
