@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import cloudpickle
@@ -107,14 +106,16 @@ def test_prep_train_serve_and_a_validated_version_restarts_serving_once(tmp_path
             (data / "click_stream" / "batch2.csv").write_text("c,5\n")
             wait_for(lambda: any(line.startswith("c,") for line in _lines(data / "scores")), what="scores of batch 2")
             assert "c,1,v2" in _lines(data / "scores")
-            time.sleep(2)
+            # Barrier: the stop is handled after every action the earlier events decided, so a duplicate
+            # restart would show up before the final KILLED.
+            assert run.stop() == "KILLED"
             serve_states = [e.value for e in run.job_events() if e.key == "ctr.serve"]
-            assert serve_states == ["STARTING", "RUNNING", "KILLED", "STARTING", "RUNNING"]  # restarted exactly once
+            assert serve_states == ["STARTING", "RUNNING", "KILLED", "STARTING", "RUNNING", "KILLED"]  # restarted once
             serve_runs = [json.loads(e.context)["job_run"] for e in run.job_events()
                           if e.key == "ctr.serve" and e.value == "STARTING"]
             assert [_served_by("ctr", v) for v in (1, 2, 3)] == [[serve_runs[0]], [serve_runs[1]], []]
         finally:
-            assert run.stop() == "KILLED"
+            assert run.stop() in ("KILLED", "FAILED")
         wait_for(lambda: not _groups_alive(scheduler.store), timeout=30, what="job processes (and JVMs) to go")
 
 
