@@ -118,7 +118,7 @@ class Database:
                 "for PostgreSQL: pip install 'aiflow-notebook[postgres]'"
             ) from None
         if self.dialect == "sqlite":
-            _configure_sqlite(engine, immediate)
+            _configure_sqlite(engine, immediate, _sqlite_busy_timeout_ms(self.url))
         return engine
 
     # --- units of work ---------------------------------------------------------------------------
@@ -206,14 +206,26 @@ def head_revision() -> str:
     return _head
 
 
-def _configure_sqlite(engine: Engine, immediate: bool) -> None:
+def _sqlite_busy_timeout_ms(url: URL) -> int:
+    """How long a connection waits for another one's lock: ``?timeout=SECONDS`` in the URL (pysqlite's own
+    parameter), else :data:`SQLITE_BUSY_TIMEOUT_MS`."""
+    timeout = url.query.get("timeout")
+    if timeout is None:
+        return SQLITE_BUSY_TIMEOUT_MS
+    try:
+        return max(0, int(float(timeout if isinstance(timeout, str) else timeout[0]) * 1000))
+    except ValueError:
+        raise DatabaseURLError(f"timeout={timeout!r} in {safe_url(url)!r} is not a number of seconds") from None
+
+
+def _configure_sqlite(engine: Engine, immediate: bool, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> None:
     """WAL + busy timeout on every connection; transactions begun by us (pysqlite's own are off)."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves, below
         cursor = dbapi_conn.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")  # durable across process crashes in WAL mode
