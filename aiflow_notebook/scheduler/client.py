@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import uuid
 from typing import Any
@@ -19,10 +20,12 @@ from aiflow_notebook.events import Event, EventClient
 from aiflow_notebook.scheduler.scheduler import (
     CONTROL_NAMESPACE,
     RUN_CREATED,
+    SENDER,
     STOP_WORKFLOW_RUN,
     SUBMIT_REJECTED,
     SUBMIT_WORKFLOW,
     command_key,
+    run_of,
 )
 from aiflow_notebook.vocabulary import FINAL_STATES as FINAL_RUN_STATES
 from aiflow_notebook.vocabulary import JOB_STATUS_CHANGED, RUN_STATUS_CHANGED
@@ -68,28 +71,84 @@ class SchedulerClient:
 
 
 class WorkflowRun:
-    """One run of a workflow: ``status()``, ``jobs()``, ``wait(timeout)``, ``stop()``."""
+    """One run of a workflow: ``status()``, ``jobs()``, ``wait(timeout)``, ``stop()``.
+
+    It follows the run on the bus: one listener (its own thread and socket) receives the run's status
+    events as they are published and keeps the latest state in memory, so ``wait`` wakes on the event
+    that ends the run and ``status``/``jobs`` cost one small request (the bus's latest version, to see
+    everything published before the call), never a re-read of the run's history. The listener ends with
+    the run, or with :meth:`close`.
+    """
+
+    SYNC_TIMEOUT_S = 5.0  # how long status()/jobs() wait for the listener to catch up with the bus
 
     def __init__(self, scheduler: SchedulerClient, run_id: int, workflow, since_version: int):
         self.scheduler, self.run_id, self.workflow, self.since_version = scheduler, run_id, workflow, since_version
+        self._changed = threading.Condition()
+        self._status = "RUNNING"
+        self._job_events: list[Event] = []
+        self._listener = None
 
     @property
     def client(self) -> EventClient:
         return self.scheduler.client
 
-    def _mine(self, events: list[Event]) -> list[Event]:
-        return [e for e in events if e.context and json.loads(e.context).get("run") == self.run_id]
+    # --- following the bus ---------------------------------------------------------------------------
+
+    def _follow(self):
+        with self._changed:
+            if self._listener is None:
+                keys = [self.workflow.name] + [f"{self.workflow.name}.{job}" for job in self.workflow.jobs]
+                self._listener = self.client.listen(keys, since_version=self.since_version, callback=self._on_event)
+            return self._listener
+
+    def _on_event(self, event: Event) -> None:
+        if event.sender != SENDER or run_of(event) != self.run_id:
+            return  # another run's, or not the scheduler's word
+        with self._changed:
+            if event.event_type == RUN_STATUS_CHANGED and event.key == self.workflow.name:
+                self._status = event.value
+            elif event.event_type == JOB_STATUS_CHANGED:
+                self._job_events.append(event)
+            else:
+                return
+            self._changed.notify_all()
+        listener = self._listener
+        if self._status in FINAL_RUN_STATES and listener is not None:
+            listener.stop()  # (from its own thread: it ends after this callback)
+
+    def _sync(self) -> None:
+        """Wait until the listener has seen everything the bus held when this was called."""
+        listener = self._follow()
+        if self._status in FINAL_RUN_STATES:
+            return
+        latest = self.client.latest_version()
+        deadline = time.monotonic() + self.SYNC_TIMEOUT_S
+        with self._changed:
+            while listener.last_version < latest and self._status not in FINAL_RUN_STATES:
+                if listener.error is not None or not listener.running or time.monotonic() > deadline:
+                    return  # show what we have; wait() reports a run that never ends
+                self._changed.wait(0.01)
+
+    def close(self) -> None:
+        """Stop following the run (a later call follows it again)."""
+        with self._changed:
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
+
+    # --- what users call -----------------------------------------------------------------------------
 
     def status(self) -> str:
         """RUNNING, FINISHED, FAILED or KILLED."""
-        events = self._mine(self.client.list_events(key=self.workflow.name, event_type=RUN_STATUS_CHANGED,
-                                                    since_version=self.since_version))
-        return events[-1].value if events else "RUNNING"
+        self._sync()
+        return self._status
 
     def job_events(self) -> list[Event]:
-        keys = [f"{self.workflow.name}.{job}" for job in self.workflow.jobs]
-        return self._mine(self.client.list_events(key=keys, event_type=JOB_STATUS_CHANGED,
-                                                  since_version=self.since_version))
+        """The run's ``JOB_STATUS_CHANGED`` events so far, oldest first."""
+        self._sync()
+        with self._changed:
+            return list(self._job_events)
 
     def jobs(self) -> dict[str, str]:
         """The latest status of every job (``INIT`` for jobs that have not started)."""
@@ -110,15 +169,27 @@ class WorkflowRun:
                 found.pop(job, None)
         return found
 
-    def wait(self, timeout: float | None = None, poll: float = 0.05) -> str:
-        """Block until the run ends; returns its final status. Raises ``TimeoutError`` after ``timeout``."""
+    def wait(self, timeout: float | None = None, poll: float = 0.5) -> str:
+        """Block until the run ends; returns its final status. Raises ``TimeoutError`` after ``timeout``.
+
+        Wakes on the bus event that ends the run; ``poll`` only bounds how often it re-checks that its
+        listener is still alive."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while (status := self.status()) not in FINAL_RUN_STATES:
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"run {self.run_id} of {self.workflow.name!r} is still {status} after "
-                                   f"{timeout} s; jobs: {self.jobs()}")
-            time.sleep(poll)
-        return status
+        listener = self._follow()
+        with self._changed:
+            while self._status not in FINAL_RUN_STATES:
+                if listener.error is not None:
+                    raise SchedulerError(f"lost track of run {self.run_id} of {self.workflow.name!r}: "
+                                         f"{listener.error}")
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    jobs = {job: "INIT" for job in self.workflow.jobs}
+                    for event in self._job_events:
+                        jobs[event.key[len(self.workflow.name) + 1:]] = event.value
+                    raise TimeoutError(f"run {self.run_id} of {self.workflow.name!r} is still {self._status} "
+                                       f"after {timeout} s; jobs: {jobs}")
+                self._changed.wait(poll if remaining is None else min(poll, remaining))
+            return self._status
 
     def stop(self, timeout: float = 60.0) -> str:
         """Stop every job of the run; returns the final status (KILLED, or how it had already ended)."""
@@ -129,6 +200,11 @@ class WorkflowRun:
                                      value=json.dumps({"run": self.run_id})))
         return self.wait(timeout)
 
+    def __del__(self) -> None:
+        listener = getattr(self, "_listener", None)
+        if listener is not None:
+            listener.stop(timeout=0)  # do not wait in a finaliser
+
     def __repr__(self) -> str:
         return f"<WorkflowRun {self.run_id} of {self.workflow.name!r}: {self.status()} {self.jobs()}>"
 
@@ -136,3 +212,4 @@ class WorkflowRun:
         bundle = dict(self.workflow.view(status=self.jobs())._repr_mimebundle_())
         bundle["text/plain"] = repr(self)
         return bundle
+

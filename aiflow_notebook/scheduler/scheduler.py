@@ -10,10 +10,21 @@ Exactly-once (see ``state``): an event's effects commit in one transaction with 
 actions go through an outbox; a job run is committed before its process starts; on start-up the
 scheduler recovers: it adopts live job processes, settles those that ended while it was down, finishes
 pending actions and re-publishes status events the bus does not have.
+
+Runs are isolated: a status event of a job of this workflow counts for a run's rules only if the scheduler
+published it for that run (its context names the run). Everything else (user events, ``MODEL_*``,
+``DATASET_UPDATED``, status of other workflows' jobs) is seen by every live run.
+
+The loop never waits on a job: stopping one (up to the grace period of a JVM) happens on a thread of its
+own, and its exit comes back to the loop like any other. The loop waits only on the database: a write
+that fails (the database locked, read-only or down) is retried until it succeeds, and an event's effects
+become visible in memory only once they are committed, so an outage delays decisions but never loses or
+repeats one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -30,12 +41,18 @@ from typing import Any
 from aiflow_notebook.blobs import BlobStore, LocalBlobStore
 from aiflow_notebook.config import aiflow_home
 from aiflow_notebook.engines import engine_runner
-from aiflow_notebook.engines.process import ExitStatus, JobProcess, ProcessRecord
+from aiflow_notebook.engines.process import STOP_GRACE_S, ExitStatus, JobProcess, ProcessRecord
 from aiflow_notebook.errors import AIFlowError
 from aiflow_notebook.events import Event, EventClient
 from aiflow_notebook.meta.store import MetadataStore
+from aiflow_notebook.scheduler.durable import Durable, SchedulerStopped
 from aiflow_notebook.scheduler.state import PendingAction, RunState, SchedulerState
-from aiflow_notebook.vocabulary import DATASET_UPDATED, JOB_STATUS_CHANGED, RUN_STATUS_CHANGED
+from aiflow_notebook.vocabulary import (
+    DATASET_UPDATED,
+    JOB_STATUS_CHANGED,
+    JOB_STOP_FAILED,
+    RUN_STATUS_CHANGED,
+)
 from aiflow_notebook.vocabulary import FINAL_STATES as FINAL_JOB_STATES
 
 log = logging.getLogger(__name__)
@@ -47,6 +64,8 @@ RUN_CREATED = "WORKFLOW_RUN_CREATED"
 SUBMIT_REJECTED = "WORKFLOW_SUBMIT_REJECTED"
 SENDER = "scheduler"
 MAX_BATCH = 512  # events decided in one transaction at most
+RUN_SCOPED_TYPES = frozenset({JOB_STATUS_CHANGED, RUN_STATUS_CHANGED})  # a run's own status events
+WATCH_POLL_S = 0.5  # how often a watcher thread looks whether the scheduler has stopped
 # Set by PyFlink's Python worker in the process that ran a local job (loopback mode) and inherited by
 # every child: a job process that inherits them believes it is a UDF worker and refuses to start Flink.
 PYFLINK_WORKER_VARIABLES = frozenset({
@@ -69,7 +88,7 @@ class _Running:
     job_run_id: int
     attempt: int
     process: JobProcess
-    stop_requested: bool = False
+    stop_requested: float | None = None  # when the stop began (time.monotonic())
 
 
 class Scheduler:
@@ -86,7 +105,10 @@ class Scheduler:
                  home: str | Path | None = None, blob_store: BlobStore | None = None,
                  job_env: dict[str, str] | None = None, record_decisions: bool = False):
         self.store, self.client, self.name = store, client, name
-        self.state = SchedulerState(store, name)
+        self._stop = threading.Event()
+        # The loop's database calls wait out an outage (see ``durable``); ``store`` stays the plain store.
+        self.state = Durable(SchedulerState(store, name), self._stop, name)
+        self._store = Durable(store, self._stop, name)
         self.home = Path(home) if home is not None else aiflow_home()
         self.blobs = blob_store or LocalBlobStore(self.home / "blobs")
         self.job_env = dict(job_env or {})
@@ -97,15 +119,20 @@ class Scheduler:
         self._stopping_runs: set[int] = set()
         self._thread: threading.Thread | None = None
         self._listener = None
-        self._stop = threading.Event()
         self._lag_since = 0.0
         # seconds from an event's arrival here to its actions being committed (benchmarks turn it on)
         self.decision_seconds: list[float] | None = [] if record_decisions else None
 
     # --- life cycle ------------------------------------------------------------------------------
 
-    def start(self) -> Scheduler:
-        self._recover()
+    def start(self, timeout: float = 120.0) -> Scheduler:
+        """Recover what an earlier scheduler left and begin deciding. Raises ``DatabaseWaitTimeout`` if the
+        database stays unusable for ``timeout`` seconds meanwhile (later, the loop waits it out)."""
+        self.state.deadline = self._store.deadline = time.monotonic() + timeout
+        try:
+            self._recover()
+        finally:
+            self.state.deadline = self._store.deadline = None
         self._listener = self.client.listen("*", since_version=self.state.last_version(),
                                             callback=lambda event: self._queue.put(("event", (event, time.perf_counter()))))
         self._thread = threading.Thread(target=self._loop, name=f"aiflow-scheduler-{self.name}", daemon=True)
@@ -118,9 +145,13 @@ class Scheduler:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
-        if kill_jobs:
-            for running in list(self._running.values()):
-                running.process.stop(grace=5)
+        if kill_jobs:  # in parallel: each may take its grace period
+            stoppers = [threading.Thread(target=running.process.stop, kwargs={"grace": 5}, daemon=True)
+                        for running in list(self._running.values())]
+            for stopper in stoppers:
+                stopper.start()
+            for stopper in stoppers:
+                stopper.join(timeout + 10)
 
     @property
     def alive(self) -> bool:
@@ -129,6 +160,12 @@ class Scheduler:
     # --- the loop --------------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        try:
+            self._decide_until_stopped()
+        except SchedulerStopped as stopped:  # waiting for the database; the cursor stays before the event
+            log.info("%s", stopped)
+
+    def _decide_until_stopped(self) -> None:
         while not self._stop.is_set():
             try:
                 batch = [self._queue.get(timeout=0.2)]
@@ -148,14 +185,18 @@ class Scheduler:
                 events = []
                 if kind == "event":
                     self._guarded(self._handle_command, item[0])
-                else:
+                elif kind == "exit":
                     self._guarded(self._handle_exit, item)
+                else:
+                    self._guarded(self._handle_stop_failure, item)
             self._guarded(self._handle_events, events)
 
     def _guarded(self, handler, item) -> None:
         try:
             handler(item)
-        except Exception:  # a bug must not kill the scheduler; the event is handled again after a restart
+        except SchedulerStopped:
+            raise
+        except Exception:  # a bug must not kill the scheduler (database outages are waited out, see durable)
             log.exception("scheduler %s: failed to handle %r", self.name, item)
 
     def _is_command(self, event: Event) -> bool:
@@ -174,29 +215,39 @@ class Scheduler:
             self.state.advance(event.version)
 
     def _handle_events(self, events: list[tuple[Event, float]]) -> None:
-        """Evaluate rules on ``events`` in version order; commit the outcome once, then act."""
+        """Evaluate rules on ``events`` in version order; commit the outcome once, then act.
+
+        Rules are evaluated on copies: the runs' rules in memory change only once the commit succeeded, so
+        a batch that could not be committed leaves no trace and is decided again from the same state.
+        """
         if not events:
             return
-        touched: dict[int, RunState] = {}
+        working: dict[int, list] = {}  # run id -> copies of its rules, for runs an event touched
         actions: list[tuple[int, str, str, int]] = []
         decided: list[float] = []
         for event, arrived in events:
             fired = False
+            event_run = run_of(event) if event.event_type in RUN_SCOPED_TYPES else None
             for run in self._runs.values():
-                if event.version <= run.since_version:
+                if not self._sees(run, event, event_run):
                     continue
-                for rule in run.rules:
-                    before = list(rule.met)
-                    if rule.on_event(event):
+                rules = working.get(run.run_id) or run.rules
+                for index, rule in enumerate(rules):
+                    trial = dataclasses.replace(rule, met=list(rule.met))
+                    if trial.on_event(event):
                         actions.append((run.run_id, rule.job, rule.action, event.version))
                         fired = True
-                    if rule.met != before:
-                        touched[run.run_id] = run
+                    if trial.met != rule.met:
+                        rules = working.setdefault(run.run_id, list(run.rules))
+                        rules[index] = trial
             if fired:
                 decided.append(arrived)
         last = events[-1][0].version
-        if touched or actions:
-            self.state.commit_event(last, list(touched.values()), actions)
+        if working or actions:
+            touched = [dataclasses.replace(self._runs[run_id], rules=rules) for run_id, rules in working.items()]
+            self.state.commit_event(last, touched, actions)
+            for run_id, rules in working.items():  # committed: now the runs' rules are the new ones
+                self._runs[run_id].rules = rules
             self._lag_since = 0.0
             if self.decision_seconds is not None:
                 now = time.perf_counter()
@@ -210,9 +261,19 @@ class Scheduler:
             self._execute_pending(run_id)
         for event, _ in events:
             if event.event_type == JOB_STATUS_CHANGED and event.value in FINAL_JOB_STATES and event.context:
-                run_id = json.loads(event.context).get("run")
-                if run_id in self._runs:
+                run_id = run_of(event)
+                if run_id in self._runs and run_id not in self._stopping_runs:
                     self._check_run_done(run_id)
+
+    def _sees(self, run: RunState, event: Event, event_run: int | None) -> bool:
+        """Whether ``run``'s rules may match ``event``: events after the run began, and of the status events
+        of this workflow's jobs only those the scheduler published for this very run."""
+        if event.version <= run.since_version or run.run_id in self._stopping_runs:
+            return False
+        if event.event_type in RUN_SCOPED_TYPES and (event.key == run.workflow
+                                                     or event.key.startswith(run.workflow + ".")):
+            return event_run == run.run_id and event.sender == SENDER
+        return True
 
     # --- commands --------------------------------------------------------------------------------
 
@@ -234,7 +295,7 @@ class Scheduler:
                        {"request_id": request.get("request_id")})
             return
         project = request.get("project") or "default"
-        snapshot_id = self.store.save_workflow_snapshot(workflow.name, workflow.content_hash, payload, project=project)
+        snapshot_id = self._store.save_workflow_snapshot(workflow.name, workflow.content_hash, payload, project=project)
         edges = [edge.to_dict() for edge in workflow.control_edges]
         started_by_rule = {edge["job"] for edge in edges if edge["action"] == "START"}
         initial = [name for name in workflow.jobs if name not in started_by_rule]
@@ -251,26 +312,44 @@ class Scheduler:
         self._execute_pending(run_id)
 
     def _stop_run(self, run_id: int, version: int | None = None) -> None:
+        """Stop every job of the run (in the background); the run ends KILLED when the last one is gone.
+
+        The request is committed first (with the cursor), so a scheduler restarted meanwhile finishes it."""
         run = self._runs.get(run_id)
         if run is None:
+            if version is not None:
+                self.state.advance(version)
             return
+        self.state.request_stop(run_id, version)
         self._stopping_runs.add(run_id)
-        for running in [r for r in self._running.values() if r.run_id == run_id]:
-            self._stop_job(running)
-        self._finish_run(run, "KILLED")
-        if version is not None:
-            self.state.advance(version)
+        self._continue_stop(run)
+
+    def _continue_stop(self, run: RunState) -> None:
+        running = [r for r in self._running.values() if r.run_id == run.run_id]
+        for job in running:
+            self._stop_job(job)
+        if not running:
+            self._stopping_runs.discard(run.run_id)
+            self._finish_run(run, "KILLED")
 
     # --- actions ---------------------------------------------------------------------------------
 
     def _execute_pending(self, run_id: int) -> None:
+        """Carry out the run's pending actions, oldest first. STOP and RESTART begin stopping the job's
+        processes and stay pending until they are gone (their exits call this again): a restarted job never
+        overlaps its predecessor, and a crash meanwhile leaves the action to finish."""
+        if run_id in self._stopping_runs:
+            return
         for action in self.state.pending_actions(run_id):
             run = self._runs.get(action.run_id)
             if run is None:
                 continue
             if action.action in ("STOP", "RESTART"):
-                for running in [r for r in self._running.values() if r.run_id == run.run_id and r.job == action.job]:
+                stopping = [r for r in self._running.values() if r.run_id == run.run_id and r.job == action.job]
+                for running in stopping:
                     self._stop_job(running)
+                if stopping:
+                    continue
             if action.action in ("START", "RESTART"):
                 self._start_job(run, action)
             else:
@@ -278,7 +357,10 @@ class Scheduler:
 
     def _start_job(self, run: RunState, action: PendingAction) -> None:
         existing = self.state.job_run_for_action(action.id)
-        if existing is None and any(r.run_id == run.run_id and r.job == action.job for r in self._running.values()):
+        live = [r for r in self._running.values() if r.run_id == run.run_id and r.job == action.job]
+        if existing is None and live:
+            if all(r.stop_requested is not None for r in live):
+                return  # stopping: start once it is gone (its exit runs the pending actions again)
             self.state.action_done(action.id)  # START of a job that is already running: nothing to do
             return
         workflow = self._workflow(run)
@@ -334,7 +416,8 @@ class Scheduler:
         _write_private(spec_path, json.dumps(spec))
         _write_private(base.with_suffix(".log"), "", append=True)
         env = {**_job_environment(), **self.job_env, "AIFLOW_META_URL": public_url, "AIFLOW_EVENT_URL": self.client.url,
-               "AIFLOW_WORKFLOW": run.workflow, "AIFLOW_JOB": job.name, "AIFLOW_JOB_RUN_ID": str(job_run_id)}
+               "AIFLOW_WORKFLOW": run.workflow, "AIFLOW_JOB": job.name, "AIFLOW_RUN_ID": str(run.run_id),
+               "AIFLOW_JOB_RUN_ID": str(job_run_id)}
         stdin = _secrets_pipe({"meta_url": full_url}) if full_url != public_url else None
         try:
             return JobProcess.launch([sys.executable, "-m", "aiflow_notebook.engines.job_main", str(spec_path)],
@@ -369,16 +452,32 @@ class Scheduler:
         return None
 
     def _stop_job(self, running: _Running) -> None:
-        running.stop_requested = True
-        status = running.process.stop()
-        self._settle(running, status)
+        """Begin stopping a job on a thread of its own (SIGTERM, SIGKILL after the grace period): the loop
+        goes on deciding meanwhile. The exit comes back through the job's watcher and is settled KILLED."""
+        if running.stop_requested is not None:
+            return
+        running.stop_requested = time.monotonic()
+        run = self._runs.get(running.run_id)
+        grace = self._job_property(run, running.job, "stop_grace") if run is not None else None
+        grace = float(grace) if grace is not None else STOP_GRACE_S
+
+        def stop() -> None:
+            try:
+                running.process.stop(grace=grace)
+            except Exception as exc:  # noqa: BLE001 - reported to the loop, which records it
+                self._queue.put(("stop_failed", (running.job_run_id, f"{type(exc).__name__}: {exc}")))
+
+        threading.Thread(target=stop, name=f"aiflow-stop-{running.job_run_id}", daemon=True).start()
 
     def _watch(self, running: _Running) -> None:
+        """Follow the job's process on a thread that ends with the process or with the scheduler."""
         self._running[running.job_run_id] = running
 
         def wait() -> None:
-            running.process.wait()
-            self._queue.put(("exit", running.job_run_id))
+            while not self._stop.is_set():
+                if running.process.wait(timeout=WATCH_POLL_S) is not None:
+                    self._queue.put(("exit", running.job_run_id))
+                    return
 
         threading.Thread(target=wait, name=f"aiflow-job-{running.job_run_id}", daemon=True).start()
 
@@ -387,11 +486,24 @@ class Scheduler:
         if running is not None:
             self._settle(running, running.process.poll() or ExitStatus(None))
 
+    def _handle_stop_failure(self, item: tuple[int, str]) -> None:
+        """A stop that raised: say so on the bus. The job is still watched and settles when it ends; the
+        next request to stop it (a STOP action, ``run.stop()``) tries again."""
+        job_run_id, error = item
+        running = self._running.get(job_run_id)
+        log.error("scheduler %s: could not stop job run %s: %s", self.name, job_run_id, error)
+        if running is not None:
+            running.stop_requested = None
+        run = self._runs.get(running.run_id) if running is not None else None
+        if run is not None:
+            self._send(f"{run.workflow}.{running.job}", error, JOB_STOP_FAILED, "default",
+                       {"run": run.run_id, "job_run": job_run_id})
+
     def _settle(self, running: _Running, status: ExitStatus) -> None:
         """Record how a job run ended and announce it (once)."""
-        if self._running.pop(running.job_run_id, None) is None:
+        if running.job_run_id not in self._running:
             return
-        if running.stop_requested:
+        if running.stop_requested is not None:
             state, error = "KILLED", None
         elif status.succeeded:
             state, error = "FINISHED", None
@@ -406,22 +518,27 @@ class Scheduler:
             error += "\n(the process was lost; on_lost='restart' starts a new attempt)"
         self.state.job_ended(running.job_run_id, state, error,
                              restart=(running.run_id, running.job) if restart else None)
+        self._running.pop(running.job_run_id, None)  # only now: a retried commit above finds it again
         if run is None:
             return
         if state == "FINISHED":
             self._record_outputs(run, running)
-        self._publish_status(run, running.job, running.job_run_id, running.attempt, state, error)
-        if restart:
-            self._execute_pending(run.run_id)
+        extra = {"stop_seconds": round(time.monotonic() - running.stop_requested, 3)} \
+            if running.stop_requested is not None else {}
+        self._publish_status(run, running.job, running.job_run_id, running.attempt, state, error, **extra)
+        if run.run_id in self._stopping_runs:
+            self._continue_stop(run)
+        else:
+            self._execute_pending(run.run_id)  # a STOP/RESTART that waited for this process, a lost-job restart
 
     def _record_outputs(self, run: RunState, running: _Running) -> None:
         job = self._workflow(run).jobs.get(running.job)
         for dataset in getattr(job, "inputs", ()):
-            self.store.register_dataset(dataset.name, uri=dataset.uri, schema=dataset.schema)
-            self.store.record_dataset_read(running.job_run_id, dataset.name)
+            self._store.register_dataset(dataset.name, uri=dataset.uri, schema=dataset.schema)
+            self._store.record_dataset_read(running.job_run_id, dataset.name)
         for dataset in getattr(job, "outputs", ()):
-            self.store.register_dataset(dataset.name, uri=dataset.uri, schema=dataset.schema)
-            self.store.record_dataset_write(running.job_run_id, dataset.name)
+            self._store.register_dataset(dataset.name, uri=dataset.uri, schema=dataset.schema)
+            self._store.record_dataset_write(running.job_run_id, dataset.name)
             self._send(dataset.name, dataset.uri or "", DATASET_UPDATED, "default",
                        {"run": run.run_id, "job_run": running.job_run_id})
 
@@ -445,6 +562,8 @@ class Scheduler:
     def _recover(self) -> None:
         for run in self.state.active_runs():
             self._runs[run.run_id] = run
+            if self._run_properties(run).get("stop_requested"):
+                self._stopping_runs.add(run.run_id)  # a stop the previous scheduler had not finished
         for active in self.state.active_job_runs():
             run = self._runs[active.run_id]
             process = JobProcess.adopt(ProcessRecord(**active.record)) if active.record else \
@@ -458,7 +577,10 @@ class Scheduler:
             self._watch(running)  # a process that already ended is settled at once by its monitor
         self._republish_missing()
         for run_id in list(self._runs):
-            self._execute_pending(run_id)
+            if run_id in self._stopping_runs:
+                self._continue_stop(self._runs[run_id])
+            else:
+                self._execute_pending(run_id)
 
     def _republish_missing(self) -> None:
         """Publish what a crash kept from the bus: the reply to a submission, the latest job states."""
@@ -480,7 +602,7 @@ class Scheduler:
                     published.setdefault(context.get("job_run"), set()).add(event.value)
             for job_run_id, job, state, attempt in self.state.job_runs(run.run_id):
                 if state not in published.get(job_run_id, set()):
-                    error = self.store.get_job_run(job_run_id).error if state == "FAILED" else None
+                    error = self._store.get_job_run(job_run_id).error if state == "FAILED" else None
                     self._publish_status(run, job, job_run_id, attempt, state, error)
 
     # --- helpers ---------------------------------------------------------------------------------
@@ -489,7 +611,7 @@ class Scheduler:
         if run.run_id not in self._workflows:
             from aiflow_notebook.workflow import Workflow
 
-            self._workflows[run.run_id] = Workflow.from_bytes(self.store.get_workflow_snapshot(run.snapshot_id))
+            self._workflows[run.run_id] = Workflow.from_bytes(self._store.get_workflow_snapshot(run.snapshot_id))
         return self._workflows[run.run_id]
 
     def _job_property(self, run: RunState, job: str, name: str) -> Any:
@@ -497,14 +619,11 @@ class Scheduler:
         return (found.properties or {}).get(name) if found is not None else None
 
     def _run_properties(self, run: RunState) -> dict[str, Any]:
-        from aiflow_notebook.meta import orm
-
-        with self.store._db.reading() as session:
-            return dict(session.get(orm.WorkflowRun, run.run_id).properties or {})
+        return self.state.run_properties(run.run_id)
 
     def _publish_status(self, run: RunState, job: str, job_run_id: int, attempt: int, state: str,
-                        error: str | None = None) -> None:
-        context = {"run": run.run_id, "job_run": job_run_id, "attempt": attempt}
+                        error: str | None = None, **extra: Any) -> None:
+        context = {"run": run.run_id, "job_run": job_run_id, "attempt": attempt, **extra}
         if error:
             context["error"] = error[-4000:]
         self._send(f"{run.workflow}.{job}", state, JOB_STATUS_CHANGED, "default", context)
@@ -512,6 +631,15 @@ class Scheduler:
     def _send(self, key: str, value: str, event_type: str, namespace: str, context: dict[str, Any]) -> Event:
         return self.client.send_event(Event(key=key, value=value, event_type=event_type, namespace=namespace,
                                             sender=SENDER, context=json.dumps(context)))
+
+
+def run_of(event: Event) -> int | None:
+    """The run a scheduler's status event belongs to (its context names it), else None."""
+    try:
+        run = json.loads(event.context).get("run") if event.context else None
+    except (ValueError, AttributeError):
+        return None
+    return run if isinstance(run, int) else None
 
 
 def _meta_urls(url) -> tuple[str, str]:

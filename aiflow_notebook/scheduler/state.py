@@ -136,6 +136,22 @@ class SchedulerState:
         """Move the cursor past an event that changed nothing."""
         self._db.transaction(lambda session: self._advance(session, version))
 
+    def request_stop(self, run_id: int, version: int | None) -> None:
+        """Record that the run is being stopped (a restarted scheduler carries on), with the cursor."""
+
+        def work(session: Session) -> None:
+            run = session.get(orm.WorkflowRun, run_id)
+            run.properties = {**(run.properties or {}), "stop_requested": True}
+            if version is not None:
+                self._advance(session, version)
+
+        self._db.transaction(work)
+
+    def run_properties(self, run_id: int) -> dict[str, Any]:
+        with self._db.reading() as session:
+            run = session.get(orm.WorkflowRun, run_id)
+            return dict(run.properties or {}) if run is not None else {}
+
     def finish_run(self, run_id: int, state: str) -> None:
         def work(session: Session) -> None:
             session.execute(update(orm.RunRules).where(orm.RunRules.workflow_run_id == run_id).values(active=False))
