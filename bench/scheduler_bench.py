@@ -9,11 +9,15 @@ One JSON line per figure, the median over --runs runs, each on a fresh database 
   the scheduler publishes once B's process is started (both stamped by the event server; p50 of 20).
 - chain: a --chain-job chain; total time (run RUNNING -> FINISHED, server clock) minus the jobs' own run
   times (each job run's recorded start -> end, i.e. its process's life), and the median job run time.
+- concurrent: --concurrent live runs of one --width-job chain, submitted together; the decision p50/p99
+  over every rule that fired, each run's overhead (as for chain; the median run), the hand-off p50/p99
+  over every run, and the wall time until the last run ended.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import statistics
 import tempfile
@@ -141,6 +145,35 @@ def chain_figures(length: int) -> tuple[float, float, float]:
 
 
 
+def concurrent_figures(runs: int, length: int) -> dict[str, float]:
+    with Bench() as bench:
+        workflow = chain_workflow("together", length)
+        started = time.monotonic()
+        live = [bench.api.submit(workflow) for _ in range(runs)]
+        for run in live:
+            assert run.wait(1800) == "FINISHED", run.errors()
+        wall = time.monotonic() - started
+        overheads, handoffs = [], []
+        with bench.store._db.reading() as session:
+            own: dict[int, float] = {}
+            for job_run in session.query(orm.JobRun).all():
+                own[job_run.workflow_run_id] = own.get(job_run.workflow_run_id, 0.0) + \
+                    (job_run.ended_at - job_run.started_at).total_seconds()
+        for run in live:
+            statuses = [e for e in bench.client.list_events(key="together", event_type="WORKFLOW_RUN_STATUS_CHANGED")
+                        if e.context and json.loads(e.context).get("run") == run.run_id]
+            overheads.append((statuses[-1].create_time - statuses[0].create_time) / 1000 - own[run.run_id])
+            events = run.job_events()
+            for i in range(1, length):
+                finished = next(e for e in events if e.key == f"together.j{i - 1}" and e.value == "FINISHED")
+                running = next(e for e in events if e.key == f"together.j{i}" and e.value == "RUNNING")
+                handoffs.append(running.create_time - finished.create_time)
+        decisions = [s * 1000 for s in bench.scheduler.decision_seconds]
+        return {"decision_p50": percentile(decisions, 50), "decision_p99": percentile(decisions, 99),
+                "overhead": statistics.median(overheads), "handoff_p50": percentile(handoffs, 50),
+                "handoff_p99": percentile(handoffs, 99), "wall": wall}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
@@ -148,7 +181,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s for the decision figure")
     parser.add_argument("--handoffs", type=int, default=20)
     parser.add_argument("--chain", type=int, default=200)
-    parser.add_argument("--only", choices=["decision", "handoff", "chain"], default=None)
+    parser.add_argument("--concurrent", type=int, default=10, help="live runs for the concurrent figure")
+    parser.add_argument("--width", type=int, default=20, help="jobs per run for the concurrent figure")
+    parser.add_argument("--only", choices=["decision", "handoff", "chain", "concurrent"], default=None)
     args = parser.parse_args()
     if args.only in (None, "decision"):
         decision_figures(args)
@@ -161,6 +196,13 @@ def main() -> None:
         emit(f"chain{args.chain}_overhead", statistics.median(f[1] for f in figures), "s",
              runs=[round(f[1], 2) for f in figures])
         emit(f"chain{args.chain}_job_run_p50", statistics.median(f[2] for f in figures), "s")
+    if args.only in (None, "concurrent"):
+        figures = [concurrent_figures(args.concurrent, args.width) for _ in range(args.runs)]
+        name = f"concurrent{args.concurrent}x{args.width}"
+        for metric, unit in (("decision_p50", "ms"), ("decision_p99", "ms"), ("overhead", "s"),
+                             ("handoff_p50", "ms"), ("handoff_p99", "ms"), ("wall", "s")):
+            values = [f[metric] for f in figures]
+            emit(f"{name}_{metric}", statistics.median(values), unit, runs=[round(v, 2) for v in values])
 
 
 def decision_figures(args) -> None:
