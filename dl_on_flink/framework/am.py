@@ -11,6 +11,10 @@ JSON requests:
 - **child processes** send ``rendezvous`` with their host and advertised properties and get the whole
   cluster spec once every node of the attempt registered.
 
+Anything can reach the AM's port, so every request is checked (:func:`parse_request`) before it is
+acted on: a malformed one (wrong frame count, too large, not a JSON object, a missing or ill-typed field)
+is answered with an ``error``, logged, and otherwise ignored — garbage must not take the cluster down.
+
 The decisions themselves are the :class:`~.state_machine.AMStateMachine`'s. When the cluster is done the
 AM waits (bounded) until every runner has heard the verdict, then returns — or raises
 :class:`~dl_on_flink.errors.ClusterFailedError`, which fails the Flink job with the node's error.
@@ -34,6 +38,10 @@ from dl_on_flink.framework.state_machine import AMStateMachine, ClusterState, No
 from dl_on_flink.framework.status import CLUSTER_STATUS, NODE_STATUS, StatusEvent
 
 log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 1 << 20  # a node's request is a few hundred bytes; larger ones are answered with an error
+MAX_FRAME_BYTES = 16 << 20  # larger frames are not even read: ZeroMQ drops the connection that sends one
+CHILD_STATES = ("none", "running", "finished", "failed")
 
 
 @dataclass
@@ -74,6 +82,7 @@ class ApplicationMaster:
         """Serve until the cluster is done; ``stop_after`` (seconds) bounds the whole run (tests)."""
         sock = zmq.Context.instance().socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
         try:
             sock.bind(f"tcp://{self.bind_host}:0")
             self.address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -85,11 +94,10 @@ class ApplicationMaster:
                 if sock.poll(100, zmq.POLLIN):
                     while True:
                         try:
-                            ident, payload = sock.recv_multipart(zmq.NOBLOCK)
+                            ident, *frames = sock.recv_multipart(zmq.NOBLOCK)
                         except zmq.Again:
                             break
-                        msg = json.loads(payload)
-                        reply = {**self._handle(msg), "rid": msg.get("rid")}
+                        reply = self._serve(ident, frames)
                         sock.send_multipart([ident, json.dumps(reply).encode()])
                 now = time.monotonic()
                 self._check_timeouts(now)
@@ -110,20 +118,35 @@ class ApplicationMaster:
             )
 
     # --- requests ---
+    def _serve(self, ident: bytes, frames: list[bytes]) -> dict[str, Any]:
+        """The reply to one request; a bad request gets an error and a log line, never an exception."""
+        try:
+            msg = parse_request(frames)
+        except BadRequest as exc:
+            log.warning(
+                "cluster %s: AM rejected a request from peer %s: %s; request: %s",
+                self.job_key, ident.hex()[:16], exc, _preview(frames),
+            )
+            return {"error": f"bad request: {exc}"}
+        try:
+            reply = self._handle(msg)
+        except Exception as exc:  # noqa: BLE001 - one request must not take the cluster down
+            log.exception("cluster %s: AM failed to handle %s", self.job_key, _preview(frames))
+            reply = {"error": f"the application master failed on {msg['op']}: {type(exc).__name__}: {exc}"}
+        return {**reply, "rid": msg.get("rid")}
+
     def _handle(self, msg: dict[str, Any]) -> dict[str, Any]:
-        node: NodeId = (msg["node"][0], int(msg["node"][1]))
+        node: NodeId = (msg["node"][0], msg["node"][1])
         if node not in self._tracks:
-            return {"error": f"unknown node {node}"}
+            return {"error": f"unknown node {node[0]} {node[1]}"}
         if msg["op"] == "hb":
             return self._heartbeat(node, msg)
-        if msg["op"] == "rendezvous":
-            return self._rendezvous(node, msg)
-        return {"error": f"unknown op {msg['op']!r}"}
+        return self._rendezvous(node, msg)
 
     def _heartbeat(self, node: NodeId, msg: dict[str, Any]) -> dict[str, Any]:
         track = self._tracks[node]
         track.last_heartbeat = time.monotonic()
-        attempt, child = msg.get("attempt"), msg.get("child", "none")
+        attempt, child = msg.get("attempt"), msg.get("child") or "none"
         if (child, attempt) != (track.child, track.attempt):
             track.child, track.attempt = child, attempt
             self._publish(f"{self.job_key}.{node[0]}.{node[1]}", child.upper(), NODE_STATUS, attempt=attempt)
@@ -140,11 +163,11 @@ class ApplicationMaster:
         return {"action": "run", "attempt": self.sm.attempt}
 
     def _rendezvous(self, node: NodeId, msg: dict[str, Any]) -> dict[str, Any]:
-        attempt = int(msg["attempt"])
+        attempt = msg["attempt"]
         if attempt != self.sm.attempt or self.sm.done:
             return {"stale": True}
         if node not in self.sm.registered:
-            self.sm.register(node, attempt, NodeInfo(host=msg["host"], props=dict(msg.get("props", {}))))
+            self.sm.register(node, attempt, NodeInfo(host=msg["host"], props=dict(msg.get("props") or {})))
         spec = self.sm.cluster_spec()
         return {"cluster": spec} if spec is not None else {"wait": True}
 
@@ -190,6 +213,66 @@ class ApplicationMaster:
             self._publisher(StatusEvent(key, value, event_type, context))
         except Exception:  # a broken publisher must not take the cluster down
             log.exception("status publisher failed for %s=%s", key, value)
+
+
+class BadRequest(ValueError):
+    """A request the AM cannot act on (the message says what is wrong with it)."""
+
+
+def parse_request(frames: list[bytes]) -> dict[str, Any]:
+    """The request in ``frames`` (what followed the sender's identity), checked; BadRequest if malformed."""
+    if len(frames) != 1:
+        raise BadRequest(f"expected 1 frame after the identity, got {len(frames)}")
+    payload = frames[0]
+    if len(payload) > MAX_REQUEST_BYTES:
+        raise BadRequest(f"request of {len(payload)} bytes, more than {MAX_REQUEST_BYTES}")
+    try:
+        msg = json.loads(payload)
+    except ValueError as exc:  # also UnicodeDecodeError
+        raise BadRequest(f"not JSON ({exc})") from None
+    if not isinstance(msg, dict):
+        raise BadRequest(f"not a JSON object but {type(msg).__name__}")
+    node = msg.get("node")
+    if not (isinstance(node, list) and len(node) == 2 and isinstance(node[0], str) and _is_int(node[1])):
+        raise BadRequest(f"'node' must be [node type, index], got {_short(node)}")
+    op = msg.get("op")
+    if op == "hb":
+        _field(msg, "attempt", _is_int, "an int or null", optional=True)
+        _field(msg, "child", lambda v: v in CHILD_STATES, f"one of {CHILD_STATES}", optional=True)
+        _field(msg, "error", lambda v: isinstance(v, str), "a string or null", optional=True)
+    elif op == "rendezvous":
+        _field(msg, "attempt", _is_int, "an int")
+        _field(msg, "host", lambda v: isinstance(v, str) and v != "", "a non-empty string")
+        _field(
+            msg, "props",
+            lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+            "an object of strings", optional=True,
+        )
+    else:
+        raise BadRequest(f"unknown op {_short(op)}")
+    return msg
+
+
+def _field(msg: dict[str, Any], key: str, valid, expected: str, optional: bool = False) -> None:
+    value = msg.get(key)
+    if value is None and optional:
+        return
+    if value is None or not valid(value):
+        raise BadRequest(f"{msg['op']}: {key!r} must be {expected}, got {_short(value)}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _preview(frames: list[bytes], limit: int = 200) -> str:
+    """A request's frames for a log line: sizes, and the start of each."""
+    return ", ".join(f"{len(f)} bytes {_short(bytes(f[:limit]), limit + 10)}" for f in frames) or "no frames"
 
 
 class AMClient:

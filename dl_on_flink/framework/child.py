@@ -71,6 +71,8 @@ def rendezvous(am: AMClient, launch: NodeLaunch, props: dict[str, str]) -> dict 
             reply = am.call(request, timeout=5.0)
         except RendezvousError:
             reply = {"wait": True}
+        if "error" in reply:
+            raise RendezvousError(f"the application master rejected the rendezvous: {reply['error']}")
         if reply.get("stale"):
             return None
         if "cluster" in reply:

@@ -328,6 +328,8 @@ class NodeRunner:
                             f"{self.node[0]} {self.index} lost the application master at {address}"
                         ) from None
                     continue
+                if "error" in reply:
+                    raise DLOnFlinkError(f"the application master rejected a heartbeat: {reply['error']}")
                 action = reply.get("action")
                 if action == "fail":
                     self._decide("failed", reply.get("error"))
