@@ -9,7 +9,8 @@ JSON requests:
   with the state of their child process and get back what to do: ``run`` (attempt N), ``stop`` or
   ``fail``. Silence longer than ``heartbeat_timeout`` counts as a node failure (lost heartbeat).
 - **child processes** send ``rendezvous`` with their host and advertised properties and get the whole
-  cluster spec once every node of the attempt registered.
+  cluster spec once every node of the attempt registered; and ``barrier`` (a name) when a framework must
+  hold every node at one point until all of them reached it (TensorFlow's collective server update).
 
 Anything can reach the AM's port, so every request is checked (:func:`parse_request`) before it is
 acted on: a malformed one (wrong frame count, too large, not a JSON object, a missing or ill-typed field)
@@ -76,6 +77,7 @@ class ApplicationMaster:
         self.sm.on_transition = self._on_transition
         self._tracks: dict[NodeId, _NodeTrack] = {node: _NodeTrack() for node in self.sm.nodes}
         self._attempt_started = time.monotonic()
+        self._barriers: dict[str, set[NodeId]] = {}  # of the current attempt
         self.address: str | None = None
 
     def run(self, stop_after: float | None = None) -> None:
@@ -141,6 +143,8 @@ class ApplicationMaster:
             return {"error": f"unknown node {node[0]} {node[1]}"}
         if msg["op"] == "hb":
             return self._heartbeat(node, msg)
+        if msg["op"] == "barrier":
+            return self._barrier(node, msg)
         return self._rendezvous(node, msg)
 
     def _heartbeat(self, node: NodeId, msg: dict[str, Any]) -> dict[str, Any]:
@@ -170,6 +174,14 @@ class ApplicationMaster:
             self.sm.register(node, attempt, NodeInfo(host=msg["host"], props=dict(msg.get("props") or {})))
         spec = self.sm.cluster_spec()
         return {"cluster": spec} if spec is not None else {"wait": True}
+
+    def _barrier(self, node: NodeId, msg: dict[str, Any]) -> dict[str, Any]:
+        if msg["attempt"] != self.sm.attempt or self.sm.done:
+            return {"stale": True}
+        arrived = self._barriers.setdefault(msg["name"], set())
+        arrived.add(node)
+        missing = [list(n) for n in self.sm.nodes if n not in arrived]
+        return {"wait": True, "missing": missing} if missing else {"go": True}
 
     # --- timeouts ---
     def _check_timeouts(self, now: float) -> None:
@@ -203,6 +215,7 @@ class ApplicationMaster:
     def _on_transition(self, state: ClusterState, attempt: int, reason: str) -> None:
         if state is ClusterState.INIT:
             self._attempt_started = time.monotonic()
+            self._barriers.clear()
         self._publish(self.job_key, state.value, CLUSTER_STATUS, attempt=attempt, reason=reason)
 
     def _failure_message(self) -> str:
@@ -248,6 +261,9 @@ def parse_request(frames: list[bytes]) -> dict[str, Any]:
             lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
             "an object of strings", optional=True,
         )
+    elif op == "barrier":
+        _field(msg, "attempt", _is_int, "an int")
+        _field(msg, "name", lambda v: isinstance(v, str) and 0 < len(v) <= 200, "a string of 1 to 200 characters")
     else:
         raise BadRequest(f"unknown op {_short(op)}")
     return msg

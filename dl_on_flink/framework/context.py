@@ -91,6 +91,43 @@ class Context:
             raise RuntimeError("the cluster spec is known only after rendezvous")
         return self._cluster
 
+    def _barrier(self, name: str) -> None:
+        """Wait until every node of this attempt reached the barrier ``name`` (framework hooks only).
+
+        RendezvousError when they did not within ``rendezvous_timeout`` (naming the missing nodes), or
+        when this attempt was replaced meanwhile.
+        """
+        import time
+
+        from dl_on_flink.errors import RendezvousError
+        from dl_on_flink.framework.am import AMClient
+
+        launch = self._launch
+        me = f"{launch.node_type} {launch.index} (attempt {launch.attempt})"
+        request = {"op": "barrier", "node": [launch.node_type, launch.index], "attempt": launch.attempt, "name": name}
+        deadline = time.monotonic() + launch.rendezvous_timeout
+        am, delay, missing = AMClient(launch.am_address), 0.02, []
+        try:
+            while True:
+                try:
+                    reply = am.call(request, timeout=5.0)
+                except RendezvousError:
+                    reply = {"wait": True}
+                if reply.get("go"):
+                    return
+                if "error" in reply or reply.get("stale"):
+                    raise RendezvousError(f"{me} at barrier {name!r}: {reply.get('error') or 'attempt replaced'}")
+                missing = reply.get("missing", missing)
+                if time.monotonic() > deadline:
+                    names = ", ".join(f"{t} {i}" for t, i in missing) or "some nodes"
+                    raise RendezvousError(
+                        f"{me}: {names} did not reach {name!r} within {launch.rendezvous_timeout:.0f} s"
+                    )
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.2)
+        finally:
+            am.close()
+
     # --- data from and to Flink ---
     def get_input_schema(self) -> Schema | None:
         return self._launch.input_schema
