@@ -345,3 +345,56 @@ def test_am_rejects_malformed_requests_and_keeps_serving(tmp_path, caplog):
     assert len(rejected) == len(GARBAGE) - 1  # "unknown node" is well-formed: answered, not logged
     assert all(len(line) < 1000 for line in rejected), "log lines quote requests truncated"
     assert wait_no_process_left(cmdline=CHILD_MODULE) == []
+
+
+def busy_then_done(ctx):
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:  # CPU, but no rows and no reports
+        sum(range(10_000))
+
+
+def sleeps_waits_then_reports(ctx):
+    time.sleep(6)  # no CPU, no rows: only the busy node's CPU shows the cluster is not stuck
+    rows = list(ctx.get_row_reader())  # waits for Flink (the feeder holds the rows back)
+    assert len(rows) == 10
+    for i in range(8):  # nothing but reports
+        ctx.report_progress(f"step {i}")
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_cpu_waiting_for_flink_and_reports_count_as_progress(tmp_path):
+    config = (ClusterConfig.new_builder().add_node_type("busy", 1).add_node_type("worker", 1)
+              .set_node_entry(lambda ctx: (busy_then_done if ctx.get_node_type() == "busy"
+                                           else sleeps_waits_then_reports)(ctx))
+              .set_max_failover(0).set_property("progress_timeout", 2.5)
+              .set_property("heartbeat_interval", 0.1).build())
+    book = FileAddressBook(tmp_path / "book")
+    schema = Schema([("x", "BIGINT")])
+    codec = RowCodec(schema)
+    am = ApplicationMaster("job", config, book, has_input=True)
+    busy = NodeRunner(NodePlan("job", config, "busy", book), 0).start()
+    worker = NodeRunner(NodePlan("job", config, "worker", book, input_schema=schema), 0).start()
+    errors = []
+
+    def feed():
+        try:
+            time.sleep(13)  # the worker waits for these rows for ≈ 6 s, longer than progress_timeout
+            for x in range(10):
+                worker.write(codec.encode((x,)))
+            worker.end_input()
+            list(worker.finish())
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    feeder = threading.Thread(target=feed)
+    try:
+        feeder.start()
+        am.run(stop_after=90)  # raises ClusterFailedError if any node was taken for stuck
+        feeder.join(30)
+        list(busy.finish())
+    finally:
+        busy.close()
+        worker.close()
+    assert not errors
+    assert wait_no_process_left(cmdline=CHILD_MODULE) == []
