@@ -398,3 +398,48 @@ def test_cpu_waiting_for_flink_and_reports_count_as_progress(tmp_path):
         worker.close()
     assert not errors
     assert wait_no_process_left(cmdline=CHILD_MODULE) == []
+
+
+def spins_or_ignores_its_input(ctx):
+    if ctx.get_node_type() == "busy":
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # keeps the cluster busy: only the node Flink waits for is stuck
+            sum(range(10_000))
+    else:
+        threading.Event().wait(60)  # never reads its input
+
+
+@pytest.mark.slow
+def test_a_node_that_takes_no_input_is_stuck_even_while_others_work(tmp_path):
+    config = (ClusterConfig.new_builder().add_node_type("busy", 1).add_node_type("worker", 1)
+              .set_node_entry(spins_or_ignores_its_input).set_max_failover(0)
+              .set_property("progress_timeout", 3).set_property("heartbeat_interval", 0.1).build())
+    book = FileAddressBook(tmp_path / "book")
+    schema = Schema([("blob", "BYTES")])
+    codec = RowCodec(schema)
+    am = ApplicationMaster("job", config, book, has_input=True)
+    busy = NodeRunner(NodePlan("job", config, "busy", book), 0).start()
+    worker = NodeRunner(NodePlan("job", config, "worker", book, input_schema=schema), 0).start()
+
+    def feed():
+        try:
+            for _ in range(400):  # 25 MB: far more than the channel and the socket buffers hold
+                worker.write(codec.encode((b"x" * 65536,)))
+        except ClusterFailedError:
+            pass  # the verdict reached the blocked sender
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    started = time.monotonic()
+    try:
+        feeder.start()
+        with pytest.raises(ClusterFailedError) as err:
+            am.run(stop_after=60)
+        feeder.join(30)
+    finally:
+        busy.close()
+        worker.close()
+    message = str(err.value)
+    assert "worker 0 (attempt 0) is stuck" in message and "its input could not be delivered for" in message
+    assert "busy 0" not in message
+    assert time.monotonic() - started < 30
+    assert wait_no_process_left(cmdline=CHILD_MODULE) == []

@@ -233,6 +233,7 @@ class NodeRunner:
         self._sender = self._receiver = None
         self._data_attempt = attempt
         self._output_ended = False
+        self._blocked_since = None  # the new child has not refused anything yet
         if self.plan.input_schema is not None:
             self._sender = Sender(self._endpoint("in", attempt), bind=True)
         if self.plan.output_schema is not None:
@@ -283,6 +284,7 @@ class NodeRunner:
                 self._blocked_since = time.monotonic()
             self.raise_if_failed()
             if self._outcome == "stopped" or self._exited_attempt == attempt:
+                self._blocked_since = None
                 return True
             if self._child_attempt != attempt:
                 return False
