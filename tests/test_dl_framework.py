@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -270,4 +271,175 @@ def test_a_restarted_attempt_sees_every_epoch_of_the_spilled_input(tmp_path):
         epochs = json.loads((tmp_path / f"worker-{i}-1").read_text())
         assert epochs == [list(range(1000 * i, 1000 * i + 500))] * 3
     assert not (tmp_path / "worker-1-0").exists()
+    assert wait_no_process_left(cmdline=CHILD_MODULE) == []
+
+
+def waits_for_go(ctx):
+    import os
+
+    deadline = time.monotonic() + 60
+    while not os.path.exists(ctx.get_property("go")):
+        assert time.monotonic() < deadline, "never told to go"
+        time.sleep(0.05)
+
+
+GARBAGE = {
+    "not JSON": [b"not json"],
+    "not UTF-8": [b"\xff\xfe\x00"],
+    "empty": [b""],
+    "not an object": [b"[1, 2]"],
+    "no node": [b'{"op": "hb"}'],
+    "index not an int": [b'{"op": "hb", "node": ["worker", "0"]}'],
+    "index a bool": [b'{"op": "hb", "node": ["worker", true]}'],
+    "child not a state": [b'{"op": "hb", "node": ["worker", 0], "child": 5}'],
+    "attempt not an int": [b'{"op": "rendezvous", "node": ["worker", 0], "attempt": "x", "host": "h"}'],
+    "props not strings": [b'{"op": "rendezvous", "node": ["worker", 0], "attempt": 0, "host": "h", "props": {"a": 1}}'],
+    "unknown op": [b'{"op": "nope", "node": ["worker", 0]}'],
+    "unknown node": [b'{"op": "hb", "node": ["ps", 7]}'],
+    "two frames": [b'{"op": "hb", "node": ["worker", 0]}', b"more"],
+    "too large": [b" " * (2 << 20) + b"{}"],
+}
+
+
+@pytest.mark.slow
+def test_am_rejects_malformed_requests_and_keeps_serving(tmp_path, caplog):
+    import zmq
+
+    go = tmp_path / "go"
+    config = (ClusterConfig.new_builder().add_node_type("worker", 2).set_node_entry(waits_for_go)
+              .set_property("go", go).set_property("heartbeat_interval", 0.1).build())
+    book = FileAddressBook(tmp_path / "book")
+    replies, problems = {}, []
+
+    def send_garbage():
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        try:
+            _, address = book.wait_for("job", timeout=30)
+            sock.connect(address)
+            for name, frames in GARBAGE.items():
+                sock.send_multipart(frames)
+                if not sock.poll(5000, zmq.POLLIN):
+                    problems.append(f"no reply to {name}")
+                    continue
+                replies[name] = sock.recv_multipart()
+            sock.send(b"x" * (17 << 20))  # over the hard limit: ZeroMQ drops this connection, nothing to answer
+            time.sleep(0.5)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            problems.append(repr(exc))
+        finally:
+            sock.close()
+            go.touch()
+
+    caplog.set_level("WARNING", logger="dl_on_flink.framework.am")
+    sender = threading.Thread(target=send_garbage)
+    sender.start()
+    run_cluster(config, tmp_path, 2)  # the AM survived the garbage and served both nodes to the end
+    sender.join(10)
+    assert not problems
+    for name, frames in replies.items():
+        assert len(frames) == 1, name
+        assert "error" in json.loads(frames[0]), (name, frames)
+    assert set(replies) == set(GARBAGE)
+    rejected = [r.getMessage() for r in caplog.records if "rejected a request" in r.getMessage()]
+    assert len(rejected) == len(GARBAGE) - 1  # "unknown node" is well-formed: answered, not logged
+    assert all(len(line) < 1000 for line in rejected), "log lines quote requests truncated"
+    assert wait_no_process_left(cmdline=CHILD_MODULE) == []
+
+
+def busy_then_done(ctx):
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:  # CPU, but no rows and no reports
+        sum(range(10_000))
+
+
+def sleeps_waits_then_reports(ctx):
+    time.sleep(6)  # no CPU, no rows: only the busy node's CPU shows the cluster is not stuck
+    rows = list(ctx.get_row_reader())  # waits for Flink (the feeder holds the rows back)
+    assert len(rows) == 10
+    for i in range(8):  # nothing but reports
+        ctx.report_progress(f"step {i}")
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_cpu_waiting_for_flink_and_reports_count_as_progress(tmp_path):
+    config = (ClusterConfig.new_builder().add_node_type("busy", 1).add_node_type("worker", 1)
+              .set_node_entry(lambda ctx: (busy_then_done if ctx.get_node_type() == "busy"
+                                           else sleeps_waits_then_reports)(ctx))
+              .set_max_failover(0).set_property("progress_timeout", 2.5)
+              .set_property("heartbeat_interval", 0.1).build())
+    book = FileAddressBook(tmp_path / "book")
+    schema = Schema([("x", "BIGINT")])
+    codec = RowCodec(schema)
+    am = ApplicationMaster("job", config, book, has_input=True)
+    busy = NodeRunner(NodePlan("job", config, "busy", book), 0).start()
+    worker = NodeRunner(NodePlan("job", config, "worker", book, input_schema=schema), 0).start()
+    errors = []
+
+    def feed():
+        try:
+            time.sleep(13)  # the worker waits for these rows for ≈ 6 s, longer than progress_timeout
+            for x in range(10):
+                worker.write(codec.encode((x,)))
+            worker.end_input()
+            list(worker.finish())
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    feeder = threading.Thread(target=feed)
+    try:
+        feeder.start()
+        am.run(stop_after=90)  # raises ClusterFailedError if any node was taken for stuck
+        feeder.join(30)
+        list(busy.finish())
+    finally:
+        busy.close()
+        worker.close()
+    assert not errors
+    assert wait_no_process_left(cmdline=CHILD_MODULE) == []
+
+
+def spins_or_ignores_its_input(ctx):
+    if ctx.get_node_type() == "busy":
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # keeps the cluster busy: only the node Flink waits for is stuck
+            sum(range(10_000))
+    else:
+        threading.Event().wait(60)  # never reads its input
+
+
+@pytest.mark.slow
+def test_a_node_that_takes_no_input_is_stuck_even_while_others_work(tmp_path):
+    config = (ClusterConfig.new_builder().add_node_type("busy", 1).add_node_type("worker", 1)
+              .set_node_entry(spins_or_ignores_its_input).set_max_failover(0)
+              .set_property("progress_timeout", 3).set_property("heartbeat_interval", 0.1).build())
+    book = FileAddressBook(tmp_path / "book")
+    schema = Schema([("blob", "BYTES")])
+    codec = RowCodec(schema)
+    am = ApplicationMaster("job", config, book, has_input=True)
+    busy = NodeRunner(NodePlan("job", config, "busy", book), 0).start()
+    worker = NodeRunner(NodePlan("job", config, "worker", book, input_schema=schema), 0).start()
+
+    def feed():
+        try:
+            for _ in range(400):  # 25 MB: far more than the channel and the socket buffers hold
+                worker.write(codec.encode((b"x" * 65536,)))
+        except ClusterFailedError:
+            pass  # the verdict reached the blocked sender
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    started = time.monotonic()
+    try:
+        feeder.start()
+        with pytest.raises(ClusterFailedError) as err:
+            am.run(stop_after=60)
+        feeder.join(30)
+    finally:
+        busy.close()
+        worker.close()
+    message = str(err.value)
+    assert "worker 0 (attempt 0) is stuck" in message and "its input could not be delivered for" in message
+    assert "busy 0" not in message
+    assert time.monotonic() - started < 30
     assert wait_no_process_left(cmdline=CHILD_MODULE) == []

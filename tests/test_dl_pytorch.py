@@ -177,3 +177,45 @@ def test_inference_round_trips_every_type_and_keeps_the_row_count():
         got = list(results)
     assert len(got) == len(rows)
     assert sorted(got) == sorted(repr((*row, row[1] + 1)) for row in rows)
+
+
+def one_worker_blocks_forever(ctx):
+    import threading
+
+    from dl_on_flink.pytorch import PyTorchContext
+
+    pt = PyTorchContext(ctx)
+    with open(f"{ctx.get_property('out')}/seen-{pt.get_rank()}-{ctx.get_current_attempt_index()}", "w"):
+        pass
+    rows = sum(1 for _ in pt.get_dataset_from_flink())
+    if pt.get_rank() == 1:
+        ctx.report_progress(f"read {rows} rows, now waiting for a signal that never comes")
+        threading.Event().wait()  # stuck: alive, heartbeating, no progress
+
+
+def test_a_stuck_node_fails_the_job_naming_it_within_the_progress_timeout(tmp_path):
+    import time
+
+    from pyflink.common import Types
+
+    progress_timeout = 8
+    env = local_env()
+    numbers = env.from_collection([(i,) for i in range(40)], type_info=Types.ROW_NAMED(["x"], [Types.LONG()]))
+    config = (PyTorchClusterConfig.new_builder().set_world_size(2).set_node_entry(one_worker_blocks_forever)
+              .set_max_failover(1).set_property("progress_timeout", progress_timeout)
+              .set_property("out", tmp_path).build())
+    train(env, config, input=numbers)
+    started = time.monotonic()
+    with pytest.raises(Exception) as err:
+        env.execute("stuck")
+    elapsed = time.monotonic() - started
+    message = str(err.value)
+    assert "failed after 1 failover(s)" in message
+    assert f"worker 1 (attempt 1) is stuck: no progress for {progress_timeout}" in message
+    assert "in its entry function" in message
+    # attempt 1 reads no rows: attempt 0 consumed them (max_epoch=1 without replay_input_on_failover)
+    assert "last report_progress: 'read 0 rows, now waiting for a signal that never comes'" in message
+    assert "worker 0" not in message.split("failover(s):", 1)[1].split("\n", 1)[0]  # worker 0 finished: not blamed
+    # two attempts, each stuck for progress_timeout, plus start-up (Flink ≈ 7 s, each attempt's children)
+    assert elapsed < 2 * progress_timeout + 60, elapsed
+    assert sorted(p.name for p in tmp_path.glob("seen-*")) == [f"seen-{i}-{a}" for i in (0, 1) for a in (0, 1)]

@@ -106,3 +106,33 @@ def test_inference_through_tf_dataset_and_row_writer():
     with output.execute_and_collect("tf-inference") as results:
         got = sorted((r[0], r[1], list(r[2]), r[3], r[4]) for r in results)
     assert got == [(i, f"row {i}, with\nnewline ✓", [0.5 * i, -1.0], i + 1, 0.5 * i - 1.0) for i in range(40)]
+
+
+def late_worker_zero(ctx):
+    import time
+
+    import tensorflow as tf
+
+    from dl_on_flink.tensorflow import TFContext
+
+    tfc = TFContext(ctx)
+    if tfc.get_task_index() == 0:
+        time.sleep(5)  # worker 1 creates its strategy first: the order that hung both in their first collective
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    with strategy.scope():
+        w = tf.Variable(float(10 + tfc.get_task_index()))  # initial value broadcast from worker 0
+    total = strategy.reduce("SUM", strategy.run(lambda: tf.constant(float(tfc.get_task_index() + 1))), axis=None)
+    if tfc.get_task_index() == 0:
+        with open(ctx.get_property("out"), "w") as fh:
+            json.dump({"w": float(w.numpy()), "total": float(total.numpy())}, fh)
+
+
+@pytest.mark.timeout(180)
+def test_mirrored_strategy_created_at_different_times_does_not_hang(tmp_path):
+    out = tmp_path / "result.json"
+    env = local_env()
+    config = (TFClusterConfig.new_builder().set_worker_count(2).set_node_entry(late_worker_zero)
+              .set_property("out", out).build())
+    train(env, config)
+    env.execute("tf-late-worker-zero")
+    assert json.loads(out.read_text()) == {"w": 10.0, "total": 3.0}

@@ -157,6 +157,7 @@ class RowReader:
 
     ``read_epoch()`` yields decoded rows until the end-of-epoch marker; after the last epoch it yields
     nothing and :attr:`end_of_input` is True. A timeout (seconds) bounds how long one row may take.
+    ``rows_read`` and ``waiting`` (blocked until Flink sends more) are what the node reports as progress.
     """
 
     def __init__(self, receiver: Receiver, codec: RowCodec, timeout: float | None = None) -> None:
@@ -166,11 +167,16 @@ class RowReader:
         self.epochs_completed = 0
         self.end_of_input = False
         self.rows_read = 0
+        self.waiting = False
 
     def read_epoch(self) -> Iterator[tuple]:
         decode = self._codec.decode
         while not self.end_of_input:
-            frame = self._receiver.recv(self._timeout)
+            self.waiting = True
+            try:
+                frame = self._receiver.recv(self._timeout)
+            finally:
+                self.waiting = False
             if frame is None:
                 raise ChannelError(f"no data from Flink on {self._receiver.endpoint} for {self._timeout} s")
             kind = frame[:1]
@@ -208,6 +214,7 @@ class RowWriter:
         self._last_send = time.monotonic()
         self.closed = False
         self.rows_written = 0
+        self.waiting = False  # blocked by Flink's back-pressure
 
     def write(self, row: Any) -> None:
         if self.closed:
@@ -232,5 +239,9 @@ class RowWriter:
             self.closed = True
 
     def _send(self, frame: bytes) -> None:
-        self._sender.send(frame)
+        self.waiting = True
+        try:
+            self._sender.send(frame)
+        finally:
+            self.waiting = False
         self._last_send = time.monotonic()

@@ -36,6 +36,8 @@ class ClusterConfig:
       and silence after which the AM counts the node as lost.
     - ``rendezvous_timeout`` (``180``): seconds for all nodes of an attempt to register.
     - ``stop_grace`` (``15``): seconds the AM waits, once the cluster is done, for every node to hear it.
+    - ``progress_timeout`` (``600``; ``0`` turns it off): seconds without progress after which a running
+      node counts as stuck and fails (see :mod:`.am` for what counts as progress).
     - ``replay_input_on_failover`` (``false``; always on when ``max_epoch > 1``): spill the input to local
       disk so that a restarted attempt sees the whole input again.
     """

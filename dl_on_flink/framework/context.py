@@ -40,6 +40,7 @@ class NodeLaunch:
     input_schema: Schema | None = None
     output_schema: Schema | None = None
     rendezvous_timeout: float = 180.0
+    progress_path: str | None = None  # where the child's progress reporter writes (read by the node runner)
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -53,6 +54,9 @@ class Context:
         self._writer: RowWriter | None = None
         self._sockets: list[Sender | Receiver] = []
         self._state: dict[str, Any] = {}  # framework hooks keep their handles here (stores, servers)
+        self._phase = "start"  # prepare, rendezvous, setup, entry, teardown, or "barrier <name>"
+        self._reports = 0
+        self._report_message: str | None = None
 
     # --- identity (dl-on-flink names) ---
     def get_node_type(self) -> str:
@@ -90,6 +94,70 @@ class Context:
         if self._cluster is None:
             raise RuntimeError("the cluster spec is known only after rendezvous")
         return self._cluster
+
+    def _barrier(self, name: str) -> None:
+        """Wait until every node of this attempt reached the barrier ``name`` (framework hooks only).
+
+        RendezvousError when they did not within ``rendezvous_timeout`` (naming the missing nodes), or
+        when this attempt was replaced meanwhile.
+        """
+        import time
+
+        from dl_on_flink.errors import RendezvousError
+        from dl_on_flink.framework.am import AMClient
+
+        launch, phase = self._launch, self._phase
+        self._phase = f"barrier {name}"
+        me = f"{launch.node_type} {launch.index} (attempt {launch.attempt})"
+        request = {"op": "barrier", "node": [launch.node_type, launch.index], "attempt": launch.attempt, "name": name}
+        deadline = time.monotonic() + launch.rendezvous_timeout
+        am, delay, missing = AMClient(launch.am_address), 0.02, []
+        try:
+            while True:
+                try:
+                    reply = am.call(request, timeout=5.0)
+                except RendezvousError:
+                    reply = {"wait": True}
+                if reply.get("go"):
+                    return
+                if "error" in reply or reply.get("stale"):
+                    raise RendezvousError(f"{me} at barrier {name!r}: {reply.get('error') or 'attempt replaced'}")
+                missing = reply.get("missing", missing)
+                if time.monotonic() > deadline:
+                    names = ", ".join(f"{t} {i}" for t, i in missing) or "some nodes"
+                    raise RendezvousError(
+                        f"{me}: {names} did not reach {name!r} within {launch.rendezvous_timeout:.0f} s"
+                    )
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.2)
+        finally:
+            am.close()
+            self._phase = phase
+
+    # --- progress ---
+    def report_progress(self, message: str | None = None) -> None:
+        """Tell the cluster this node is making progress, optionally what it is doing ("epoch 3").
+
+        Reading or writing Flink rows and using CPU count as progress by themselves; call this where a
+        node may legitimately do neither for longer than the ``progress_timeout`` property (e.g. it waits
+        for something outside Flink). A node that shows no progress for that long, while none of the
+        others does either, is failed as stuck; its last message is quoted in the error.
+        """
+        self._reports += 1
+        if message is not None:
+            self._report_message = str(message)[:200]
+
+    def _progress(self) -> dict[str, Any]:
+        """What the child's progress reporter sends to its node runner (see :mod:`.child`)."""
+        reader, writer = self._reader, self._writer
+        return {
+            "phase": self._phase,
+            "reports": self._reports,
+            "message": self._report_message,
+            "rows_read": reader.rows_read if reader is not None else 0,
+            "rows_written": writer.rows_written if writer is not None else 0,
+            "waiting": bool((reader is not None and reader.waiting) or (writer is not None and writer.waiting)),
+        }
 
     # --- data from and to Flink ---
     def get_input_schema(self) -> Schema | None:

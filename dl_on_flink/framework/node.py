@@ -4,7 +4,9 @@ One runner lives in each subtask of a role operator. Two threads share it:
 
 - the **supervisor** (a thread of ours) finds the AM in the address book, heartbeats it, and does what
   the AM says: start the child for attempt N (killing the previous one), stop, or fail. It reports the
-  child's exit — code 0 is "finished", anything else "failed" with the tail of the child's output.
+  child's exit — code 0 is "finished", anything else "failed" with the tail of the child's output — and
+  its progress: what the child's reporter wrote, the CPU time of the child's processes, and for how
+  long the operator has been unable to deliver input to it.
 - the **operator thread** (PyFlink's) moves data: rows in (``write`` / ``end_input``), rows out
   (``take_output``), and follows the supervisor to each new attempt. Every attempt has its own channel
   endpoints, so nothing meant for a killed child reaches its successor.
@@ -17,6 +19,7 @@ row once per epoch. Without it, rows in flight when a node fails are lost (as in
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cloudpickle
+import psutil
 import zmq
 
 from dl_on_flink.errors import ClusterFailedError, DLOnFlinkError, RendezvousError
@@ -96,6 +100,7 @@ class NodeRunner:
         self._sender: Sender | None = None
         self._receiver: Receiver | None = None
         self._frames = FrameBuilder()
+        self._blocked_since: float | None = None  # when a frame for the child first could not be sent
         self._input_ended = False
         self._output_ended = False
         self._pending_out: list[tuple] = []
@@ -228,6 +233,7 @@ class NodeRunner:
         self._sender = self._receiver = None
         self._data_attempt = attempt
         self._output_ended = False
+        self._blocked_since = None  # the new child has not refused anything yet
         if self.plan.input_schema is not None:
             self._sender = Sender(self._endpoint("in", attempt), bind=True)
         if self.plan.output_schema is not None:
@@ -272,9 +278,13 @@ class NodeRunner:
             poller.register(self._receiver.socket, zmq.POLLIN)
         while True:
             if sender.try_send(frame):
+                self._blocked_since = None
                 return True
+            if self._blocked_since is None:
+                self._blocked_since = time.monotonic()
             self.raise_if_failed()
             if self._outcome == "stopped" or self._exited_attempt == attempt:
+                self._blocked_since = None
                 return True
             if self._child_attempt != attempt:
                 return False
@@ -319,6 +329,8 @@ class NodeRunner:
                             state, error = "failed", failure_reason(self.node, attempt, code, child.tail())
                         self._changed.set()
                 request = {"op": "hb", "node": list(self.node), "attempt": attempt, "child": state, "error": error}
+                if child is not None and state == "running":
+                    request["progress"] = self._progress(child, attempt)
                 try:
                     reply = am.call(request)
                     last_contact = time.monotonic()
@@ -329,6 +341,8 @@ class NodeRunner:
                         ) from None
                     continue
                 action = reply.get("action")
+                if action is None and "error" in reply:
+                    raise DLOnFlinkError(f"the application master rejected a heartbeat: {reply['error']}")
                 if action == "fail":
                     self._decide("failed", reply.get("error"))
                     return
@@ -357,6 +371,17 @@ class NodeRunner:
             if am is not None:
                 am.close()
 
+    def _progress(self, child: ChildProcess, attempt: int) -> dict:
+        """The running child's progress for the heartbeat (see :meth:`.Context._progress`)."""
+        try:
+            progress = json.loads((self.workdir / f"attempt-{attempt}.progress").read_text())
+        except (OSError, ValueError):
+            progress = {}  # not written yet (or being replaced): the AM keeps what it knew
+        progress["cpu"] = _cpu_seconds(child.pid)
+        blocked = self._blocked_since
+        progress["input_blocked"] = None if blocked is None else round(time.monotonic() - blocked, 1)
+        return progress
+
     def _decide(self, outcome: str, error: str | None = None) -> None:
         self._error = error
         self._outcome = outcome
@@ -380,6 +405,7 @@ class NodeRunner:
             input_schema=plan.input_schema,
             output_schema=plan.output_schema,
             rendezvous_timeout=self.rendezvous_timeout,
+            progress_path=str(self.workdir / f"attempt-{attempt}.progress"),
         )
         launch_path = self.workdir / f"attempt-{attempt}.launch"
         with open(launch_path, "wb") as fh:
@@ -387,6 +413,23 @@ class NodeRunner:
         argv = [sys.executable, "-m", "dl_on_flink.framework.child", str(launch_path)]
         log.info("starting %s %s attempt %s: %s", plan.node_type, self.index, attempt, " ".join(argv))
         return ChildProcess(argv, child_environment(cfg), self.workdir / f"attempt-{attempt}.log", cwd=self.workdir)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time used so far by process ``pid`` and its live descendants (0 once it is gone)."""
+    total = 0.0
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return total
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+        except psutil.Error:
+            pass
+    return round(total, 2)
 
 
 def child_environment(config: ClusterConfig) -> dict[str, str]:

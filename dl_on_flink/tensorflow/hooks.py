@@ -13,6 +13,15 @@ bind time and the server keeps it — with a placeholder cluster, and advertises
   started on port 0, with the collective settings MultiWorkerMirroredStrategy will ask for; when the
   entry creates the strategy from TF_CONFIG, TensorFlow updates that running server with the real
   cluster instead of binding again.
+
+  That update (``GrpcServer::UpdateServerDef``) replaces the server's collective executor manager, and
+  each worker does it when *its* entry creates the strategy. A worker that got there first sends its
+  first collective request (the broadcast of the first variable's initial value) to a peer still on
+  the placeholder cluster: the peer's old manager takes it, the update then throws it away, and both
+  wait for each other forever (no error, no CPU). TensorFlow's own start-up barriers do not run here
+  (the coordination service needs a context not yet initialised, and the strategy skips its health-check
+  barrier when a coordination service is configured). So every update is followed by a barrier through
+  the AM: no worker leaves ``MultiWorkerMirroredStrategy()`` before every worker has updated its server.
 """
 
 from __future__ import annotations
@@ -70,7 +79,9 @@ class TFHooks(NodeHooks):
             server = tf.distribute.Server(placeholder, job_name=task_type, task_index=task_index, start=True)
             ctx._state[SERVER_KEY] = server
             return {"tf_port": server.target.rsplit(":", 1)[1]}
-        return {"tf_port": str(_start_collective_server(placeholder, task_type, task_index))}
+        port = _start_collective_server(placeholder, task_type, task_index)
+        _hold_each_update_until_every_worker_updated(ctx)
+        return {"tf_port": str(port)}
 
     def setup(self, ctx: Context) -> None:
         task_type, task_index = tf_task(ctx)
@@ -102,6 +113,25 @@ def _start_collective_server(placeholder, task_type: str, task_index: int) -> in
     if len(new) != 1:
         raise RuntimeError(f"could not tell which port TensorFlow's server bound (new listening ports: {new})")
     return new.pop()
+
+
+def _hold_each_update_until_every_worker_updated(ctx: Context) -> None:
+    """After each later ``enable_collective_ops`` (the strategy adopting the real cluster), wait at a
+    barrier until every worker did the same, so that no collective reaches a server before its update
+    (see the module docstring)."""
+    import itertools
+
+    from tensorflow.python.eager import context
+
+    eager = context.context()
+    update = eager.enable_collective_ops
+    updates = itertools.count(1)
+
+    def enable_collective_ops(server_def) -> None:
+        update(server_def)
+        ctx._barrier(f"tf-collective-server-update-{next(updates)}")
+
+    eager.enable_collective_ops = enable_collective_ops
 
 
 def _listening_ports(psutil) -> set[int]:
