@@ -73,21 +73,20 @@ class SchedulerClient:
 class WorkflowRun:
     """One run of a workflow: ``status()``, ``jobs()``, ``wait(timeout)``, ``stop()``.
 
-    It follows the run on the bus: one listener (its own thread and socket) receives the run's status
-    events as they are published and keeps the latest state in memory, so ``wait`` wakes on the event
-    that ends the run and ``status``/``jobs`` cost one small request (the bus's latest version, to see
-    everything published before the call), never a re-read of the run's history. The listener ends with
-    the run, or with :meth:`close`.
+    It keeps the run's state in memory and reads from the bus only what is new: ``status``/``jobs`` ask
+    for the run's status events after the last one seen (one small request, never the run's whole
+    history), and ``wait`` follows the bus with a listener (its own thread and socket) that wakes it on
+    the event that ends the run and ends with the wait. No thread follows the bus while nobody asks, so
+    a notebook holding many runs does not decode every event once per run.
     """
-
-    SYNC_TIMEOUT_S = 5.0  # how long status()/jobs() wait for the listener to catch up with the bus
 
     def __init__(self, scheduler: SchedulerClient, run_id: int, workflow, since_version: int):
         self.scheduler, self.run_id, self.workflow, self.since_version = scheduler, run_id, workflow, since_version
         self._changed = threading.Condition()
         self._status = "RUNNING"
         self._job_events: list[Event] = []
-        self._listener = None
+        self._seen = since_version  # every status event of the run up to this version is applied
+        self._keys = [workflow.name] + [f"{workflow.name}.{job}" for job in workflow.jobs]
 
     @property
     def client(self) -> EventClient:
@@ -95,17 +94,14 @@ class WorkflowRun:
 
     # --- following the bus ---------------------------------------------------------------------------
 
-    def _follow(self):
+    def _apply(self, event: Event) -> None:
+        """Take one status event into the state (events arrive in version order; repeats are ignored)."""
         with self._changed:
-            if self._listener is None:
-                keys = [self.workflow.name] + [f"{self.workflow.name}.{job}" for job in self.workflow.jobs]
-                self._listener = self.client.listen(keys, since_version=self.since_version, callback=self._on_event)
-            return self._listener
-
-    def _on_event(self, event: Event) -> None:
-        if event.sender != SENDER or run_of(event) != self.run_id:
-            return  # another run's, or not the scheduler's word
-        with self._changed:
+            if event.version <= self._seen:
+                return
+            self._seen = event.version
+            if event.sender != SENDER or run_of(event) != self.run_id:
+                return  # another run's, or not the scheduler's word
             if event.event_type == RUN_STATUS_CHANGED and event.key == self.workflow.name:
                 self._status = event.value
             elif event.event_type == JOB_STATUS_CHANGED:
@@ -113,49 +109,32 @@ class WorkflowRun:
             else:
                 return
             self._changed.notify_all()
-        listener = self._listener
-        if self._status in FINAL_RUN_STATES and listener is not None:
-            listener.stop()  # (from its own thread: it ends after this callback)
 
-    def _sync(self) -> None:
-        """Wait until the listener has seen everything the bus held when this was called."""
-        listener = self._follow()
+    def _catch_up(self) -> None:
+        """Apply the run's status events published since the last one seen."""
         if self._status in FINAL_RUN_STATES:
             return
-        latest = self.client.latest_version()
-        deadline = time.monotonic() + self.SYNC_TIMEOUT_S
-        with self._changed:
-            while listener.last_version < latest and self._status not in FINAL_RUN_STATES:
-                if listener.error is not None or not listener.running or time.monotonic() > deadline:
-                    return  # show what we have; wait() reports a run that never ends
-                self._changed.wait(0.01)
-
-    def close(self) -> None:
-        """Stop following the run (a later call follows it again)."""
-        with self._changed:
-            listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.stop()
+        for event in self.client.list_events(key=self._keys, since_version=self._seen):
+            self._apply(event)
 
     # --- what users call -----------------------------------------------------------------------------
 
     def status(self) -> str:
         """RUNNING, FINISHED, FAILED or KILLED."""
-        self._sync()
+        self._catch_up()
         return self._status
 
     def job_events(self) -> list[Event]:
         """The run's ``JOB_STATUS_CHANGED`` events so far, oldest first."""
-        self._sync()
+        self._catch_up()
         with self._changed:
             return list(self._job_events)
 
     def jobs(self) -> dict[str, str]:
         """The latest status of every job (``INIT`` for jobs that have not started)."""
-        states = {job: "INIT" for job in self.workflow.jobs}
-        for event in self.job_events():
-            states[event.key[len(self.workflow.name) + 1:]] = event.value
-        return states
+        self._catch_up()
+        with self._changed:
+            return self._states()
 
     def errors(self) -> dict[str, str]:
         """The failure message (with log tail) of each job whose latest attempt failed."""
@@ -172,24 +151,33 @@ class WorkflowRun:
     def wait(self, timeout: float | None = None, poll: float = 0.5) -> str:
         """Block until the run ends; returns its final status. Raises ``TimeoutError`` after ``timeout``.
 
-        Wakes on the bus event that ends the run; ``poll`` only bounds how often it re-checks that its
-        listener is still alive."""
+        Follows the bus while it waits, so it wakes on the event that ends the run; ``poll`` only bounds
+        how often it looks whether its listener still works."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        listener = self._follow()
-        with self._changed:
-            while self._status not in FINAL_RUN_STATES:
-                if listener.error is not None:
-                    raise SchedulerError(f"lost track of run {self.run_id} of {self.workflow.name!r}: "
-                                         f"{listener.error}")
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    jobs = {job: "INIT" for job in self.workflow.jobs}
-                    for event in self._job_events:
-                        jobs[event.key[len(self.workflow.name) + 1:]] = event.value
-                    raise TimeoutError(f"run {self.run_id} of {self.workflow.name!r} is still {self._status} "
-                                       f"after {timeout} s; jobs: {jobs}")
-                self._changed.wait(poll if remaining is None else min(poll, remaining))
+        self._catch_up()
+        if self._status in FINAL_RUN_STATES:
             return self._status
+        listener = self.client.listen(self._keys, since_version=self._seen, callback=self._apply)
+        try:
+            with self._changed:
+                while self._status not in FINAL_RUN_STATES:
+                    if listener.error is not None:
+                        raise SchedulerError(f"lost track of run {self.run_id} of {self.workflow.name!r}: "
+                                             f"{listener.error}")
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise TimeoutError(f"run {self.run_id} of {self.workflow.name!r} is still {self._status} "
+                                           f"after {timeout} s; jobs: {self._states()}")
+                    self._changed.wait(poll if remaining is None else min(poll, remaining))
+                return self._status
+        finally:
+            listener.stop()
+
+    def _states(self) -> dict[str, str]:
+        states = {job: "INIT" for job in self.workflow.jobs}
+        for event in self._job_events:
+            states[event.key[len(self.workflow.name) + 1:]] = event.value
+        return states
 
     def stop(self, timeout: float = 60.0) -> str:
         """Stop every job of the run; returns the final status (KILLED, or how it had already ended)."""
@@ -199,11 +187,6 @@ class WorkflowRun:
                                      namespace=CONTROL_NAMESPACE, sender=self.client.client_id,
                                      value=json.dumps({"run": self.run_id})))
         return self.wait(timeout)
-
-    def __del__(self) -> None:
-        listener = getattr(self, "_listener", None)
-        if listener is not None:
-            listener.stop(timeout=0)  # do not wait in a finaliser
 
     def __repr__(self) -> str:
         return f"<WorkflowRun {self.run_id} of {self.workflow.name!r}: {self.status()} {self.jobs()}>"
