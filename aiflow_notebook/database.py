@@ -10,6 +10,11 @@ Why it looks like this:
 - SQLite is used by several processes at once (a notebook kernel, job processes, the CLI). It runs in WAL
   mode with a busy timeout, and every write transaction starts with ``BEGIN IMMEDIATE`` so two writers
   queue for the lock up front instead of deadlocking on a read-to-write upgrade ("database is locked").
+- Writers of one SQLite file *in one process* (the event server and the scheduler of a kernel or of
+  ``aiflow server``) also queue on a lock of this process (:meth:`Database.write_lock`): SQLite makes a
+  writer that finds the file locked sleep 1, 2, 5, 10, 20… ms before it looks again, which put tens of
+  milliseconds on a scheduler decision now and then; a thread waiting on a Python lock is woken the
+  moment the other commits.
 - Writes go through :meth:`Database.transaction`, which retries the whole unit of work on a transient
   failure (lock timeout, serialization failure, a unique-key race), so callers never see those.
 - The schema is owned by Alembic; a fresh or older database is upgraded on first use, under a lock so
@@ -19,9 +24,10 @@ Why it looks like this:
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from importlib import resources
 from pathlib import Path
 from typing import TypeVar
@@ -75,6 +81,15 @@ def safe_url(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
+_SQLITE_WRITE_LOCKS: dict[str, threading.RLock] = {}
+_SQLITE_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def _sqlite_write_lock(path: str) -> threading.RLock:
+    with _SQLITE_WRITE_LOCKS_GUARD:
+        return _SQLITE_WRITE_LOCKS.setdefault(path, threading.RLock())
+
+
 class Database:
     """Engines and sessions for one database URL."""
 
@@ -99,6 +114,8 @@ class Database:
         else:
             self.write_engine = self._create(immediate=True)
             self.read_engine = self._create() if self.dialect == "sqlite" else self.write_engine
+        self._write_lock = _sqlite_write_lock(self.url.database) if self.dialect == "sqlite" and not in_memory \
+            else None
         self._write_sessions = sessionmaker(self.write_engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
 
@@ -130,13 +147,18 @@ class Database:
         """
         for attempt in range(_MAX_ATTEMPTS):
             try:
-                with self._write_sessions() as session, session.begin():
+                with self.write_lock(), self._write_sessions() as session, session.begin():
                     return work(session)
             except (OperationalError, IntegrityError, DBAPIError) as exc:
                 if attempt == _MAX_ATTEMPTS - 1 or not _is_transient(exc):
                     raise self._translate(exc) from exc
                 time.sleep(min(0.5, 0.005 * 2**attempt) * (0.5 + random.random()))
         raise AssertionError("unreachable")
+
+    def write_lock(self) -> AbstractContextManager:
+        """Held around a write transaction: this process's writers of one SQLite file take turns here
+        (woken at once) before SQLite's own lock (polled with sleeps); a no-op for other databases."""
+        return self._write_lock if self._write_lock is not None else nullcontext()
 
     @contextmanager
     def reading(self) -> Iterator[Session]:

@@ -159,17 +159,18 @@ class EventLog:
     def append(self, rows: list[tuple]) -> None:
         """Store ``rows`` (in :data:`INSERT_COLUMNS` order) in one transaction, or none of them."""
         conn = self._write_conn()
-        try:
-            if self.dialect == "sqlite":
-                conn.execute("BEGIN IMMEDIATE")  # the engine runs sqlite3 in autocommit mode
-            cursor = conn.cursor()
-            cursor.executemany(self._insert, rows)
-            conn.commit()
-            if self._checkpointer is not None:
-                self._checkpointer.pending.set()
-        except BaseException:
-            self._rollback()
-            raise
+        with self._db.write_lock():  # this process's other writers of the file wait here, not in SQLite
+            try:
+                if self.dialect == "sqlite":
+                    conn.execute("BEGIN IMMEDIATE")  # the engine runs sqlite3 in autocommit mode
+                cursor = conn.cursor()
+                cursor.executemany(self._insert, rows)
+                conn.commit()
+            except BaseException:
+                self._rollback()
+                raise
+        if self._checkpointer is not None:
+            self._checkpointer.pending.set()
 
     def _rollback(self) -> None:
         try:
