@@ -38,12 +38,13 @@ import itertools
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
 
-from dl_on_flink.errors import ClusterFailedError, NodeFailedError, RendezvousError
+from dl_on_flink.errors import ClusterCancelledError, ClusterFailedError, NodeFailedError, RendezvousError
 from dl_on_flink.framework.address_book import AddressBook
 from dl_on_flink.framework.cluster import ClusterConfig
 from dl_on_flink.framework.state_machine import AMStateMachine, ClusterState, NodeId, NodeInfo
@@ -63,6 +64,7 @@ PHASES = {
 MAX_REQUEST_BYTES = 1 << 20  # a node's request is a few hundred bytes; larger ones are answered with an error
 MAX_FRAME_BYTES = 16 << 20  # larger frames are not even read: ZeroMQ drops the connection that sends one
 CHILD_STATES = ("none", "running", "finished", "failed")
+CANCELLED = "CANCELLED"  # the cluster status published when Flink cancelled the job
 
 
 @dataclass
@@ -107,8 +109,12 @@ class ApplicationMaster:
         self._barriers: dict[str, set[NodeId]] = {}  # of the current attempt
         self.address: str | None = None
 
-    def run(self, stop_after: float | None = None) -> None:
-        """Serve until the cluster is done; ``stop_after`` (seconds) bounds the whole run (tests)."""
+    def run(self, stop_after: float | None = None, cancelled: Callable[[], bool] | None = None) -> None:
+        """Serve until the cluster is done; ``stop_after`` (seconds) bounds the whole run (tests).
+
+        ``cancelled``: polled every loop (≈ 100 ms); once it says True — Flink cancelled the job — the AM
+        stops at once: no further failover, its address withdrawn, ClusterCancelledError raised.
+        """
         sock = zmq.Context.instance().socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
@@ -128,6 +134,9 @@ class ApplicationMaster:
                             break
                         reply = self._serve(ident, frames)
                         sock.send_multipart([ident, json.dumps(reply).encode()])
+                if cancelled is not None and cancelled():
+                    self._publish(self.job_key, CANCELLED, CLUSTER_STATUS, attempt=self.sm.attempt)
+                    raise ClusterCancelledError(f"dl_on_flink cluster {self.job_key}: the Flink job was cancelled")
                 now = time.monotonic()
                 self._check_timeouts(now)
                 if self.sm.done:
