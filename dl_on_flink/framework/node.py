@@ -329,6 +329,7 @@ class NodeRunner:
             while not self._stop.is_set():
                 if self._cancelled():
                     self._on_cancel(child)
+                    self._tell_am_cancelled(am)
                     return
                 if child is not None and state == "running":
                     code = child.poll()
@@ -361,6 +362,9 @@ class NodeRunner:
                     return
                 if action == "stop":
                     self._decide("stopped")
+                    return
+                if action == "cancel":  # another role of the cluster noticed that Flink cancelled the job
+                    self._on_cancel(child)
                     return
                 if action == "run" and reply["attempt"] != attempt:
                     if child is not None:
@@ -414,6 +418,13 @@ class NodeRunner:
                 if time.monotonic() >= deadline:
                     raise
         return None
+
+    def _tell_am_cancelled(self, am: AMClient) -> None:
+        """Best effort: the AM tells every other node at once (their own tasks may be torn down later)."""
+        try:
+            am.call({"op": "hb", "node": list(self.node), "child": "none", "cancelled": True}, timeout=1.0)
+        except RendezvousError:
+            pass
 
     def _on_cancel(self, child: ChildProcess | None) -> None:
         """Flink cancelled the job: kill the child now (no further attempt) and end this node."""
