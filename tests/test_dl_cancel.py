@@ -56,3 +56,49 @@ def test_cancel_stops_failover_and_kills_every_node_child_within_seconds(tmp_pat
     assert attempts(log) == seen, "the cluster started new attempts after the cancel"
     assert our_processes(cmdline=CHILD_MODULE) == []
     assert gone_after <= 5, f"node children outlived the cancel by {gone_after:.1f} s"
+
+
+# --- the same, without Flink: the AM and node runners in this process, real child processes ---
+
+
+def waits(ctx):
+    time.sleep(600)
+
+
+def test_the_first_role_that_notices_the_cancel_stops_the_whole_cluster(tmp_path):
+    """Flink tears the tasks of a cancelled job down one after the other (up to 30 s apart): a node
+    whose own task is still up hears of the cancel from the AM, at its next heartbeat."""
+    import threading
+
+    from dl_on_flink.errors import ClusterCancelledError
+    from dl_on_flink.framework.address_book import FileAddressBook
+    from dl_on_flink.framework.am import ApplicationMaster
+    from dl_on_flink.framework.cluster import ClusterConfig
+    from dl_on_flink.framework.node import NodePlan, NodeRunner
+
+    events = []
+    config = (ClusterConfig.new_builder().add_node_type("worker", 2).set_node_entry(waits)
+              .set_status_publisher(events.append).set_property("heartbeat_interval", 0.1).build())
+    book = FileAddressBook(tmp_path / "book")
+    cancelled = threading.Event()
+    am = ApplicationMaster("job", config, book, has_input=False)
+    runners = [NodeRunner(NodePlan("job", config, "worker", book), 0, cancelled=cancelled.is_set).start(),
+               NodeRunner(NodePlan("job", config, "worker", book), 1).start()]  # its task is "still up"
+    try:
+        def cancel_once_running():
+            wait_for(lambda: any(e.key == "job" and e.value == "RUNNING" for e in list(events)), timeout=120,
+                     what="the cluster to run")
+            wait_for(lambda: len(our_processes(cmdline=CHILD_MODULE)) == 2, timeout=60, what="both children")
+            cancelled.set()
+
+        threading.Thread(target=cancel_once_running, daemon=True).start()
+        with pytest.raises(ClusterCancelledError):
+            am.run(stop_after=180)
+        since = time.monotonic()
+        assert wait_no_process_left(cmdline=CHILD_MODULE, timeout=10) == []
+        assert time.monotonic() - since < 3
+        assert [r.outcome for r in runners] == ["cancelled", "cancelled"]
+        assert [e.value for e in events if e.key == "job"] == ["INIT", "RUNNING", "CANCELLED"]
+    finally:
+        for runner in runners:
+            runner.close()

@@ -132,3 +132,47 @@ def test_cancel_while_failover(tmp_path):
     assert attempts() == seen, "attempts started after the cancel"
     with pytest.raises(Exception, match="JobCancellationException"):
         result.result()
+
+
+def worker_1_waits_for_worker_0(ctx):
+    from aiflow_notebook.testing.waiting import wait_for
+
+    if ctx.get_index() == 1:
+        finished = wait_for(ctx.get_finished_worker_nodes, timeout=60, what="worker 0 to finish")
+        Path(ctx.get_property("out")).write_text(json.dumps(finished))
+
+
+def test_get_finished_worker_nodes_lists_the_workers_whose_entry_returned(tmp_path):
+    """dl-on-flink's ``Context.get_finished_worker_nodes()``. The AM and node runners in this process
+    (no Flink), real child processes."""
+    import sys
+
+    import cloudpickle
+
+    from dl_on_flink.framework.address_book import FileAddressBook
+    from dl_on_flink.framework.am import ApplicationMaster
+    from dl_on_flink.framework.cluster import ClusterConfig
+    from dl_on_flink.framework.node import NodePlan, NodeRunner
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    out = tmp_path / "finished.json"
+    config = (ClusterConfig.new_builder().add_node_type("worker", 2).set_node_entry(worker_1_waits_for_worker_0)
+              .set_property("out", out).set_property("heartbeat_interval", 0.1).build())
+    book = FileAddressBook(tmp_path / "book")
+    am = ApplicationMaster("job", config, book, has_input=False)
+    runners = [NodeRunner(NodePlan("job", config, "worker", book), i).start() for i in range(2)]
+    try:
+        am.run(stop_after=120)
+    finally:
+        for runner in runners:
+            runner.close()
+    assert json.loads(out.read_text()) == [0]
+
+
+def test_an_entry_file_that_does_not_exist_is_refused_when_the_config_is_built(tmp_path):
+    from dl_on_flink.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="does not exist"):
+        PyTorchClusterConfig.new_builder().set_world_size(1).set_node_entry(str(tmp_path / "nope.py"), "main").build()
+    with pytest.raises(ConfigError, match="name the function"):
+        PyTorchClusterConfig.new_builder().set_world_size(1).set_node_entry(str(EXAMPLES / "linear.py"))

@@ -86,6 +86,8 @@ class ClusterConfig:
     ) -> None:
         if entry is None or not callable(entry):
             raise ConfigError("set_node_entry(fn) is required: the function each node runs")
+        if isinstance(entry, FileEntry) and not os.path.isfile(entry.path):
+            raise ConfigError(f"entry file {entry.path!r} (for function {entry.func_name!r}) does not exist")
         if not node_type_count_map:
             raise ConfigError("a cluster needs at least one node type")
         for node_type, count in node_type_count_map.items():
@@ -164,8 +166,6 @@ class ClusterConfig:
 
     def validate(self) -> None:
         """Raise ConfigError if this cluster cannot run (called before the Flink job is built)."""
-        if isinstance(self._entry, FileEntry) and not os.path.isfile(self._entry.path):
-            raise ConfigError(f"entry file {self._entry.path!r} (for {self._entry.func_name}) does not exist")
 
     def __repr__(self) -> str:
         entry = getattr(self._entry, "__qualname__", repr(self._entry))
