@@ -117,3 +117,39 @@ def test_statement_set_train_then_inference_as_in_dl_on_flink(tmp_path):
     rows = sorted(line for p in sink.rglob("*") if p.is_file() and not p.name.startswith(".")
                   for line in p.read_text().splitlines())
     assert rows == ["1,2", "2,3", "3,4", "4,5"]
+
+
+def tf_plus_one(ctx):
+    from dl_on_flink.tensorflow import TFContext
+
+    tfc = TFContext(ctx)
+    writer = tfc.get_row_writer_to_flink()
+    # dl-on-flink's arguments (a TFRecordDataset's there), accepted so its entries run unchanged
+    dataset = tfc.get_tfdataset_from_flink(compression_type="", buffer_size=8 << 20, num_parallel_reads=4)
+    for (x,) in dataset:
+        writer.write((x, x + 1))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.usefixtures("no_dl_child_left_behind")
+def test_tensorflow_inference_on_a_statement_set_with_dl_on_flink_dataset_arguments(tmp_path):
+    from dl_on_flink.tensorflow import TFClusterConfig
+    from dl_on_flink.tensorflow import inference as tf_inference
+
+    env = local_env()
+    t_env = StreamTableEnvironment.create(env)
+    statement_set = t_env.create_statement_set()
+    source = t_env.from_data_stream(env.from_collection([1, 2, 3, 4], Types.INT()))
+    config = TFClusterConfig.new_builder().set_worker_count(1).set_node_entry(tf_plus_one).build()
+    schema = Schema.new_builder().column("f0", "INT").column("f1", "INT").build()
+    output = tf_inference(statement_set, source, config, schema)
+    sink = tmp_path / "out"
+    statement_set.add_insert(
+        TableDescriptor.for_connector("filesystem").schema(schema).option("path", str(sink)).format("csv").build(),
+        output,
+    )
+    statement_set.execute().wait()
+    rows = sorted(line for p in sink.rglob("*") if p.is_file() and not p.name.startswith(".")
+                  for line in p.read_text().splitlines())
+    assert rows == ["1,2", "2,3", "3,4", "4,5"]
