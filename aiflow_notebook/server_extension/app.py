@@ -54,30 +54,29 @@ class AIFlowExtension(ExtensionApp):
     worker_threads = Int(4, config=True, help="threads that run the handlers' database and bus calls")
 
     def initialize_settings(self) -> None:
+        from aiflow_notebook.server_extension.push import BusForwarder
         from aiflow_notebook.server_extension.service import AIFlowService
 
         self._environment_before: dict[str, str | None] = {}
-        self._started_scheduler = False
+        self._started_scheduler = self._stopped = False
         store, client = self._connect()
         self._executor = ThreadPoolExecutor(self.worker_threads, thread_name_prefix="aiflow-api")
         self.service = AIFlowService(store, client, self.scheduler_name)
         self.settings.update({"aiflow_service": self.service, "aiflow_executor": self._executor})
-        self.forwarder = None
+        # The forwarder emits on the server's loop (set up before extensions load); what it queues before
+        # the loop runs is emitted once it does.
+        self.forwarder = BusForwarder(client, self.serverapp.event_logger, self.serverapp.io_loop.asyncio_loop).start()
         self.log.info("aiflow_notebook: REST API at /%s, bus %s, metadata %s", API, client.url, store.url)
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(self.routes)
 
-    async def _start_jupyter_server_extension(self, serverapp) -> None:
-        """Begin forwarding bus events once the server's event loop runs (the forwarder emits on it)."""
-        from aiflow_notebook.server_extension.push import BusForwarder
-
-        self.forwarder = BusForwarder(self.service.client, self.serverapp.event_logger,
-                                      asyncio.get_running_loop()).start()
-
     async def stop_extension(self) -> None:
-        if self.forwarder is not None:
-            self.forwarder.stop()
+        """Stop forwarding, the worker threads and the scheduler we started; give the environment back."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.forwarder.stop()
         self._executor.shutdown(wait=True, cancel_futures=True)
         if self._started_scheduler:
             from aiflow_notebook.submission import stop_embedded_scheduler
