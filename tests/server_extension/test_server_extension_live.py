@@ -15,9 +15,12 @@ from pathlib import Path
 
 import pytest
 
+import aiflow_notebook as af
 import aiflow_notebook.submission as submission
 from aiflow_notebook.server_extension import BUS_EVENT_SCHEMA_ID
+from aiflow_notebook.testing.event_server import EventServerProcess
 from aiflow_notebook.testing.processes import wait_no_process_left
+from aiflow_notebook.testing.waiting import wait_for_async
 
 API = ("aiflow", "api")
 
@@ -99,6 +102,48 @@ print("RUN", run.run_id, run.wait(90))
     assert [(str(r["id"]), r["workflow"], r["state"]) for r in runs] == [(run_id, "from_kernel", "FINISHED")]
     response = await jp_fetch(*API, "runs", run_id, "jobs", "hello", "log")
     assert "hello from the kernel's run" in json.loads(response.body)["log"]
+    assert (await asyncio.to_thread(wait_no_process_left, cmdline=str(aiflow_home / "runs"))) == []
+
+
+def serve_forever():
+    import time
+
+    while True:
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def remote_server(aiflow_home, monkeypatch):
+    """A real `aiflow server start` (bus + scheduler), named to the Jupyter server by $AIFLOW_EVENT_URL."""
+    aiflow_home.mkdir(parents=True, exist_ok=True)
+    db = f"sqlite:///{aiflow_home / 'server.db'}"
+    server = EventServerProcess(db).start()
+    try:
+        monkeypatch.setenv("AIFLOW_EVENT_URL", server.url)
+        monkeypatch.setenv("AIFLOW_META_URL", db)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+async def test_with_aiflow_event_url_the_api_shows_and_drives_the_remote_scheduler(remote_server, jp_fetch,
+                                                                                  aiflow_home):
+    assert submission._embedded is None  # no scheduler of its own
+    assert os.environ["AIFLOW_SCHEDULER_URL"] == remote_server.url  # kernels submit to the remote one
+    with af.workflow("far"):
+        with af.job_config("serve"):
+            af.user_define_operation(serve_forever, name="serve")
+    run = await asyncio.to_thread(af.submit, "far")  # as a kernel of this server would
+
+    async def state(job_state: str, run_state: str):
+        detail = json.loads((await jp_fetch(*API, "runs", str(run.run_id))).body)
+        return detail["jobs"][0]["state"] == job_state and detail["state"] == run_state
+
+    await wait_for_async(lambda: state("RUNNING", "RUNNING"), what="serve to run on the remote scheduler")
+    response = await jp_fetch(*API, "runs", str(run.run_id), "stop", method="POST", body="")
+    assert response.code == 202
+    await wait_for_async(lambda: state("KILLED", "KILLED"), what="the remote scheduler to stop the run")
     assert (await asyncio.to_thread(wait_no_process_left, cmdline=str(aiflow_home / "runs"))) == []
 
 
