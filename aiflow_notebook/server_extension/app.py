@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Int, Unicode
 
+from aiflow_notebook.errors import AIFlowError
 from aiflow_notebook.server_extension import handlers
 
 API = "aiflow/api"
@@ -59,10 +60,16 @@ class AIFlowExtension(ExtensionApp):
 
         self._environment_before: dict[str, str | None] = {}
         self._started_scheduler = self._stopped = False
-        store, client = self._connect()
         self._executor = ThreadPoolExecutor(self.worker_threads, thread_name_prefix="aiflow-api")
-        self.service = AIFlowService(store, client, self.scheduler_name)
-        self.settings.update({"aiflow_service": self.service, "aiflow_executor": self._executor})
+        self.service = self.forwarder = None
+        self.settings.update({"aiflow_service": None, "aiflow_executor": self._executor, "aiflow_unavailable": None})
+        try:
+            store, client = self._connect()
+        except AIFlowError as exc:  # e.g. another process already serves this AIFLOW_HOME's bus
+            self.settings["aiflow_unavailable"] = f"the aiflow scheduler is not available to this server: {exc}"
+            self.log.error("aiflow_notebook: %s", self.settings["aiflow_unavailable"])
+            return
+        self.service = self.settings["aiflow_service"] = AIFlowService(store, client, self.scheduler_name)
         # The forwarder emits on the server's loop (set up before extensions load); what it queues before
         # the loop runs is emitted once it does.
         self.forwarder = BusForwarder(client, self.serverapp.event_logger, self.serverapp.io_loop.asyncio_loop).start()
@@ -76,13 +83,14 @@ class AIFlowExtension(ExtensionApp):
         if self._stopped:
             return
         self._stopped = True
-        self.forwarder.stop()
+        if self.forwarder is not None:
+            self.forwarder.stop()
         self._executor.shutdown(wait=True, cancel_futures=True)
         if self._started_scheduler:
             from aiflow_notebook.submission import stop_embedded_scheduler
 
             await asyncio.get_running_loop().run_in_executor(None, stop_embedded_scheduler)
-        else:
+        elif self.service is not None:
             self.service.client.close()
             self.service.store.close()
         for name, value in self._environment_before.items():

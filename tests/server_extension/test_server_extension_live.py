@@ -147,6 +147,28 @@ async def test_with_aiflow_event_url_the_api_shows_and_drives_the_remote_schedul
     assert (await asyncio.to_thread(wait_no_process_left, cmdline=str(aiflow_home / "runs"))) == []
 
 
+@pytest.fixture
+def bus_of_another_process(aiflow_home):
+    """An event server already serving this AIFLOW_HOME's database (as another Jupyter server's would)."""
+    from aiflow_notebook.events import EventServer
+
+    server = EventServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_without_a_scheduler_every_route_answers_503_with_the_reason(bus_of_another_process, jp_fetch):
+    assert "AIFLOW_SCHEDULER_URL" not in os.environ  # kernels are not sent to a scheduler that is not there
+    for path in (("runs",), ("models",), ("runs", "1", "stop")):
+        method = "POST" if path[-1] == "stop" else "GET"
+        response = await jp_fetch(*API, *path, method=method, body="" if method == "POST" else None,
+                                  raise_error=False)
+        assert response.code == 503, response.body
+        assert "another event server" in json.loads(response.body)["error"]
+
+
 async def test_stopping_the_server_stops_the_forwarder_and_the_scheduler_and_restores_the_environment(
         jp_serverapp):
     extension = next(iter(jp_serverapp.extension_manager.extension_apps["aiflow_notebook"]))
