@@ -37,6 +37,8 @@ client.close()
 
 async def test_the_push_channel_delivers_a_bus_event_published_by_another_process(jp_ws_fetch, jp_serverapp):
     url = jp_serverapp.web_app.settings["aiflow_service"].client.url
+    extension = next(iter(jp_serverapp.extension_manager.extension_apps["aiflow_notebook"]))
+    assert await asyncio.to_thread(extension.forwarder.following.wait, 30), "the forwarder does not follow the bus"
     socket = await jp_ws_fetch("api", "events", "subscribe")
     try:
         sender = await asyncio.create_subprocess_exec(sys.executable, "-c", SEND_FROM_ANOTHER_PROCESS, url,
@@ -145,6 +147,21 @@ async def test_with_aiflow_event_url_the_api_shows_and_drives_the_remote_schedul
     assert response.code == 202
     await wait_for_async(lambda: state("KILLED", "KILLED"), what="the remote scheduler to stop the run")
     assert (await asyncio.to_thread(wait_no_process_left, cmdline=str(aiflow_home / "runs"))) == []
+
+
+@pytest.fixture
+def bus_down(monkeypatch):
+    """AIFLOW_EVENT_URL names a server that is not running (yet)."""
+    from aiflow_notebook.testing.ports import free_port
+
+    monkeypatch.setenv("AIFLOW_EVENT_URL", f"tcp://127.0.0.1:{free_port()}")
+
+
+async def test_a_remote_bus_that_is_down_does_not_hold_up_the_server(bus_down, jp_serverapp, jp_fetch):
+    extension = next(iter(jp_serverapp.extension_manager.extension_apps["aiflow_notebook"]))
+    assert not extension.forwarder.following.is_set()  # still waiting for the bus, on its own thread
+    response = await jp_fetch(*API, "runs")  # the metadata database answers meanwhile
+    assert response.code == 200 and json.loads(response.body) == {"runs": []}
 
 
 @pytest.fixture
