@@ -183,16 +183,25 @@ class WorkflowRun:
         """Stop every job of the run; returns the final status (KILLED, or how it had already ended)."""
         if self.status() in FINAL_RUN_STATES:
             return self.status()
+        self.request_stop()
+        return self.wait(timeout)
+
+    def request_stop(self) -> None:
+        """Ask the scheduler to stop every job of the run, without waiting (for a button's callback)."""
         self.client.send_event(Event(key=command_key(self.scheduler.name), event_type=STOP_WORKFLOW_RUN,
                                      namespace=CONTROL_NAMESPACE, sender=self.client.client_id,
                                      value=json.dumps({"run": self.run_id})))
-        return self.wait(timeout)
 
     def __repr__(self) -> str:
         return f"<WorkflowRun {self.run_id} of {self.workflow.name!r}: {self.status()} {self.jobs()}>"
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        bundle = dict(self.workflow.view(status=self.jobs())._repr_mimebundle_())
+    def view(self):
+        """The workflow drawn with this run's job states (SVG, PNG, text and the workflow JSON)."""
+        status = self.status()
+        return self.workflow.view(status=self.jobs(), run_id=self.run_id, run_status=status)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        bundle = dict(self.view()._repr_mimebundle_())
         bundle["text/plain"] = repr(self)
         return bundle
 
