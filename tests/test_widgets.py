@@ -22,6 +22,9 @@ JOBS = '''
 import time
 
 def make():
+    from aiflow_notebook.job_runtime import report_progress
+
+    report_progress(0.5)
     print("made 2 rows", flush=True)
     return [[1], [2]]
 
@@ -103,6 +106,7 @@ def test_graph_and_run_panels_follow_their_own_run_and_stop_it(panels):
     panels += [graph, panel, other]
     wait_for(lambda: graph.jobs["serve"]["state"] == "RUNNING", 60, "serve RUNNING in the graph")
     assert graph.jobs["prep"]["state"] == "FINISHED" and graph.run_id == first.run_id
+    assert graph.jobs["prep"]["progress"] == 1.0  # it reported 0.5, then finished
     wait_for(lambda: "#bbf7d0" in graph._picture.value, 10, "prep drawn in the FINISHED colour")
     graph.selected = "prep"
     assert "made 2 rows" in wait_for(lambda: "made 2 rows" in graph._details.value and graph._details.value, 10,
