@@ -148,7 +148,27 @@ def test_rerun_button_follows_a_new_run(panels):
     assert panel.run_id == run.run_id + 1 and "again: run" in panel.message
     wait_for(lambda: panel.run_status == "FINISHED" and panel.jobs["only"]["state"] == "FINISHED", 60,
              "the second run to finish in the panel")
-    assert panel.restart_button.disabled  # this scheduler has no single-job restart: the button says so
+
+
+def test_restart_job_button(panels):
+    """Enabled exactly when the scheduler client can restart one job (``WorkflowRun.restart_job``, which
+    the server-extension branch adds); then a click starts a new attempt of the picked job."""
+    run = af.submit(looping_workflow("again"))
+    panel = RunPanel(run)
+    panels.append(panel)
+    wait_for(lambda: panel.jobs["serve"]["state"] == "RUNNING", 60, "serve RUNNING")
+    if not hasattr(run, "restart_job"):
+        assert panel.restart_button.disabled and "cannot restart one job" in panel.restart_button.tooltip
+        with pytest.raises(RuntimeError, match="cannot restart one job"):
+            panel.restart("serve")
+    else:
+        assert not panel.restart_button.disabled
+        panel.restart_picker.value = "serve"
+        panel.restart_button.click()
+        assert panel.message == "restart of job 'serve' requested"
+        wait_for(lambda: panel.jobs["serve"]["attempts"] == 2 and panel.jobs["serve"]["state"] == "RUNNING", 60,
+                 "a second attempt of serve")
+    run.stop()
 
 
 def test_model_panel_buttons_change_the_stage_and_publish_the_event(panels):

@@ -124,6 +124,12 @@ class WorkflowRun:
         self._catch_up()
         return self._status
 
+    def request_stop(self) -> None:
+        """Ask the scheduler to stop every job of the run, without waiting (for a button's callback)."""
+        self.client.send_event(Event(key=command_key(self.scheduler.name), event_type=STOP_WORKFLOW_RUN,
+                                     namespace=CONTROL_NAMESPACE, sender=self.client.client_id,
+                                     value=json.dumps({"run": self.run_id})))
+
     def job_events(self) -> list[Event]:
         """The run's ``JOB_STATUS_CHANGED`` events so far, oldest first."""
         self._catch_up()
@@ -183,14 +189,10 @@ class WorkflowRun:
         """Stop every job of the run; returns the final status (KILLED, or how it had already ended)."""
         if self.status() in FINAL_RUN_STATES:
             return self.status()
-        self.request_stop()
-        return self.wait(timeout)
-
-    def request_stop(self) -> None:
-        """Ask the scheduler to stop every job of the run, without waiting (for a button's callback)."""
         self.client.send_event(Event(key=command_key(self.scheduler.name), event_type=STOP_WORKFLOW_RUN,
                                      namespace=CONTROL_NAMESPACE, sender=self.client.client_id,
                                      value=json.dumps({"run": self.run_id})))
+        return self.wait(timeout)
 
     def __repr__(self) -> str:
         return f"<WorkflowRun {self.run_id} of {self.workflow.name!r}: {self.status()} {self.jobs()}>"
