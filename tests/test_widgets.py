@@ -4,8 +4,12 @@ scheduler's), their buttons, their fallbacks, and no listener thread left after 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from sdk_support import notebook_namespace
@@ -273,3 +277,16 @@ def test_dataset_handoffs_in_the_workflow_json():
     assert data["outputs"] == ["rows"] and learn["inputs"] == ["rows"]
     read = next(node for node in learn["nodes"] if node["kind"] == "read_dataset")
     assert read["dataset"] == "rows"
+
+
+def test_an_interpreter_with_open_panels_exits_promptly(aiflow_home):
+    """At exit the panels stop following before the embedded scheduler stops the bus: no hang, no noise."""
+    code = ("from aiflow_notebook.widgets import EventPanel, live_threads\n"
+            "panel = EventPanel(limit=5)\n"
+            "assert len(live_threads()) == 2\n")
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "reconnecting" not in result.stderr, result.stderr
+    assert time.monotonic() - started < 30
