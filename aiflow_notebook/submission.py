@@ -10,7 +10,8 @@ from typing import Any
 _lock = threading.Lock()
 _embedded = None
 _connected = None
-_event_url_before: str | None = None  # AIFLOW_EVENT_URL as it was before the embedded scheduler set it
+_event_url_before: str | None = None
+_session_runs: dict[int, Any] = {}  # AIFLOW_EVENT_URL as it was before the embedded scheduler set it
 
 
 def connect(url: str, auth: Any = None, name: str = "default", timeout: float = 10.0):
@@ -37,6 +38,21 @@ def disconnect() -> None:
     global _connected
     with _lock:
         _connected = None
+
+
+def connected() -> bool:
+    """Whether ``af.connect`` chose a remote server (else the embedded scheduler is used)."""
+    return _connected is not None
+
+
+def event_bus() -> tuple[str, Any]:
+    """``(url, auth)`` of the bus this process follows: the connected server's, else the embedded
+    scheduler's (started here as ``af.submit()`` would, so a panel opened before any run has a bus)."""
+    with _lock:
+        connected = _connected
+    if connected is not None:
+        return connected.client.url, connected.client.auth
+    return embedded_scheduler().event_url, None
 
 
 def embedded_scheduler():
@@ -93,4 +109,13 @@ def submit(workflow: Any = None, scheduler: Any = None):
                           "selects it only inside the block)")
     target = scheduler or _connected or embedded_scheduler()
     api = getattr(target, "api", target)
-    return api.submit(compiled, project=getattr(compiled, "project", "default") or "default")
+    run = api.submit(compiled, project=getattr(compiled, "project", "default") or "default")
+    with _lock:
+        _session_runs[run.run_id] = run
+    return run
+
+
+def session_runs() -> dict[int, Any]:
+    """The runs ``submit`` started in this process, by run id, oldest first (``%aiflow status`` finds them)."""
+    with _lock:
+        return dict(_session_runs)

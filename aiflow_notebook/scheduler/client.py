@@ -139,6 +139,12 @@ class WorkflowRun:
         self._catch_up()
         return self._status
 
+    def request_stop(self) -> None:
+        """Ask the scheduler to stop every job of the run, without waiting (for a button's callback)."""
+        self.client.send_event(Event(key=command_key(self.scheduler.name), event_type=STOP_WORKFLOW_RUN,
+                                     namespace=CONTROL_NAMESPACE, sender=self.client.client_id,
+                                     value=json.dumps({"run": self.run_id})))
+
     def job_events(self) -> list[Event]:
         """The run's ``JOB_STATUS_CHANGED`` events so far, oldest first."""
         self._catch_up()
@@ -214,8 +220,13 @@ class WorkflowRun:
     def __repr__(self) -> str:
         return f"<WorkflowRun {self.run_id} of {self.workflow.name!r}: {self.status()} {self.jobs()}>"
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        bundle = dict(self.workflow.view(status=self.jobs())._repr_mimebundle_())
+    def view(self):
+        """The workflow drawn with this run's job states (SVG, PNG, text and the workflow JSON)."""
+        status = self.status()
+        return self.workflow.view(status=self.jobs(), run_id=self.run_id, run_status=status)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        bundle = dict(self.view()._repr_mimebundle_())
         bundle["text/plain"] = repr(self)
         return bundle
 
