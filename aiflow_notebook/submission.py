@@ -52,7 +52,8 @@ def event_bus() -> tuple[str, Any]:
         connected = _connected
     if connected is not None:
         return connected.client.url, connected.client.auth
-    return embedded_scheduler().event_url, None
+    scheduler = embedded_scheduler()  # (a hosted one may follow a CURVE server: its client carries the keys)
+    return scheduler.event_url, scheduler.client.auth
 
 
 def embedded_scheduler():
