@@ -7,7 +7,9 @@ job is periodic (``af.job_config("tick", engine="bash", periodic=INTERVAL)``, co
 ``--ticks`` ticks. One JSON line per figure:
 - fire: from the tick to its START action being committed (the scheduler's own record), p50/p99/max;
 - start: from the tick to the job's process running — the scheduler's ``RUNNING`` event, published once
-  the process is started, stamped by the event server — p50/p99/max;
+  the process is started and its record committed, stamped by the event server — p50/p99/max. An upper
+  bound of the process's start (the kernel's creation time, which psutil offers, is off by up to a second:
+  Linux's boot time is whole seconds);
 - skipped: ticks whose START found the previous instance still running (nothing to start).
 """
 

@@ -190,6 +190,10 @@ def test_a_workflow_schedule_fires_and_can_be_paused_resumed_listed_and_deleted(
     assert af.list_workflow_schedules() == []
     with pytest.raises(af.AIFlowError, match="no workflow schedule"):
         af.pause_workflow_schedule(schedule_id)
+    with pytest.raises(af.AIFlowError, match="never submitted to this scheduler"):
+        af.add_workflow_schedule("not_defined_anywhere", interval=5)
+    with pytest.raises(af.InvalidArgumentError, match="condition must be"):
+        af.add_workflow_trigger("every_second", "clicks")
 
     started = _runs_started(client, "every_second")
     assert all(run["schedule"] == schedule_id for run in started)

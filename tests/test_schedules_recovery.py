@@ -156,6 +156,12 @@ def test_the_schedule_cli_lists_pauses_resumes_and_deletes(tmp_path):
             assert done.returncode == 0, done.stderr
             return done.stdout
 
+        def cli_trigger(*args: str) -> str:
+            done = subprocess.run([sys.executable, "-m", "aiflow_notebook.cli", "trigger", *args, "--url", server.url],
+                                  capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+
         added = json.loads(cli("add", "cli_flow", "--cron", "0 0 1 1 *", "--json"))
         schedule_id = added[0]["id"]
         assert "cron" in cli("list") and "cli_flow" in cli("list")
@@ -163,6 +169,11 @@ def test_the_schedule_cli_lists_pauses_resumes_and_deletes(tmp_path):
         assert json.loads(cli("resume", str(schedule_id), "--json"))[0]["paused"] is False
         cli("delete", str(schedule_id))
         assert "(none)" in cli("list")
+        trigger_id = af.add_workflow_trigger("cli_flow", key="clicks")
+        listed = json.loads(cli_trigger("list", "--json"))
+        assert [t["id"] for t in listed] == [trigger_id] and "clicks" in listed[0]["condition"]
+        cli_trigger("delete", str(trigger_id))
+        assert "(none)" in cli_trigger("list")
         refused = subprocess.run([sys.executable, "-m", "aiflow_notebook.cli", "schedule", "add", "never_submitted",
                                   "--interval", "5", "--url", server.url], capture_output=True, text=True, timeout=60)
         assert refused.returncode == 1 and "never submitted" in refused.stderr

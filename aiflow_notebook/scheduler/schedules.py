@@ -44,6 +44,7 @@ SCHEDULE_COMMAND = "SCHEDULE_COMMAND"
 SCHEDULE_REPLY = "SCHEDULE_REPLY"
 PERIODIC = "periodic"  # the job property of a periodic job: {"cron": ...} or {"interval": seconds}
 IDLE_WAKE_S = 0.2  # the loop's longest sleep when nothing is due
+RETRY_S = 5.0  # a tick that failed (not a database outage: those are waited out) is tried again after this
 
 
 class Schedules:
@@ -55,6 +56,7 @@ class Schedules:
         self._triggers: dict[int, tuple[TriggerRow, Any]] = {}  # id -> (row, rule)
         self._workflows: dict[str, Any] = {}  # blob uri -> Workflow (read from the verified blob store)
         self._periodic: dict[tuple[int, str], tuple[Timing, float, float]] = {}  # (run, job) -> timing, anchor, next
+        self._retry_at: dict[int, float] = {}  # schedule id -> when to try again after a tick failed
         self.tick_lateness: list[float] | None = None  # seconds from a tick to its firing (benchmarks turn it on)
 
     # --- start-up ------------------------------------------------------------------------------------
@@ -95,7 +97,7 @@ class Schedules:
     # --- the clock -----------------------------------------------------------------------------------
 
     def seconds_until_due(self) -> float:
-        ticks = [row.next_tick for row in self._schedules.values() if not row.paused]
+        ticks = [self._due(row) for row in self._schedules.values() if not row.paused]
         ticks += [next_tick for (run_id, _), (_, _, next_tick) in self._periodic.items()
                   if run_id in self.scheduler._runs]
         if not ticks:
@@ -105,13 +107,23 @@ class Schedules:
     def fire_due(self, _: Any = None) -> None:
         now = time.time()
         for row in list(self._schedules.values()):
-            if not row.paused and row.next_tick <= now:
-                self._fire_schedule(row, now)
+            if not row.paused and self._due(row) <= now:
+                try:
+                    self._fire_schedule(row, now)
+                except SchedulerStopped:
+                    raise
+                except Exception:  # noqa: BLE001 - e.g. its workflow's blob is gone: retry later, keep going
+                    log.exception("scheduler %s: schedule %s of %r could not fire; retrying in %g s",
+                                  self.scheduler.name, row.id, row.workflow, RETRY_S)
+                    self._retry_at[row.id] = now + RETRY_S
         for (run_id, job), (timing, anchor, tick) in list(self._periodic.items()):
             if run_id not in self.scheduler._runs:
                 self._periodic.pop((run_id, job), None)  # the run ended
             elif tick <= now:
                 self._tick_periodic(run_id, job, timing, anchor, tick, now)
+
+    def _due(self, row: ScheduleRow) -> float:
+        return max(row.next_tick, self._retry_at.get(row.id, 0.0))
 
     def _fire_schedule(self, row: ScheduleRow, now: float) -> None:
         timing = Timing.from_dict(row.timing)
@@ -121,6 +133,7 @@ class Schedules:
                                 {"schedule": row.id, "tick": row.next_tick, "uri": row.uri, "cwd": row.cwd,
                                  "submitted_by": f"schedule {row.id}"})
         run_id = self.state.fire_schedule(row.id, row.next_tick, next_tick, new_run)
+        self._retry_at.pop(row.id, None)
         if self.tick_lateness is not None:
             self.tick_lateness.append(time.time() - row.next_tick)
         self._schedules[row.id] = replace(row, next_tick=next_tick, fired=row.fired + (run_id is not None),
