@@ -295,3 +295,44 @@ def test_a_periodic_job_reruns_while_its_run_lives_and_stops_with_it(tmp_path):
     time.sleep(2)
     assert len(_lines(out)) == stopped_at
     assert len(set(_lines(out))) == len(_lines(out))  # each tick a new job run
+
+
+# --- the durable state, on SQLite and PostgreSQL ---------------------------------------------------------
+
+
+def test_a_tick_commits_its_run_once_and_a_trigger_commits_with_the_cursor(meta_url):
+    from aiflow_notebook.meta.store import MetadataStore
+    from aiflow_notebook.scheduler.schedule_state import NewRun, ScheduleState
+    from aiflow_notebook.scheduler.state import SchedulerState
+
+    store = MetadataStore(meta_url)
+    try:
+        cursor = SchedulerState(store)
+        state = ScheduleState(cursor)
+        snapshot = store.save_workflow_snapshot("nightly", "hash", b"{}")
+        tick = 1_764_000_000.123456
+        schedule_id = state.add_schedule(5, "nightly", "default", "file:///blob", snapshot, {"interval": 60.0},
+                                         tick - 60, tick, "alice", None)
+        assert cursor.last_version() == 5  # the command's event, in the same transaction
+        run = NewRun(snapshot, [], ["job"], 5, {"schedule": schedule_id})
+        first = state.fire_schedule(schedule_id, tick, tick + 60, run)
+        assert first is not None
+        assert state.fire_schedule(schedule_id, tick, tick + 60, run) is None  # the same tick never fires twice
+        [row] = state.schedules()
+        assert (row.next_tick, row.fired, row.last_run_id) == (tick + 60, 1, first)
+        assert [a.job for a in cursor.pending_actions(first)] == ["job"]
+        assert state.set_paused(6, schedule_id, True, row.next_tick)
+        assert state.fire_schedule(schedule_id, tick + 60, tick + 120, run) is None  # paused
+
+        trigger_id = state.add_trigger(7, "nightly", "default", "file:///blob", snapshot, "file:///cond", [None],
+                                       None, None)
+        created: list = []
+        cursor.commit_event(9, [], [], also=state.trigger_work({trigger_id: [None]}, [(trigger_id, run)], created))
+        assert cursor.last_version() == 9 and len(created) == 1
+        [trigger] = state.triggers()
+        assert (trigger.fired, trigger.last_run_id, trigger.since_version) == (1, created[0][1], 7)
+        assert state.delete_trigger(10, trigger_id) and state.triggers() == []
+        assert state.delete_schedule(11, schedule_id) and state.schedules() == []
+        assert cursor.last_version() == 11
+    finally:
+        store.close()
