@@ -203,12 +203,18 @@ def test_a_workflow_schedule_fires_and_can_be_paused_resumed_listed_and_deleted(
     assert len({line.split()[0] for line in _lines(out)}) == len(started)  # one job run per run
 
 
+def record_trigger(context):
+    """Append the value of the event that started this job's run."""
+    with Path(context.properties["out"]).open("a") as out:
+        out.write(f"{context.trigger['value']}\n")
+
+
 @pytest.mark.slow
 def test_a_trigger_starts_one_run_per_triggering_event_and_can_be_deleted(tmp_path):
     out = tmp_path / "runs.txt"
     with af.workflow("on_data"):
         with af.job_config("use"):
-            af.user_define_operation(record, name="use", properties={"out": str(out)})
+            af.user_define_operation(record_trigger, name="use", properties={"out": str(out)})
     trigger_id = af.add_workflow_trigger("on_data", key="clicks", event_type="DATASET_UPDATED")
     [listed] = af.list_workflow_triggers()
     assert listed["id"] == trigger_id and listed["workflow"] == "on_data"
@@ -218,6 +224,7 @@ def test_a_trigger_starts_one_run_per_triggering_event_and_can_be_deleted(tmp_pa
     client.send_event(Event("views", "v1", "DATASET_UPDATED"))
     client.send_event(Event("clicks", "v2", "DATASET_UPDATED"))
     wait_for(lambda: len(_lines(out)) == 2, 60, "two triggered runs to record")
+    assert sorted(_lines(out)) == ["v1", "v2"]  # each run's job got its triggering event
     started = _runs_started(client, "on_data")
     assert [run["trigger"] for run in started] == [trigger_id, trigger_id]
     assert len({run["event"] for run in started}) == 2

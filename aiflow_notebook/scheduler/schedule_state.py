@@ -64,6 +64,7 @@ class NewRun:
     initial_jobs: list[str]
     since_version: int
     properties: dict[str, Any]
+    start_version: int | None = None  # the event that decided the initial STARTs (a trigger's event)
 
 
 class ScheduleState:
@@ -167,7 +168,7 @@ class ScheduleState:
                 conn.execute(update(table).where(table.c.id == trigger_id).values(state=state))
             for trigger_id, run in starts:
                 run_id = insert_run(session, self.name, run.snapshot_id, run.edges, run.initial_jobs,
-                                    run.since_version, run.properties)
+                                    run.since_version, run.properties, run.start_version)
                 conn.execute(update(table).where(table.c.id == trigger_id).values(
                     fired=table.c.fired + 1, last_run_id=run_id))
                 created.append((trigger_id, run_id))

@@ -418,8 +418,12 @@ class Scheduler:
 
     def _trigger(self, run: RunState, action: PendingAction) -> dict[str, Any] | None:
         """The event whose rule decided ``action``, for the job (a serving job serves the model version a
-        ``MODEL_*`` event names); None for a run's initial jobs and restarts after a lost process."""
-        if action.event_version is None or action.event_version <= run.since_version:
+        ``MODEL_*`` event names); for the initial jobs of a run a workflow trigger started, the triggering
+        event; None for a submitted run's initial jobs and restarts after a lost process."""
+        if action.event_version is None:
+            return None
+        if action.event_version <= run.since_version and \
+                action.event_version != self._run_properties(run).get("event"):  # see schedules.Schedules.evaluate
             return None
         found = self.client.list_events(since_version=action.event_version - 1, limit=1)
         if not found or found[0].version != action.event_version:

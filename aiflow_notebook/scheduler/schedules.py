@@ -173,10 +173,11 @@ class Schedules:
                 if trial.on_event(event):
                     causes.setdefault(trigger_id, []).append(event.version)
                     workflow = self._workflow(row.uri)
-                    starts.append((trigger_id, self._new_run(
-                        workflow, row.snapshot_id, last,
-                        {"trigger": row.id, "event": event.version, "uri": row.uri, "cwd": row.cwd,
-                         "submitted_by": f"trigger {row.id}"})))
+                    new_run = self._new_run(workflow, row.snapshot_id, last,
+                                            {"trigger": row.id, "event": event.version, "uri": row.uri,
+                                             "cwd": row.cwd, "submitted_by": f"trigger {row.id}"})
+                    # its initial jobs get the triggering event (context.trigger), like a rule-started job
+                    starts.append((trigger_id, replace(new_run, start_version=event.version)))
                 if trial.met != current.met:
                     working[trigger_id] = trial
         if not working and not starts:

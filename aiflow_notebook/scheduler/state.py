@@ -277,16 +277,19 @@ class SchedulerState:
 
 
 def insert_run(session: Session, scheduler: str, snapshot_id: int, edges: list[dict[str, Any]],
-               initial_jobs: list[str], since_version: int, properties: dict[str, Any]) -> int:
+               initial_jobs: list[str], since_version: int, properties: dict[str, Any],
+               start_version: int | None = None) -> int:
     """Add a run of a snapshot, its rules (seeing events after ``since_version``) and the START actions of
-    its initial jobs to the transaction of ``session``; the run's id."""
+    its initial jobs (decided by event ``start_version``, default ``since_version``) to the transaction of
+    ``session``; the run's id."""
     run_id = _workflow_run(session, snapshot_id, properties)
     rules = [Rule.from_edge(edge).met for edge in edges]
     session.add(orm.RunRules(workflow_run_id=run_id, scheduler=scheduler, since_version=since_version,
                              rules=[{"edge": e, "met": m} for e, m in zip(edges, rules, strict=True)], active=True))
     for job in initial_jobs:
         session.add(orm.SchedulerAction(workflow_run_id=run_id, job=job, action="START",
-                                        event_version=since_version, state="PENDING"))
+                                        event_version=since_version if start_version is None else start_version,
+                                        state="PENDING"))
     return run_id
 
 
