@@ -179,3 +179,26 @@ def test_the_schedule_cli_lists_pauses_resumes_and_deletes(tmp_path):
         assert refused.returncode == 1 and "never submitted" in refused.stderr
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_schedules_and_triggers_over_a_curve_server(tmp_path):
+    """Under CURVE the scheduler's replies carry its authenticated name, which the client checks."""
+    from aiflow_notebook.cli import main
+    from aiflow_notebook.events.auth import create_server_keys
+
+    keys = tmp_path / "keys"
+    create_server_keys(keys)
+    assert main(["server", "keys", str(keys), "--client", "alice"]) == 0
+    out = tmp_path / "runs.txt"
+    _define("secured", out)
+    server = EventServerProcess(f"sqlite:///{tmp_path / 'server.db'}", extra_args=["--curve", str(keys)]).start()
+    try:
+        af.connect(server.url, auth=(str(keys / "server.key"), str(keys / "alice.key_secret")), timeout=30)
+        schedule_id = af.add_workflow_schedule("secured", interval=1)
+        wait_for(lambda: len(_lines(out)) >= 1, 60, "a scheduled run on the CURVE server")
+        af.delete_workflow_schedule(schedule_id)
+        trigger_id = af.add_workflow_trigger("secured", key="go")
+        assert [t["id"] for t in af.list_workflow_triggers()] == [trigger_id]
+    finally:
+        server.stop()

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiflow_notebook.events import Event
 from aiflow_notebook.scheduler.client import SchedulerClient, SchedulerError
-from aiflow_notebook.scheduler.scheduler import CONTROL_NAMESPACE, command_key
+from aiflow_notebook.scheduler.scheduler import CONTROL_NAMESPACE, SENDER, command_key
 from aiflow_notebook.scheduler.schedules import SCHEDULE_COMMAND, SCHEDULE_REPLY
 from aiflow_notebook.timing import Timing
 
@@ -67,7 +67,8 @@ class ScheduleClient:
             for event in client.list_events(key=command_key(name), namespace=CONTROL_NAMESPACE,
                                             event_type=SCHEDULE_REPLY, since_version=since):
                 since = max(since, event.version)
-                if event.context and json.loads(event.context).get("request_id") == request_id:
+                if event.sender == SENDER and event.context and \
+                        json.loads(event.context).get("request_id") == request_id:  # the scheduler's word only
                     answer = json.loads(event.value)
                     if "error" in answer:
                         raise SchedulerError(f"{op.replace('_', ' ')}: {answer['error']}")
