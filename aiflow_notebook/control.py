@@ -128,7 +128,7 @@ class ControlEdge:
 
     job: str
     action: Action
-    condition: MeetAll | MeetAny | Condition | PickledCondition
+    condition: MeetAll | MeetAny
     upstream: str | None = None
     model: str | None = None
     origin: str | None = field(default=None, compare=False)
@@ -203,20 +203,6 @@ def action_on_events(job: str, condition: MeetAll | MeetAny | Condition,
     return _add(job, action, condition)
 
 
-def action_on_condition(job: str, condition: Condition, action: Action | str = Action.START) -> ControlEdge:
-    """Do ``action`` to ``job`` when the custom ``condition`` (an ``af.Condition`` subclass) is met; its
-    value state lives with the run's rules (see ``aiflow_notebook.conditions``)."""
-    if not isinstance(condition, Condition):
-        raise InvalidArgumentError(f"action_on_condition({job!r}, ...): condition must be an instance of an "
-                                   f"af.Condition subclass with is_met(event, context), got {condition!r}")
-    if type(condition).is_met is Condition.is_met:
-        raise InvalidArgumentError(f"action_on_condition({job!r}, ...): {condition.name} does not implement "
-                                   "is_met(event, context)")
-    with _culprit(f"action_on_condition({job!r}, {condition.name})"):
-        condition.to_dict()  # fails now, naming what cannot be pickled, rather than at compile time
-    return _add(job, action, condition)
-
-
 def action_on_job_status(job: str, upstream: str, status: str = "FINISHED",
                          action: Action | str = Action.START) -> ControlEdge:
     """Do ``action`` to ``job`` when job ``upstream`` of this workflow reaches ``status``.
@@ -248,6 +234,20 @@ def action_on_model_version_event(job: str, model: str, event_type: str = model_
                                    f"{event_type!r} is not one of {', '.join(MODEL_EVENT_TYPES)}")
     condition = EventCondition(key=model, event_type=event_type, value_condition=ValueCondition.UPDATED)
     return _add(job, action, MeetAny(condition), model=model)
+
+
+def action_on_condition(job: str, condition: Condition, action: Action | str = Action.START) -> ControlEdge:
+    """Do ``action`` to ``job`` when the custom ``condition`` (an ``af.Condition`` subclass) is met; its
+    value state lives with the run's rules (see ``aiflow_notebook.conditions``)."""
+    if not isinstance(condition, Condition):
+        raise InvalidArgumentError(f"action_on_condition({job!r}, ...): condition must be an instance of an "
+                                   f"af.Condition subclass with is_met(event, context), got {condition!r}")
+    if type(condition).is_met is Condition.is_met:
+        raise InvalidArgumentError(f"action_on_condition({job!r}, ...): {condition.name} does not implement "
+                                   "is_met(event, context)")
+    with _culprit(f"action_on_condition({job!r}, {condition.name})"):
+        condition.to_dict()  # fails now, naming what cannot be pickled, rather than at compile time
+    return _add(job, action, condition)
 
 
 def _add(job: str, action: Action | str, condition: MeetAll | MeetAny, upstream: str | None = None,
