@@ -202,3 +202,27 @@ def test_schedules_and_triggers_over_a_curve_server(tmp_path):
         assert [t["id"] for t in af.list_workflow_triggers()] == [trigger_id]
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_a_periodic_job_carries_on_after_a_kill_9(tmp_path):
+    out = tmp_path / "ticks.txt"
+    with af.workflow("periodic_survivor"):
+        with af.job_config("tick", periodic=1):
+            af.user_define_operation(record, name="tick", properties={"out": str(out)})
+    db = f"sqlite:///{tmp_path / 'server.db'}"
+    server = EventServerProcess(db).start()
+    try:
+        af.connect(server.url, timeout=30)
+        run = af.submit("periodic_survivor")
+        wait_for(lambda: len(_lines(out)) >= 2, 60, "two ticks before the crash")
+        server.kill()
+        time.sleep(3)
+        server = EventServerProcess(db, port=server.port).start()
+        before = len(_lines(out))
+        wait_for(lambda: len(_lines(out)) >= before + 2, 60, "two ticks after the restart")
+        assert run.status() == "RUNNING"
+        assert run.stop() == "KILLED"
+        assert set(_lines(out)) == {str(run.run_id)}  # one run, its periodic job restarted at every tick
+    finally:
+        server.stop()
