@@ -97,6 +97,13 @@ def _shutdown() -> None:
             os.environ["AIFLOW_EVENT_URL"] = _event_url_before
 
 
+def scheduler_client(scheduler: Any = None):
+    """The ``SchedulerClient`` requests go to: ``scheduler`` if given, the connected server, else the
+    embedded scheduler (started on first use)."""
+    target = scheduler or _connected or embedded_scheduler()
+    return getattr(target, "api", target)
+
+
 def submit(workflow: Any = None, scheduler: Any = None):
     """Compile ``workflow`` (default: the current one) and run it; returns a ``WorkflowRun``."""
     from aiflow_notebook.compile import compile as compile_workflow
@@ -108,8 +115,7 @@ def submit(workflow: Any = None, scheduler: Any = None):
         raise AIFlowError(f"workflow {compiled.name!r} has no jobs, so there is nothing to run. Define nodes in a job "
                           "first, or name the workflow: af.submit('my_workflow') (a `with af.workflow(...)` block "
                           "selects it only inside the block)")
-    target = scheduler or _connected or embedded_scheduler()
-    api = getattr(target, "api", target)
+    api = scheduler_client(scheduler)
     run = api.submit(compiled, project=getattr(compiled, "project", "default") or "default")
     with _lock:
         _session_runs[run.run_id] = run

@@ -225,10 +225,18 @@ class Workflow:
             data["nodes"] = sorted(({k: v for k, v in node.items() if k != "location"} for node in data["nodes"]),
                                    key=lambda n: n["name"])
             jobs.append(data)
-        edges = sorted(json.dumps(edge.to_dict(), sort_keys=True) for edge in self.control_edges)
+        edges = sorted(json.dumps(_without_payload(edge.to_dict()), sort_keys=True) for edge in self.control_edges)
         canonical = json.dumps({"name": self.name, "project": self.project, "jobs": jobs, "edges": edges},
                                sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _without_payload(edge: dict[str, Any]) -> dict[str, Any]:
+    """A control edge for hashing: a custom condition counts by its code fingerprint, not its pickle."""
+    condition = edge.get("condition") or {}
+    if "payload" not in condition:
+        return edge
+    return {**edge, "condition": {k: v for k, v in condition.items() if k not in ("payload", "cloudpickle")}}
 
 
 class WorkflowView:

@@ -48,6 +48,8 @@ LATER = {
 @argument("--ps", metavar="N", type=int, help="number of parameter servers (property 'ps', for tensorflow)")
 @argument("--property", metavar="K=V", action="append", default=[], dest="properties",
           help="a job property (repeatable); V is read as JSON when it parses, else as a string")
+@argument("--periodic", metavar="EXPR", default=None,
+          help="rerun the job at every tick while its run lives: 'cron@*/5 * * * *', 'interval@0 0 1 0' or seconds")
 def _job_help(line: str) -> None:
     """Cell magic: run the cell body as ordinary Python inside job NAME's execution block, then show the
     split graph with the job highlighted. Re-running the cell replaces the job's block."""
@@ -409,10 +411,27 @@ def _job_settings(args: Any) -> dict[str, Any]:
         _graph.check_name(args.name, "job")
     except af.AIFlowError as err:
         problems.append(str(err))
+    periodic = None
+    if args.periodic is not None:
+        from aiflow_notebook.timing import Timing
+
+        text = args.periodic.strip().strip("'\"")
+        try:
+            periodic = Timing.coerce(float(text) if _is_number(text) else text).to_dict()
+        except af.AIFlowError as err:
+            problems.append(f"--periodic: {err}")
     if problems:
         raise _Refused("; ".join(problems), usage("job"))
     return {"engine": args.engine, "parallelism": args.parallelism, "platform": args.platform,
-            "streaming": args.streaming, "properties": properties or None}
+            "streaming": args.streaming, "properties": properties or None, "periodic": periodic}
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _property_value(text: str) -> Any:
