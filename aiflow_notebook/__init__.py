@@ -5,6 +5,7 @@ Flink or deep-learning framework is imported here.
 """
 
 from aiflow_notebook.compile import compile
+from aiflow_notebook.conditions import Condition, ConditionContext, ValueState, ValueStateDescriptor
 from aiflow_notebook.control import (
     EQUALS,
     NONE,
@@ -21,6 +22,7 @@ from aiflow_notebook.control import (
     MeetAll,
     MeetAny,
     ValueCondition,
+    action_on_condition,
     action_on_event,
     action_on_events,
     action_on_job_status,
@@ -72,6 +74,14 @@ _LAZY = {
     "register_model": "aiflow_notebook.model_center_api",
     "register_model_version": "aiflow_notebook.model_center_api",
     "update_model_version": "aiflow_notebook.model_center_api",
+    "add_workflow_schedule": "aiflow_notebook.schedule_api",
+    "list_workflow_schedules": "aiflow_notebook.schedule_api",
+    "pause_workflow_schedule": "aiflow_notebook.schedule_api",
+    "resume_workflow_schedule": "aiflow_notebook.schedule_api",
+    "delete_workflow_schedule": "aiflow_notebook.schedule_api",
+    "add_workflow_trigger": "aiflow_notebook.schedule_api",
+    "list_workflow_triggers": "aiflow_notebook.schedule_api",
+    "delete_workflow_trigger": "aiflow_notebook.schedule_api",
 }
 
 
@@ -83,6 +93,13 @@ def __getattr__(name: str):
         globals()[name] = value
         return value
     raise AttributeError(f"module 'aiflow_notebook' has no attribute {name!r}")
+
+
+def _jupyter_server_extension_points() -> list[dict]:
+    """How jupyter_server finds the extension enabled as ``aiflow_notebook`` (imported only by a server)."""
+    from aiflow_notebook.server_extension import AIFlowExtension
+
+    return [{"module": "aiflow_notebook.server_extension", "app": AIFlowExtension}]
 
 
 def __dir__() -> list[str]:
@@ -101,6 +118,8 @@ __all__ = [
     "AIGraph",
     "Action",
     "CaptureError",
+    "Condition",
+    "ConditionContext",
     "Channel",
     "ConfigurationError",
     "ControlEdge",
@@ -125,11 +144,22 @@ __all__ = [
     "UnknownJobError",
     "UnknownWorkflowError",
     "ValueCondition",
+    "ValueState",
+    "ValueStateDescriptor",
     "Workflow",
     "WorkflowFormatError",
     "__version__",
+    "action_on_condition",
     "action_on_event",
     "action_on_events",
+    "add_workflow_schedule",
+    "add_workflow_trigger",
+    "delete_workflow_schedule",
+    "delete_workflow_trigger",
+    "list_workflow_schedules",
+    "list_workflow_triggers",
+    "pause_workflow_schedule",
+    "resume_workflow_schedule",
     "action_on_job_status",
     "action_on_model_version_event",
     "compile",

@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "aiflow_notebook.meta.cli",
     "aiflow_notebook.server",
     "aiflow_notebook.events.cli",
+    "aiflow_notebook.schedule_cli",
 ]
 
 

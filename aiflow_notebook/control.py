@@ -21,6 +21,7 @@ from enum import Enum, StrEnum
 from typing import Any
 
 import aiflow_notebook.graph as _graph
+from aiflow_notebook.conditions import CUSTOM, Condition, PickledCondition
 from aiflow_notebook.graph_errors import InvalidArgumentError
 from aiflow_notebook.vocabulary import JOB_STATES as JOB_STATUSES
 from aiflow_notebook.vocabulary import JOB_STATUS_CHANGED, MODEL_EVENT_TYPES, Stage, model_event_type
@@ -151,6 +152,9 @@ class ControlEdge:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ControlEdge:
+        if data["condition"]["mode"] == CUSTOM:  # never unpickled here (see conditions.PickledCondition)
+            return cls(job=data["job"], action=Action(data["action"]), condition=PickledCondition(data["condition"]),
+                       upstream=data.get("upstream"), model=data.get("model"))
         condition_type = MeetAll if data["condition"]["mode"] == "ALL" else MeetAny
         events = [EventCondition(**event) for event in data["condition"]["events"]]
         upstream = data.get("upstream")
@@ -164,6 +168,8 @@ class ControlEdge:
             return f"{self.condition.events[0].value} → {self.action.value}"
         if self.model is not None:
             return f"{self.condition.events[0].event_type} → {self.action.value}"
+        if self.condition.mode == CUSTOM:
+            return f"{self.condition.name} → {self.action.value}"
         joiner = " AND " if self.condition.mode == "ALL" else " OR "
         return f"{joiner.join(e.describe() for e in self.condition.events)} → {self.action.value}"
 
@@ -195,11 +201,15 @@ def action_on_event(job: str, key: str, value: str = ANY, event_type: str = ANY,
     return _add(job, action, MeetAny(condition))
 
 
-def action_on_events(job: str, condition: MeetAll | MeetAny, action: Action | str = Action.START) -> ControlEdge:
-    """Do ``action`` to ``job`` when ``af.MeetAll(...)`` / ``af.MeetAny(...)`` of event conditions is met."""
-    if not isinstance(condition, MeetAll | MeetAny):
+def action_on_events(job: str, condition: MeetAll | MeetAny | Condition,
+                     action: Action | str = Action.START) -> ControlEdge:
+    """Do ``action`` to ``job`` when ``af.MeetAll(...)`` / ``af.MeetAny(...)`` of event conditions is met,
+    or when a custom ``af.Condition`` says so."""
+    if not isinstance(condition, MeetAll | MeetAny | Condition):
         raise InvalidArgumentError(f"action_on_events({job!r}, ...): condition must be af.MeetAll(...) or "
-                                   f"af.MeetAny(...) of af.EventCondition(...), got {condition!r}")
+                                   f"af.MeetAny(...) of af.EventCondition(...), or an af.Condition, got {condition!r}")
+    if isinstance(condition, Condition):
+        return action_on_condition(job, condition, action)
     return _add(job, action, condition)
 
 
@@ -245,6 +255,20 @@ def action_on_model_version_event(job: str, model: str, event_type: str = model_
                                    f"{event_type!r} is not one of {', '.join(MODEL_EVENT_TYPES)}")
     condition = EventCondition(key=model, event_type=event_type, value_condition=ValueCondition.UPDATED)
     return _add(job, action, MeetAny(condition), model=model)
+
+
+def action_on_condition(job: str, condition: Condition, action: Action | str = Action.START) -> ControlEdge:
+    """Do ``action`` to ``job`` when the custom ``condition`` (an ``af.Condition`` subclass) is met; its
+    value state lives with the run's rules (see ``aiflow_notebook.conditions``)."""
+    if not isinstance(condition, Condition):
+        raise InvalidArgumentError(f"action_on_condition({job!r}, ...): condition must be an instance of an "
+                                   f"af.Condition subclass with is_met(event, context), got {condition!r}")
+    if type(condition).is_met is Condition.is_met:
+        raise InvalidArgumentError(f"action_on_condition({job!r}, ...): {condition.name} does not implement "
+                                   "is_met(event, context)")
+    with _culprit(f"action_on_condition({job!r}, {condition.name})"):
+        condition.to_dict()  # fails now, naming what cannot be pickled, rather than at compile time
+    return _add(job, action, condition)
 
 
 def _add(job: str, action: Action | str, condition: MeetAll | MeetAny, upstream: str | None = None,

@@ -254,13 +254,22 @@ def global_config(**job_defaults: Any) -> _Block:
 
 def job_config(name: str, engine: str | None = None, parallelism: int | None = None,
                platform: str | None = None, properties: dict[str, Any] | None = None,
-               streaming: bool | None = None) -> _Block:
+               streaming: bool | None = None, periodic: Any = None) -> _Block:
     """The execution block of job ``name``: nodes defined inside belong to that job.
 
     A setting left as ``None`` is inherited from the enclosing blocks, finally from the built-in
     defaults (engine ``python``, parallelism 1, platform ``local``, not streaming, no properties).
+    ``periodic`` (``"cron@*/5 * * * *"``, ``"interval@0 0 1 0"``, a cron string, seconds or a timedelta)
+    makes the job rerun at every tick while its run lives (the job property ``periodic``; docs/schedules.md).
     """
     check_name(name, "job")
+    if periodic is not None:
+        from aiflow_notebook.timing import Timing
+
+        try:
+            properties = {**(properties or {}), "periodic": Timing.coerce(periodic).to_dict()}
+        except InvalidArgumentError as err:
+            raise InvalidArgumentError(f"job_config({name!r}, periodic={periodic!r}): {err}") from None
     explicit = {key: value for key, value in (("engine", engine), ("parallelism", parallelism),
                                               ("platform", platform), ("properties", properties),
                                               ("streaming", streaming)) if value is not None}

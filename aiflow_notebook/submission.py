@@ -10,7 +10,8 @@ from typing import Any
 _lock = threading.Lock()
 _embedded = None
 _connected = None
-_event_url_before: str | None = None  # AIFLOW_EVENT_URL as it was before the embedded scheduler set it
+_event_url_before: str | None = None
+_session_runs: dict[int, Any] = {}  # AIFLOW_EVENT_URL as it was before the embedded scheduler set it
 
 
 def connect(url: str, auth: Any = None, name: str = "default", timeout: float = 10.0):
@@ -39,18 +40,47 @@ def disconnect() -> None:
         _connected = None
 
 
+def connected() -> bool:
+    """Whether ``af.connect`` chose a remote server (else the embedded scheduler is used)."""
+    return _connected is not None
+
+
+def event_bus() -> tuple[str, Any]:
+    """``(url, auth)`` of the bus this process follows: the connected server's, else the embedded
+    scheduler's (started here as ``af.submit()`` would, so a panel opened before any run has a bus)."""
+    with _lock:
+        connected = _connected
+    if connected is not None:
+        return connected.client.url, connected.client.auth
+    scheduler = embedded_scheduler()  # (a hosted one may follow a CURVE server: its client carries the keys)
+    return scheduler.event_url, scheduler.client.auth
+
+
 def embedded_scheduler():
-    """The embedded scheduler of this process, started on first use and stopped at exit."""
+    """The embedded scheduler of this process, started on first use and stopped at exit.
+
+    In a process started by one that hosts the embedded scheduler for it (a kernel of a Jupyter server with
+    the aiflow_notebook extension: ``$AIFLOW_SCHEDULER_URL``), the host's, reached over its private bus."""
     global _embedded, _event_url_before
     with _lock:
         if _embedded is None:
-            from aiflow_notebook.scheduler.embedded import EmbeddedScheduler
+            from aiflow_notebook.scheduler.embedded import (
+                HOST_URL_VARIABLE,
+                EmbeddedScheduler,
+                HostedScheduler,
+            )
 
-            _embedded = EmbeddedScheduler()
+            host = os.environ.get(HOST_URL_VARIABLE)
+            _embedded = HostedScheduler(host) if host else EmbeddedScheduler()
             _event_url_before = os.environ.get("AIFLOW_EVENT_URL")
             os.environ["AIFLOW_EVENT_URL"] = _embedded.event_url  # this process's model center -> the bus
             atexit.register(_shutdown)
         return _embedded
+
+
+def stop_embedded_scheduler() -> None:
+    """Stop this process's embedded scheduler and the jobs it started (also done at exit)."""
+    _shutdown()
 
 
 def _shutdown() -> None:
@@ -67,6 +97,13 @@ def _shutdown() -> None:
             os.environ["AIFLOW_EVENT_URL"] = _event_url_before
 
 
+def scheduler_client(scheduler: Any = None):
+    """The ``SchedulerClient`` requests go to: ``scheduler`` if given, the connected server, else the
+    embedded scheduler (started on first use)."""
+    target = scheduler or _connected or embedded_scheduler()
+    return getattr(target, "api", target)
+
+
 def submit(workflow: Any = None, scheduler: Any = None):
     """Compile ``workflow`` (default: the current one) and run it; returns a ``WorkflowRun``."""
     from aiflow_notebook.compile import compile as compile_workflow
@@ -78,6 +115,14 @@ def submit(workflow: Any = None, scheduler: Any = None):
         raise AIFlowError(f"workflow {compiled.name!r} has no jobs, so there is nothing to run. Define nodes in a job "
                           "first, or name the workflow: af.submit('my_workflow') (a `with af.workflow(...)` block "
                           "selects it only inside the block)")
-    target = scheduler or _connected or embedded_scheduler()
-    api = getattr(target, "api", target)
-    return api.submit(compiled, project=getattr(compiled, "project", "default") or "default")
+    api = scheduler_client(scheduler)
+    run = api.submit(compiled, project=getattr(compiled, "project", "default") or "default")
+    with _lock:
+        _session_runs[run.run_id] = run
+    return run
+
+
+def session_runs() -> dict[int, Any]:
+    """The runs ``submit`` started in this process, by run id, oldest first (``%aiflow status`` finds them)."""
+    with _lock:
+        return dict(_session_runs)

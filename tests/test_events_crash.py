@@ -81,7 +81,8 @@ def test_kill_9_during_a_send_storm_loses_and_duplicates_nothing(meta_url):
         wait_for(lambda: any(e.version == barrier.version for e in heard), 60, "the listener to hear the barrier")
         assert [e.version for e in heard] == [*versions, barrier.version], \
             "the listener must see every event once, in order"
-        assert listener.replays >= 1  # it noticed the restart and filled the gap from the log
+        # (No assert on listener.replays: when the kill falls between two publications, nothing committed
+        # went unpublished, so the restarted server leaves no gap to fill; seen under load in a full run.)
     finally:
         listener.stop()
         for client in (*clients, watcher):

@@ -126,6 +126,7 @@ def test_a_changed_cell_replaces_its_nodes_and_a_renamed_one_its_job(ctr):
     "%%aiflow job prep --parallelism 0\nx = 1",
     "%%aiflow job prep --workers 0\nx = 1",
     "%%aiflow job prep --property novalue\nx = 1",
+    "%%aiflow job prep --periodic 'cron@every day'\nx = 1",
     "%%aiflow job 'bad name'\nx = 1",
     "%%aiflow job prep extra\nx = 1",
     "%aiflow job prep",
@@ -154,6 +155,15 @@ def test_a_bad_line_says_what_was_wrong(ctr):
     assert "unrecognized arguments: --engien flink" in run(ctr, "%%aiflow job prep --engien flink\nx=1").stderr
     assert "--property needs KEY=VALUE, got 'novalue'" in run(ctr, "%%aiflow job p --property novalue\nx=1").stderr
     assert "needs a cell body" in run(ctr, "%aiflow job prep").stderr
+    assert "--periodic: interval 0.0 must be at least 0.1 s" in run(ctr, "%%aiflow job p --periodic 0\nx=1").stderr
+
+
+def test_a_periodic_job_cell(shell):
+    result = run(shell, "%%aiflow job tick --engine bash --property command=true --periodic 'interval@0 0 1 0'\npass")
+    assert result.success and not result.stderr, result.stderr
+    assert af.compile().jobs["tick"].properties["periodic"] == {"interval": 60.0}
+    run(shell, "%%aiflow job tock --periodic '*/5 * * * *'\naf.read_dataset('d')")
+    assert af.compile().jobs["tock"].properties["periodic"] == {"cron": "*/5 * * * *"}
 
 
 def test_an_sdk_error_in_the_body_prints_one_paragraph_and_keeps_the_old_block(ctr):

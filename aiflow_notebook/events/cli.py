@@ -18,7 +18,9 @@ from aiflow_notebook.console import print_json, print_table
 LIST_COLUMNS = ["version", "created", "namespace", "key", "event_type", "sender", "value"]
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:
+def connection_options() -> argparse.ArgumentParser:
+    """The options that say how a client command reaches the server (``--url``, keys, ``--deadline``,
+    ``--json``), as a parent parser; :func:`client_from_args` makes the client."""
     connection = argparse.ArgumentParser(add_help=False)
     connection.add_argument("--url", default=None, help="event server (default: $AIFLOW_EVENT_URL or "
                                                         "tcp://127.0.0.1:50052)")
@@ -29,6 +31,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     connection.add_argument("--deadline", type=float, default=10.0, metavar="SECONDS",
                             help="give up after this long without the server (default 10)")
     connection.add_argument("--json", action="store_true", help="print JSON")
+    return connection
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    connection = connection_options()
     selection = argparse.ArgumentParser(add_help=False)
     selection.add_argument("--key", action="append", default=None, metavar="KEY",
                            help="only this key (repeat for several; default: all)")
@@ -67,7 +74,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 # --- client commands ---------------------------------------------------------------------------------
 
 
-def _client(args):
+def client_from_args(args):
     from aiflow_notebook.events.client import EventClient, default_event_url
 
     server_key = args.server_key or os.environ.get("AIFLOW_EVENT_SERVER_KEY") or None
@@ -78,7 +85,7 @@ def _client(args):
 def _events_send(args) -> None:
     from aiflow_notebook.events.event import Event
 
-    with _client(args) as client:
+    with client_from_args(args) as client:
         event = client.send_event(Event(args.key, args.value, args.event_type, args.namespace, args.sender,
                                         args.context))
     if args.json:
@@ -88,7 +95,7 @@ def _events_send(args) -> None:
 
 
 def _events_list(args) -> None:
-    with _client(args) as client:
+    with client_from_args(args) as client:
         events = client.list_events(args.key, args.namespace, args.event_type, args.sender,
                                     since_version=args.since_version, limit=args.limit)
     if args.json:
@@ -98,7 +105,7 @@ def _events_list(args) -> None:
 
 
 def _events_latest(args) -> None:
-    with _client(args) as client:
+    with client_from_args(args) as client:
         version = client.latest_version(args.key, args.namespace)
     print(json.dumps({"latest_version": version}) if args.json else version)
 
@@ -106,7 +113,7 @@ def _events_latest(args) -> None:
 def _events_listen(args) -> int:
     import time
 
-    with _client(args) as client:
+    with client_from_args(args) as client:
         since = args.since_version if args.since_version is not None else client.latest_version()
         listener = client.listen(args.key or "*", since_version=since, namespace=args.namespace,
                                  event_type=args.event_type, sender=args.sender)

@@ -274,3 +274,60 @@ class JobProcessRecord(Base):
     job_run_id: Mapped[int] = mapped_column(ForeignKey("job_run.id"), primary_key=True)
     action_id: Mapped[int | None] = mapped_column(ForeignKey("scheduler_action.id"), nullable=True, index=True)
     record: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
+
+# --- schedules, triggers, periodic jobs (migration schedules_0001) ---------------------------------------
+
+
+class WorkflowSchedule(Base):
+    """A workflow that runs on a cron expression or an interval; ``next_tick`` moves on in the transaction
+    that creates the tick's run (exactly once)."""
+
+    __tablename__ = "workflow_schedule"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scheduler: Mapped[str] = mapped_column(String(64), index=True)
+    workflow: Mapped[str] = mapped_column(String(255))
+    project: Mapped[str] = mapped_column(String(255))
+    uri: Mapped[str] = mapped_column(String(1024))
+    snapshot_id: Mapped[int] = mapped_column(ForeignKey("workflow_snapshot.id"))
+    timing: Mapped[dict] = mapped_column(JSON)
+    anchor: Mapped[float] = mapped_column(Float)
+    next_tick: Mapped[float] = mapped_column(Float)
+    paused: Mapped[bool] = mapped_column(default=False)
+    fired: Mapped[int] = mapped_column(Integer, default=0)
+    last_run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cwd: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    created_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WorkflowTrigger(Base):
+    """A workflow that starts when a condition over events is met; ``state`` is the condition's rule state,
+    committed with the scheduler's cursor and the runs it starts."""
+
+    __tablename__ = "workflow_trigger"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scheduler: Mapped[str] = mapped_column(String(64), index=True)
+    workflow: Mapped[str] = mapped_column(String(255))
+    project: Mapped[str] = mapped_column(String(255))
+    uri: Mapped[str] = mapped_column(String(1024))
+    snapshot_id: Mapped[int] = mapped_column(ForeignKey("workflow_snapshot.id"))
+    condition_uri: Mapped[str] = mapped_column(String(1024))
+    since_version: Mapped[int] = mapped_column(Integer)
+    state: Mapped[list] = mapped_column(JSON)
+    fired: Mapped[int] = mapped_column(Integer, default=0)
+    last_run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cwd: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    created_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PeriodicJob(Base):
+    """A periodic job of a live run: when it ticks next (moved on with the tick's START action)."""
+
+    __tablename__ = "periodic_job"
+    workflow_run_id: Mapped[int] = mapped_column(ForeignKey("workflow_run.id"), primary_key=True)
+    job: Mapped[str] = mapped_column(String(255), primary_key=True)
+    timing: Mapped[dict] = mapped_column(JSON)
+    anchor: Mapped[float] = mapped_column(Float)
+    next_tick: Mapped[float] = mapped_column(Float)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from aiflow_notebook.conditions import CUSTOM
 from aiflow_notebook.vocabulary import WILDCARD as ANY
 from aiflow_notebook.vocabulary import matches as _same
 
@@ -45,6 +46,10 @@ class Rule:
 
     @classmethod
     def from_edge(cls, edge: dict[str, Any], state: list[int | None] | None = None) -> Rule:
+        if edge["condition"]["mode"] == CUSTOM:  # user code decides (scheduler.custom_rules)
+            from aiflow_notebook.scheduler.custom_rules import CustomRule
+
+            return CustomRule.from_edge(edge, state)  # type: ignore[return-value]
         conditions = [dict(c) for c in edge["condition"]["events"]]
         met = list(state) if state is not None else [None] * len(conditions)
         return cls(job=edge["job"], action=edge["action"], mode=edge["condition"]["mode"],

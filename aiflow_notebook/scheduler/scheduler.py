@@ -47,7 +47,9 @@ from aiflow_notebook.engines.process import STOP_GRACE_S, ExitStatus, JobProcess
 from aiflow_notebook.errors import AIFlowError
 from aiflow_notebook.events import Event, EventClient
 from aiflow_notebook.meta.store import MetadataStore
+from aiflow_notebook.scheduler.custom_rules import CustomRule, bind
 from aiflow_notebook.scheduler.durable import Durable, SchedulerStopped
+from aiflow_notebook.scheduler.schedules import SCHEDULE_COMMAND, Schedules, initial_jobs
 from aiflow_notebook.scheduler.state import PendingAction, RunState, SchedulerState
 from aiflow_notebook.vocabulary import (
     DATASET_UPDATED,
@@ -62,6 +64,7 @@ log = logging.getLogger(__name__)
 CONTROL_NAMESPACE = "aiflow"
 SUBMIT_WORKFLOW = "SUBMIT_WORKFLOW"
 STOP_WORKFLOW_RUN = "STOP_WORKFLOW_RUN"
+RESTART_JOB = "RESTART_JOB"
 RUN_CREATED = "WORKFLOW_RUN_CREATED"
 SUBMIT_REJECTED = "WORKFLOW_SUBMIT_REJECTED"
 SENDER = "scheduler"
@@ -127,6 +130,8 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self._listener = None
         self._lag_since = 0.0
+        self._last_seen = 0  # the version of the last event the loop took (a scheduled run sees those after it)
+        self.schedules = Schedules(self)  # workflow schedules, triggers, periodic jobs
         # seconds from an event's arrival here to its actions being committed (benchmarks turn it on)
         self.decision_seconds: list[float] | None = [] if record_decisions else None
 
@@ -140,8 +145,11 @@ class Scheduler:
         self.state.deadline = self._store.deadline = time.monotonic() + timeout
         try:
             self._recover()
+            self._last_seen = self.state.last_version()
+            self.schedules.state.deadline = self.state.deadline
+            self.schedules.recover()
         finally:
-            self.state.deadline = self._store.deadline = None
+            self.state.deadline = self._store.deadline = self.schedules.state.deadline = None
         self._listener = self.client.listen("*", since_version=self.state.last_version(),
                                             callback=lambda event: self._queue.put(("event", (event, time.perf_counter()))))
         self._thread = threading.Thread(target=self._loop, name=f"aiflow-scheduler-{self.name}", daemon=True)
@@ -177,8 +185,9 @@ class Scheduler:
     def _decide_until_stopped(self) -> None:
         while not self._stop.is_set():
             try:
-                batch = [self._queue.get(timeout=0.2)]
+                batch = [self._queue.get(timeout=self.schedules.seconds_until_due())]
             except queue.Empty:
+                self._guarded(self.schedules.fire_due, None)
                 continue
             while len(batch) < MAX_BATCH:  # group commit: what queued up meanwhile is decided together
                 try:
@@ -187,6 +196,8 @@ class Scheduler:
                     break
             events: list[tuple[Event, float]] = []
             for kind, item in batch:
+                if kind == "event":
+                    self._last_seen = max(self._last_seen, item[0].version)
                 if kind == "event" and not self._is_command(item[0]):
                     events.append(item)
                     continue
@@ -199,6 +210,7 @@ class Scheduler:
                 else:
                     self._guarded(self._handle_stop_failure, item)
             self._guarded(self._handle_events, events)
+            self._guarded(self.schedules.fire_due, None)
 
     def _guarded(self, handler, item) -> None:
         try:
@@ -214,12 +226,16 @@ class Scheduler:
     def _handle_command(self, event: Event) -> None:
         if event.event_type == SUBMIT_WORKFLOW:
             self._submit(event)
-        elif event.event_type == STOP_WORKFLOW_RUN and not self._authorized(event):
-            log.warning("scheduler %s: ignored a request to stop a run from %r, not an admitted client",
-                        self.name, event.sender)
+        elif event.event_type in (STOP_WORKFLOW_RUN, RESTART_JOB) and not self._authorized(event):
+            log.warning("scheduler %s: ignored a %s request from %r, not an admitted client",
+                        self.name, event.event_type, event.sender)
             self.state.advance(event.version)
         elif event.event_type == STOP_WORKFLOW_RUN:
             self._stop_run(int(json.loads(event.value)["run"]), event.version)
+        elif event.event_type == RESTART_JOB:
+            self._restart_job(event)
+        elif event.event_type == SCHEDULE_COMMAND:
+            self.schedules.handle_command(event)
         else:
             self.state.advance(event.version)
 
@@ -253,11 +269,14 @@ class Scheduler:
             if fired:
                 decided.append(arrived)
         last = events[-1][0].version
-        if working or actions:
+        triggered = self.schedules.evaluate([event for event, _ in events])  # workflow triggers
+        if working or actions or triggered:
             touched = [dataclasses.replace(self._runs[run_id], rules=rules) for run_id, rules in working.items()]
-            self.state.commit_event(last, touched, actions)
+            self.state.commit_event(last, touched, actions, also=triggered[0] if triggered else None)
             for run_id, rules in working.items():  # committed: now the runs' rules are the new ones
                 self._runs[run_id].rules = rules
+            if triggered:
+                triggered[1]()
             self._lag_since = 0.0
             if self.decision_seconds is not None:
                 now = time.perf_counter()
@@ -311,18 +330,27 @@ class Scheduler:
         project = request.get("project") or "default"
         snapshot_id = self._store.save_workflow_snapshot(workflow.name, workflow.content_hash, payload, project=project)
         edges = [edge.to_dict() for edge in workflow.control_edges]
-        started_by_rule = {edge["job"] for edge in edges if edge["action"] == "START"}
-        initial = [name for name in workflow.jobs if name not in started_by_rule]
+        initial = initial_jobs(workflow, edges)
         properties = {"request_id": request.get("request_id"), "cwd": request.get("cwd"),
                       "submitted_by": event.sender, "uri": request["uri"]}
         run_id = self.state.create_run(workflow.name, project, snapshot_id, edges, initial, event.version,
                                        properties)
+        self._run_created(run_id, workflow, request.get("request_id"))
+
+    def _run_created(self, run_id: int, workflow, request_id: str | None = None,
+                     origin: dict[str, Any] | None = None) -> None:
+        """Take a run just committed (a submission, a schedule's tick, a trigger) into the loop: its rules
+        (custom conditions loaded from ``workflow``, read from our blob store), its periodic jobs, the
+        announcements, its initial jobs."""
         run = next(r for r in self.state.active_runs() if r.run_id == run_id)
+        bind(run.rules, [edge.to_dict() for edge in workflow.control_edges])
         self._runs[run_id] = run
         self._workflows[run_id] = workflow
+        self.schedules.run_loaded(run_id)
         self._send(command_key(self.name), json.dumps({"run": run_id, "workflow": workflow.name}), RUN_CREATED,
-                   CONTROL_NAMESPACE, {"request_id": request.get("request_id"), "run": run_id})
-        self._send(workflow.name, "RUNNING", RUN_STATUS_CHANGED, "default", {"run": run_id})
+                   CONTROL_NAMESPACE, {"request_id": request_id, "run": run_id})
+        # a scheduled or triggered run says what started it: {"schedule": id, "tick": t} / {"trigger": id, "event": v}
+        self._send(workflow.name, "RUNNING", RUN_STATUS_CHANGED, "default", {"run": run_id, **(origin or {})})
         self._execute_pending(run_id)
 
     def _stop_run(self, run_id: int, version: int | None = None) -> None:
@@ -337,6 +365,26 @@ class Scheduler:
         self.state.request_stop(run_id, version)
         self._stopping_runs.add(run_id)
         self._continue_stop(run)
+
+    def _restart_job(self, event: Event) -> None:
+        """A new attempt of one job of a live run (its running process, if any, is stopped first, as a
+        RESTART rule does); the rest of the run goes on. A request for a run that is not live here, or for
+        a job the workflow does not have, changes nothing."""
+        try:
+            request = json.loads(event.value)
+            run_id, job = int(request["run"]), str(request["job"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("scheduler %s: ignored a malformed %s request %r", self.name, RESTART_JOB, event.value)
+            self.state.advance(event.version)
+            return
+        run = self._runs.get(run_id)
+        if run is None or run_id in self._stopping_runs or job not in self._workflow(run).jobs:
+            log.warning("scheduler %s: cannot restart job %r of run %s: not a live run of this scheduler with "
+                        "that job", self.name, job, run_id)
+            self.state.advance(event.version)
+            return
+        self.state.commit_event(event.version, [], [(run_id, job, "RESTART", None)])
+        self._execute_pending(run_id)
 
     def _continue_stop(self, run: RunState) -> None:
         running = [r for r in self._running.values() if r.run_id == run.run_id]
@@ -400,8 +448,12 @@ class Scheduler:
 
     def _trigger(self, run: RunState, action: PendingAction) -> dict[str, Any] | None:
         """The event whose rule decided ``action``, for the job (a serving job serves the model version a
-        ``MODEL_*`` event names); None for a run's initial jobs and restarts after a lost process."""
-        if action.event_version is None or action.event_version <= run.since_version:
+        ``MODEL_*`` event names); for the initial jobs of a run a workflow trigger started, the triggering
+        event; None for a submitted run's initial jobs and restarts after a lost process."""
+        if action.event_version is None:
+            return None
+        if action.event_version <= run.since_version and \
+                action.event_version != self._run_properties(run).get("event"):  # see schedules.Schedules.evaluate
             return None
         found = self.client.list_events(since_version=action.event_version - 1, limit=1)
         if not found or found[0].version != action.event_version:
@@ -560,6 +612,8 @@ class Scheduler:
         run = self._runs[run_id]
         if any(r.run_id == run_id for r in self._running.values()) or self.state.pending_actions(run_id):
             return
+        if self.schedules.keeps_running(run_id):
+            return
         states = self.state.job_states(run_id)
         if "FAILED" in states.values():
             self._finish_run(run, "FAILED")
@@ -576,6 +630,11 @@ class Scheduler:
     def _recover(self) -> None:
         for run in self.state.active_runs():
             self._runs[run.run_id] = run
+            if any(isinstance(rule, CustomRule) for rule in run.rules):  # unpickled only from our blob store
+                from aiflow_notebook.workflow import Workflow
+
+                verified = Workflow.from_bytes(self.blobs.get(self._run_properties(run)["uri"]))
+                bind(run.rules, [edge.to_dict() for edge in verified.control_edges])
             if self._run_properties(run).get("stop_requested"):
                 self._stopping_runs.add(run.run_id)  # a stop the previous scheduler had not finished
         for active in self.state.active_job_runs():

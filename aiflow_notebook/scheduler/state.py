@@ -10,6 +10,7 @@ again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,14 +77,7 @@ class SchedulerState:
         """Record a new run, its rules and the START actions of its initial jobs, with the cursor."""
 
         def work(session: Session) -> int:
-            run_id = _workflow_run(session, workflow, project, snapshot_id, properties)
-            rules = [Rule.from_edge(edge).met for edge in edges]
-            session.add(orm.RunRules(workflow_run_id=run_id, scheduler=self.name, since_version=event_version,
-                                     rules=[{"edge": e, "met": m} for e, m in zip(edges, rules, strict=True)],
-                                     active=True))
-            for job in initial_jobs:
-                session.add(orm.SchedulerAction(workflow_run_id=run_id, job=job, action="START",
-                                                event_version=event_version, state="PENDING"))
+            run_id = insert_run(session, self.name, snapshot_id, edges, initial_jobs, event_version, properties)
             self._advance(session, event_version)
             return run_id
 
@@ -104,9 +98,11 @@ class SchedulerState:
                              edges=[r["edge"] for r in rules.rules], snapshot_id=run.snapshot_id)
                     for rules, run, wf, project in rows]
 
-    def commit_event(self, version: int, runs: list[RunState], actions: list[tuple[int, str, str, int]]) -> None:
+    def commit_event(self, version: int, runs: list[RunState], actions: list[tuple[int, str, str, int]],
+                     also: Callable[[Session], None] | None = None) -> None:
         """Commit the rules' state of ``runs``, the decided ``actions`` (run id, job, action, event version)
         and the cursor, in one transaction. A NONE action is recorded as done: there is nothing to carry out.
+        ``also(session)`` adds more work to the same transaction (workflow triggers: their state, new runs).
 
         Plain SQL statements (executemany), not the ORM's unit of work: this is the scheduler's hot path.
         """
@@ -128,6 +124,8 @@ class SchedulerState:
                      "state": "DONE" if action == "NONE" else "PENDING", "created_at": now,
                      "done_at": now if action == "NONE" else None}
                     for run_id, job, action, event_version in actions])
+            if also is not None:
+                also(session)
             self._advance(session, version)
 
         self._db.transaction(work)
@@ -278,8 +276,24 @@ class SchedulerState:
             return dict(rows)
 
 
-def _workflow_run(session: Session, workflow: str, project: str, snapshot_id: int,
-                  properties: dict[str, Any]) -> int:
+def insert_run(session: Session, scheduler: str, snapshot_id: int, edges: list[dict[str, Any]],
+               initial_jobs: list[str], since_version: int, properties: dict[str, Any],
+               start_version: int | None = None) -> int:
+    """Add a run of a snapshot, its rules (seeing events after ``since_version``) and the START actions of
+    its initial jobs (decided by event ``start_version``, default ``since_version``) to the transaction of
+    ``session``; the run's id."""
+    run_id = _workflow_run(session, snapshot_id, properties)
+    rules = [Rule.from_edge(edge).met for edge in edges]
+    session.add(orm.RunRules(workflow_run_id=run_id, scheduler=scheduler, since_version=since_version,
+                             rules=[{"edge": e, "met": m} for e, m in zip(edges, rules, strict=True)], active=True))
+    for job in initial_jobs:
+        session.add(orm.SchedulerAction(workflow_run_id=run_id, job=job, action="START",
+                                        event_version=since_version if start_version is None else start_version,
+                                        state="PENDING"))
+    return run_id
+
+
+def _workflow_run(session: Session, snapshot_id: int, properties: dict[str, Any]) -> int:
     workflow_id = session.get(orm.WorkflowSnapshot, snapshot_id).workflow_id
     run = orm.WorkflowRun(workflow_id=workflow_id, snapshot_id=snapshot_id, state="RUNNING", properties=properties)
     session.add(run)
