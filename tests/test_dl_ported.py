@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 import time
 from pathlib import Path
 
+import cloudpickle
 import pytest
 from pyflink.common import Types
 from pyflink.table import DataTypes, Schema, StreamTableEnvironment, TableDescriptor
@@ -24,6 +26,8 @@ from dl_on_flink.pytorch import PyTorchClusterConfig, inference, train
 from dl_on_flink.testing import CHILD_MODULE, local_env
 
 EXAMPLES = Path(__file__).parent / "dl_on_flink_examples"
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.usefixtures("no_dl_child_left_behind")]
 
@@ -145,16 +149,11 @@ def worker_1_waits_for_worker_0(ctx):
 def test_get_finished_worker_nodes_lists_the_workers_whose_entry_returned(tmp_path):
     """dl-on-flink's ``Context.get_finished_worker_nodes()``. The AM and node runners in this process
     (no Flink), real child processes."""
-    import sys
-
-    import cloudpickle
-
     from dl_on_flink.framework.address_book import FileAddressBook
     from dl_on_flink.framework.am import ApplicationMaster
     from dl_on_flink.framework.cluster import ClusterConfig
     from dl_on_flink.framework.node import NodePlan, NodeRunner
 
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
     out = tmp_path / "finished.json"
     config = (ClusterConfig.new_builder().add_node_type("worker", 2).set_node_entry(worker_1_waits_for_worker_0)
               .set_property("out", out).set_property("heartbeat_interval", 0.1).build())
@@ -176,3 +175,31 @@ def test_an_entry_file_that_does_not_exist_is_refused_when_the_config_is_built(t
         PyTorchClusterConfig.new_builder().set_world_size(1).set_node_entry(str(tmp_path / "nope.py"), "main").build()
     with pytest.raises(ConfigError, match="name the function"):
         PyTorchClusterConfig.new_builder().set_world_size(1).set_node_entry(str(EXAMPLES / "linear.py"))
+
+
+def shapes_and_dtypes(ctx):
+    import torch
+    from torch.utils.data import DataLoader
+
+    from dl_on_flink.pytorch import PyTorchContext
+
+    seen = []
+    for n, x in DataLoader(PyTorchContext(ctx).get_dataset_from_flink(as_tensors=True), batch_size=4):
+        seen.append([list(n.shape), str(n.dtype), list(x.shape), str(x.dtype), int(n.sum()),
+                     bool(torch.equal(x, n.double() / 2))])
+    Path(ctx.get_property("out")).write_text(json.dumps(seen))
+
+
+def test_the_dl_on_flink_shaped_dataset_is_one_argument_away(tmp_path):
+    """Without dl-on-flink's ``input_types``: ``get_dataset_from_flink(as_tensors=True)`` gives one ``[1]``
+    tensor per column typed by the row type, so a batch of 4 rows is ``[4, 1]`` (INT → int32)."""
+    out = tmp_path / "seen.json"
+    env = local_env()
+    rows = env.from_collection([(i, i / 2) for i in range(8)],
+                               type_info=Types.ROW_NAMED(["n", "x"], [Types.INT(), Types.DOUBLE()]))
+    config = (PyTorchClusterConfig.new_builder().set_world_size(1).set_node_entry(shapes_and_dtypes)
+              .set_property("out", out).build())
+    train(env, config, rows)
+    env.execute("as tensors")
+    assert json.loads(out.read_text()) == [[[4, 1], "torch.int32", [4, 1], "torch.float64", 6, True],
+                                           [[4, 1], "torch.int32", [4, 1], "torch.float64", 22, True]]
