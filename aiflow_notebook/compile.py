@@ -219,13 +219,12 @@ class TranslateControlEdges:
 
     def run(self, state: Compilation) -> None:
         for edge in state.graph.control_edges:
-            for role, job in (("acts on", edge.job), ("listens to", edge.upstream)):
-                if job is not None and job not in state.jobs:
+            for role, job in (("acts on", edge.job), *(("listens to", name) for name in edge.upstream_jobs)):
+                if job not in state.jobs:
                     raise UnknownJobError(f"{edge.describe()} {role} job {job!r}, which workflow "
                                           f"{state.graph.name!r} does not have{_did_you_mean(job, state.jobs)} "
                                           f"(jobs: {', '.join(state.jobs) or 'none'}).")
-            if edge.upstream is not None:
-                state.depends_on.setdefault(edge.job, set()).add(edge.upstream)
+            state.depends_on.setdefault(edge.job, set()).update(edge.upstream_jobs)
         state.control_edges = tuple(state.graph.control_edges)
 
 

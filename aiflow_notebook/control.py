@@ -122,14 +122,15 @@ class MeetAny(_EventsCondition):
 class ControlEdge:
     """Do ``action`` to ``job`` when ``condition`` is met.
 
-    ``upstream`` (job-status rules) and ``model`` (model-version rules) only say where the rule came from,
-    for checking and drawing; ``condition`` alone says when it fires.
+    ``upstream`` (job-status rules: a job, or a tuple of jobs that must all reach the status) and
+    ``model`` (model-version rules) only say where the rule came from, for checking and drawing;
+    ``condition`` alone says when it fires.
     """
 
     job: str
     action: Action
     condition: MeetAll | MeetAny
-    upstream: str | None = None
+    upstream: str | tuple[str, ...] | None = None
     model: str | None = None
     origin: str | None = field(default=None, compare=False)
     location: str = field(default="", compare=False)
@@ -137,9 +138,17 @@ class ControlEdge:
     def __repr__(self) -> str:
         return f"<ControlEdge {self._call()}: {self.label}>"
 
+    @property
+    def upstream_jobs(self) -> tuple[str, ...]:
+        """The jobs whose status this rule waits for (none for other rules)."""
+        if self.upstream is None:
+            return ()
+        return (self.upstream,) if isinstance(self.upstream, str) else tuple(self.upstream)
+
     def to_dict(self) -> dict[str, Any]:
+        upstream = list(self.upstream) if isinstance(self.upstream, tuple) else self.upstream
         return {"job": self.job, "action": self.action.value, "condition": self.condition.to_dict(),
-                "upstream": self.upstream, "model": self.model}
+                "upstream": upstream, "model": self.model}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ControlEdge:
@@ -148,8 +157,9 @@ class ControlEdge:
                        upstream=data.get("upstream"), model=data.get("model"))
         condition_type = MeetAll if data["condition"]["mode"] == "ALL" else MeetAny
         events = [EventCondition(**event) for event in data["condition"]["events"]]
+        upstream = data.get("upstream")
         return cls(job=data["job"], action=Action(data["action"]), condition=condition_type(*events),
-                   upstream=data.get("upstream"), model=data.get("model"))
+                   upstream=tuple(upstream) if isinstance(upstream, list) else upstream, model=data.get("model"))
 
     @property
     def label(self) -> str:
@@ -203,20 +213,31 @@ def action_on_events(job: str, condition: MeetAll | MeetAny | Condition,
     return _add(job, action, condition)
 
 
-def action_on_job_status(job: str, upstream: str, status: str = "FINISHED",
+def action_on_job_status(job: str, upstream: str | list[str] | tuple[str, ...], status: str = "FINISHED",
                          action: Action | str = Action.START) -> ControlEdge:
-    """Do ``action`` to ``job`` when job ``upstream`` of this workflow reaches ``status``.
+    """Do ``action`` to ``job`` when job ``upstream`` of this workflow reaches ``status`` — or, given a
+    list of jobs (``upstream=["a", "b"]``, AI Flow's ``start_after([a, b])``), when every one of them has.
 
     Sugar for an event condition on key ``<workflow>.<upstream>``, type ``JOB_STATUS_CHANGED``, value
-    ``status`` (what the scheduler publishes, DESIGN §4.4).
+    ``status`` (what the scheduler publishes, DESIGN §4.4); ``MeetAll`` of one per job for a list.
     """
-    _graph.check_name(upstream, "upstream job")
+    names = [upstream] if isinstance(upstream, str) else upstream
+    if not isinstance(names, list | tuple) or not names:
+        raise InvalidArgumentError(f"action_on_job_status({job!r}, ...): upstream must be a job name or a "
+                                   f"non-empty list of job names, got {upstream!r}")
+    for name in names:
+        _graph.check_name(name, "upstream job")
+    if len(set(names)) != len(names):
+        raise InvalidArgumentError(f"action_on_job_status({job!r}, upstream={upstream!r}): a job is named twice")
     if status not in JOB_STATUSES:
         raise InvalidArgumentError(f"action_on_job_status({job!r}, upstream={upstream!r}): status {status!r} "
                                    f"is not one of {', '.join(JOB_STATUSES)}")
     workflow = _graph.current_graph().name
-    condition = EventCondition(key=f"{workflow}.{upstream}", value=status, event_type=JOB_STATUS_CHANGED)
-    return _add(job, action, MeetAny(condition), upstream=upstream)
+    conditions = [EventCondition(key=f"{workflow}.{name}", value=status, event_type=JOB_STATUS_CHANGED)
+                  for name in names]
+    if isinstance(upstream, str):
+        return _add(job, action, MeetAny(*conditions), upstream=upstream)
+    return _add(job, action, MeetAll(*conditions), upstream=tuple(names))
 
 
 def action_on_model_version_event(job: str, model: str, event_type: str = model_event_type(Stage.GENERATED),

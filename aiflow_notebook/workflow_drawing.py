@@ -155,9 +155,9 @@ def _draw_control_edges(body: list[str], workflow: Workflow, ids: dict[tuple[str
             continue
         into = f"{anchors[edge.job]} {{}}\n"
         lhead = {"lhead": clusters[edge.job]}
-        if edge.upstream is not None and edge.upstream in anchors:
-            body.append(f"{anchors[edge.upstream]} -> " + into.format(
-                _attrs(label=edge.label, ltail=clusters[edge.upstream], **lhead, **style)))
+        if edge.upstream_jobs and all(name in anchors for name in edge.upstream_jobs):
+            body.extend(f"{anchors[name]} -> " + into.format(
+                _attrs(label=edge.label, ltail=clusters[name], **lhead, **style)) for name in edge.upstream_jobs)
         elif edge.model is not None:
             if edge.model not in model_ids:
                 model_ids[edge.model] = box(f"model {edge.model}", shape="hexagon", fillcolor="#e6f6e6")

@@ -40,3 +40,7 @@ class NodeFailedError(DLOnFlinkError):
 
 class ClusterFailedError(DLOnFlinkError):
     """The cluster gave up: a node failed more often than max_failover allows (the message says which)."""
+
+
+class ClusterCancelledError(DLOnFlinkError):
+    """Flink cancelled the job: the cluster stopped at once (no failover), every node child was killed."""

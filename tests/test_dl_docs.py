@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from aiflow_notebook.scheduler.scheduler import PYFLINK_WORKER_VARIABLES
 from aiflow_notebook.testing.processes import wait_no_process_left
 from dl_on_flink.testing import CHILD_MODULE
 
@@ -27,7 +28,10 @@ def examples() -> dict[str, str]:
 def run_example(name: str, tmp_path: Path) -> str:
     script = tmp_path / f"{name}.py"
     script.write_text(examples()[name])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    # without what PyFlink's loopback worker put into this process's environment (a local job run earlier
+    # in this test session): inherited, it makes the example believe it is a UDF worker
+    env = {key: value for key, value in os.environ.items() if key not in PYFLINK_WORKER_VARIABLES}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
     done = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400
     )

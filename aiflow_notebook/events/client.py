@@ -14,10 +14,13 @@ server answers a resend with the version it already stored. ``send_events`` pipe
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import itertools
+import json
 import logging
 import os
+import re
 import socket as _socket
 import threading
 import time
@@ -51,6 +54,40 @@ _OTHER_IDS = 1 << 63  # ids of non-SEND requests; SEND ids are sequence numbers,
 CLIENT_DEADLINE = object()  # "the client's own deadline" (None means: no deadline)
 
 
+def run_origin_from_environment() -> dict | None:
+    """The run this process is a job of (``$AIFLOW_RUN_ID``, ``$AIFLOW_WORKFLOW``, ``$AIFLOW_PROJECT``,
+    which the scheduler sets for a job's process), else None."""
+    run = os.environ.get("AIFLOW_RUN_ID", "")
+    if not run.isdigit():
+        return None
+    origin: dict = {"run": int(run)}
+    for field, variable in (("workflow", "AIFLOW_WORKFLOW"), ("project", "AIFLOW_PROJECT")):
+        if os.environ.get(variable):
+            origin[field] = os.environ[variable]
+    return origin
+
+
+def _with_origin(context: str | None, origin: dict) -> str | None:
+    """``context`` with ``origin``'s fields added, unless it already names a run or is not a JSON object
+    (a context of the sender's own format is left as it is, and the event stays global)."""
+    if context is None:
+        return json.dumps(origin)
+    try:
+        parsed = json.loads(context)
+    except ValueError:
+        return context
+    if not isinstance(parsed, dict) or "run" in parsed:
+        return context
+    return json.dumps({**parsed, **origin})
+
+
+def _with_scheme(url: str) -> str:
+    """A plain ``host:port`` (AI Flow's form, e.g. ``localhost:50052``) means ``tcp://host:port``."""
+    if "://" not in url and re.fullmatch(r"[\w.\-]+:\d+|\[[0-9a-fA-F:.]+\]:\d+", url):
+        return f"tcp://{url}"
+    return url
+
+
 def default_event_url() -> str:
     """``$AIFLOW_EVENT_URL``, else the default server address ``tcp://127.0.0.1:50052``."""
     return os.environ.get("AIFLOW_EVENT_URL") or DEFAULT_URL
@@ -65,8 +102,12 @@ class EventClient:
     """
 
     def __init__(self, url: str | None = None, *, client_id: str | None = None, auth=None,
-                 deadline: float = DEFAULT_DEADLINE, context: zmq.Context | None = None):
-        self.url = url or default_event_url()
+                 deadline: float = DEFAULT_DEADLINE, context: zmq.Context | None = None,
+                 origin: dict | None = None):
+        self.url = _with_scheme(url or default_event_url())
+        # fields merged into the JSON context of every event sent that does not name a run itself: inside
+        # a job, from_environment() puts the job's run here, so the job's events belong to its run
+        self.origin = dict(origin) if origin else None
         if not self.url.startswith(("tcp://", "ipc://", "inproc://")):
             raise InvalidEventError(f"bad event server URL {self.url!r}; expected e.g. {DEFAULT_URL}")
         if client_id is not None and not (isinstance(client_id, str) and 0 < len(client_id) <= 255
@@ -87,17 +128,34 @@ class EventClient:
 
     @classmethod
     def from_environment(cls, **kwargs) -> EventClient:
-        """A client for ``$AIFLOW_EVENT_URL`` with ``$AIFLOW_EVENT_SERVER_KEY`` (if set) as CURVE key."""
+        """A client for ``$AIFLOW_EVENT_URL`` with ``$AIFLOW_EVENT_SERVER_KEY`` (if set) as CURVE key.
+
+        Inside a job (``$AIFLOW_RUN_ID`` is set by the scheduler) the events it sends belong to the job's
+        run: their context names the run (``{"run": 7, "workflow": "ctr", "project": "demo"}``), so the
+        rules of that run react to them and other live runs of the same workflow do not. Events sent from
+        outside any run (a notebook cell, another service) stay global. ``origin=None`` opts out.
+        """
         kwargs.setdefault("auth", os.environ.get("AIFLOW_EVENT_SERVER_KEY") or None)
+        kwargs.setdefault("origin", run_origin_from_environment())
         return cls(default_event_url(), **kwargs)
 
     # --- sending -------------------------------------------------------------------------------------
 
-    def send_event(self, event: Event) -> Event:
-        """Store ``event`` durably and return it with ``version`` and ``create_time`` set.
+    def send_event(self, event: Event | None = None, /, *, key: str | None = None, value: str | None = None,
+                   event_type: str = "UNDEFINED", namespace: str = "default", sender: str | None = None,
+                   context: str | None = None) -> Event:
+        """Store an event durably and return it with ``version`` and ``create_time`` set.
 
-        Safe to retry: a resend after a timeout or a server restart is stored once.
+        Give an :class:`Event`, or its fields: ``send_event(key="k", value="v")`` (AI Flow's form). A
+        ``value`` of None is stored as the empty string. Safe to retry: a resend after a timeout or a
+        server restart is stored once.
         """
+        if event is None:
+            if key is None:
+                raise InvalidEventError("send_event needs an Event or key=...")
+            event = Event(key, value, event_type, namespace, sender, context)
+        elif key is not None:
+            raise InvalidEventError("send_event takes an Event or key=..., not both")
         return self.send_events([event], window=1)[0]
 
     def send_events(self, events: Iterable[Event], window: int = 64) -> list[Event]:
@@ -106,7 +164,7 @@ class EventClient:
         Every returned event is durable. Events sent together may get versions in any order relative to
         each other (each one is its own idempotent send), but each keeps its own ``version``.
         """
-        events = list(events)
+        events = [self._prepared(event) for event in events]
         for event in events:
             validate_event(event)
         welcome = self._hello()
@@ -125,6 +183,16 @@ class EventClient:
         replies = self._channel().exchange(requests, window=max(1, window), deadline=self.deadline)
         return [Event(e.key, e.value, e.event_type, e.namespace, e.sender, e.context, *replies[seq])
                 for e, (seq, _) in zip(events, requests, strict=True)]
+
+    def _prepared(self, event: Event) -> Event:
+        """``event`` as it is sent: a None value as "", and this client's origin in its context."""
+        if not isinstance(event, Event):
+            return event  # validate_event names the problem
+        if event.value is None:
+            event = dataclasses.replace(event, value="")
+        if self.origin is not None:
+            event = dataclasses.replace(event, context=_with_origin(event.context, self.origin))
+        return event
 
     # --- reading -------------------------------------------------------------------------------------
 
@@ -162,8 +230,16 @@ class EventClient:
         ``.last_version``). ``callback(event)`` runs on the listener's thread; if it raises, the listener
         stops at that event (``.error``, ``.failed_event``; the event is not counted as delivered). Without
         a callback, take events with ``listener.get(timeout)`` or by iterating over the listener.
+        ``callback`` may also be an object with a ``process(events)`` method (AI Flow's
+        ``ListenerProcessor``): it gets each event in a list of one.
         """
         from aiflow_notebook.events.listener import Listener
+
+        if callback is not None and not callable(callback) and callable(getattr(callback, "process", None)):
+            processor = callback
+
+            def callback(event: Event) -> None:
+                processor.process([event])
 
         flt = EventFilter.build(keys, namespace, event_type, sender)
         if isinstance(since_version, bool) or not isinstance(since_version, int) or since_version < 0:

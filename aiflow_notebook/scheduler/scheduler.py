@@ -12,8 +12,10 @@ scheduler recovers: it adopts live job processes, settles those that ended while
 pending actions and re-publishes status events the bus does not have.
 
 Runs are isolated: a status event of a job of this workflow counts for a run's rules only if the scheduler
-published it for that run (its context names the run). Everything else (user events, ``MODEL_*``,
-``DATASET_UPDATED``, status of other workflows' jobs) is seen by every live run.
+published it for that run (its context names the run), and an event a job sent from its process
+(``EventClient.from_environment`` names the job's run and workflow in the context) only for that run
+among the live runs of its workflow. Everything else (events from outside any run, ``MODEL_*`` changes
+made in a notebook, ``DATASET_UPDATED``, status of other workflows' jobs) is seen by every live run.
 
 The loop never waits on a job: stopping one (up to the grace period of a JVM) happens on a thread of its
 own, and its exit comes back to the loop like any other. The loop waits only on the database: a write
@@ -251,8 +253,9 @@ class Scheduler:
         for event, arrived in events:
             fired = False
             event_run = run_of(event) if event.event_type in RUN_SCOPED_TYPES else None
+            origin = sent_from_run(event)
             for run in self._runs.values():
-                if not self._sees(run, event, event_run):
+                if not self._sees(run, event, event_run, origin):
                     continue
                 rules = working.get(run.run_id) or run.rules
                 for index, rule in enumerate(rules):
@@ -291,10 +294,14 @@ class Scheduler:
                 if run_id in self._runs and run_id not in self._stopping_runs:
                     self._check_run_done(run_id)
 
-    def _sees(self, run: RunState, event: Event, event_run: int | None) -> bool:
-        """Whether ``run``'s rules may match ``event``: events after the run began, and of the status events
-        of this workflow's jobs only those the scheduler published for this very run."""
+    def _sees(self, run: RunState, event: Event, event_run: int | None, origin: dict | None = None) -> bool:
+        """Whether ``run``'s rules may match ``event``: events after the run began; of the status events
+        of this workflow's jobs only those the scheduler published for this very run; of the events a job
+        of this workflow sent (``origin``), only those of this very run."""
         if event.version <= run.since_version or run.run_id in self._stopping_runs:
+            return False
+        if (origin is not None and origin["run"] != run.run_id and origin.get("workflow") == run.workflow
+                and origin.get("project", run.project) == run.project):
             return False
         if event.event_type in RUN_SCOPED_TYPES and (event.key == run.workflow
                                                      or event.key.startswith(run.workflow + ".")):
@@ -476,7 +483,7 @@ class Scheduler:
         _write_private(base.with_suffix(".log"), "", append=True)
         env = {**_job_environment(), **self.job_env, "AIFLOW_META_URL": public_url, "AIFLOW_EVENT_URL": self.client.url,
                "AIFLOW_WORKFLOW": run.workflow, "AIFLOW_JOB": job.name, "AIFLOW_RUN_ID": str(run.run_id),
-               "AIFLOW_JOB_RUN_ID": str(job_run_id)}
+               "AIFLOW_JOB_RUN_ID": str(job_run_id), "AIFLOW_PROJECT": run.project}
         stdin = _secrets_pipe({"meta_url": full_url}) if full_url != public_url else None
         try:
             return JobProcess.launch([sys.executable, "-m", "aiflow_notebook.engines.job_main", str(spec_path)],
@@ -697,6 +704,20 @@ class Scheduler:
     def _send(self, key: str, value: str, event_type: str, namespace: str, context: dict[str, Any]) -> Event:
         return self.client.send_event(Event(key=key, value=value, event_type=event_type, namespace=namespace,
                                             sender=SENDER, context=json.dumps(context)))
+
+
+def sent_from_run(event: Event) -> dict | None:
+    """The run whose job sent ``event`` (``EventClient.from_environment`` in a job names it in the context:
+    ``{"run": 7, "workflow": "ctr", "project": "demo"}``), else None: the event is global."""
+    if not event.context or '"workflow"' not in event.context or event.sender == SENDER:
+        return None
+    try:
+        context = json.loads(event.context)
+    except ValueError:
+        return None
+    if not isinstance(context, dict) or not isinstance(context.get("run"), int):
+        return None
+    return context if isinstance(context.get("workflow"), str) else None
 
 
 def run_of(event: Event) -> int | None:

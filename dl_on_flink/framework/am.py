@@ -38,12 +38,13 @@ import itertools
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
 
-from dl_on_flink.errors import ClusterFailedError, NodeFailedError, RendezvousError
+from dl_on_flink.errors import ClusterCancelledError, ClusterFailedError, NodeFailedError, RendezvousError
 from dl_on_flink.framework.address_book import AddressBook
 from dl_on_flink.framework.cluster import ClusterConfig
 from dl_on_flink.framework.state_machine import AMStateMachine, ClusterState, NodeId, NodeInfo
@@ -63,6 +64,7 @@ PHASES = {
 MAX_REQUEST_BYTES = 1 << 20  # a node's request is a few hundred bytes; larger ones are answered with an error
 MAX_FRAME_BYTES = 16 << 20  # larger frames are not even read: ZeroMQ drops the connection that sends one
 CHILD_STATES = ("none", "running", "finished", "failed")
+CANCELLED = "CANCELLED"  # the cluster status published when Flink cancelled the job
 
 
 @dataclass
@@ -97,6 +99,8 @@ class ApplicationMaster:
         self.rendezvous_timeout = config.float_property("rendezvous_timeout", 180.0)
         self.stop_grace = config.float_property("stop_grace", 15.0)
         self.progress_timeout = config.float_property("progress_timeout", 600.0)  # <= 0: never stuck
+        self.cancel_grace = max(1.0, 4 * config.float_property("heartbeat_interval", 0.5))
+        self._cancelled_at: float | None = None  # when the cluster learnt that Flink cancelled the job
         self._publisher = config.get_status_publisher()
         self.sm: AMStateMachine = config.state_machine(has_input)
         self.sm.on_transition = self._on_transition
@@ -107,8 +111,15 @@ class ApplicationMaster:
         self._barriers: dict[str, set[NodeId]] = {}  # of the current attempt
         self.address: str | None = None
 
-    def run(self, stop_after: float | None = None) -> None:
-        """Serve until the cluster is done; ``stop_after`` (seconds) bounds the whole run (tests)."""
+    def run(self, stop_after: float | None = None, cancelled: Callable[[], bool] | None = None) -> None:
+        """Serve until the cluster is done; ``stop_after`` (seconds) bounds the whole run (tests).
+
+        ``cancelled``: polled every loop (≈ 100 ms); once it says True — Flink cancelled the job — or a
+        node runner reports that it noticed the cancel (Flink tears the tasks of a cancelled job down one
+        after the other, up to 30 s apart), the cluster is cancelled: no further failover, every runner
+        still heartbeating is told ``cancel`` (and kills its child) within ``cancel_grace`` seconds, then
+        the AM withdraws its address and raises ClusterCancelledError.
+        """
         sock = zmq.Context.instance().socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
@@ -129,6 +140,13 @@ class ApplicationMaster:
                         reply = self._serve(ident, frames)
                         sock.send_multipart([ident, json.dumps(reply).encode()])
                 now = time.monotonic()
+                if cancelled is not None and self._cancelled_at is None and cancelled():
+                    self._cancel(now)
+                if self._cancelled_at is not None:
+                    told = all(t.told_verdict or t.last_heartbeat is None for t in self._tracks.values())
+                    if told or now - self._cancelled_at > self.cancel_grace:
+                        raise ClusterCancelledError(f"dl_on_flink cluster {self.job_key}: the Flink job was cancelled")
+                    continue
                 self._check_timeouts(now)
                 if self.sm.done:
                     done_at = done_at or now
@@ -172,11 +190,18 @@ class ApplicationMaster:
             return self._heartbeat(node, msg)
         if msg["op"] == "barrier":
             return self._barrier(node, msg)
+        if msg["op"] == "finished":
+            return {"workers": sorted(i for t, i in self.sm.finished if t == "worker")}
         return self._rendezvous(node, msg)
 
     def _heartbeat(self, node: NodeId, msg: dict[str, Any]) -> dict[str, Any]:
         track = self._tracks[node]
         now = track.last_heartbeat = time.monotonic()
+        if msg.get("cancelled") and self._cancelled_at is None:
+            self._cancel(now)
+        if self._cancelled_at is not None:
+            track.told_verdict = True
+            return {"action": "cancel"}
         attempt, child = msg.get("attempt"), msg.get("child") or "none"
         if (child, attempt) != (track.child, track.attempt):
             track.child, track.attempt = child, attempt
@@ -291,6 +316,12 @@ class ApplicationMaster:
                 f"{self.rendezvous_timeout:.0f} s",
             )
 
+    def _cancel(self, now: float) -> None:
+        self._cancelled_at = now
+        for track in self._tracks.values():
+            track.told_verdict = False
+        self._publish(self.job_key, CANCELLED, CLUSTER_STATUS, attempt=self.sm.attempt)
+
     # --- status ---
     def _on_transition(self, state: ClusterState, attempt: int, reason: str) -> None:
         if state is ClusterState.INIT:
@@ -336,6 +367,7 @@ def parse_request(frames: list[bytes]) -> dict[str, Any]:
         _field(msg, "child", lambda v: v in CHILD_STATES, f"one of {CHILD_STATES}", optional=True)
         _field(msg, "error", lambda v: isinstance(v, str), "a string or null", optional=True)
         _field(msg, "progress", _is_progress, "a progress object", optional=True)
+        _field(msg, "cancelled", lambda v: isinstance(v, bool), "a boolean", optional=True)
     elif op == "rendezvous":
         _field(msg, "attempt", _is_int, "an int")
         _field(msg, "host", lambda v: isinstance(v, str) and v != "", "a non-empty string")
@@ -344,6 +376,8 @@ def parse_request(frames: list[bytes]) -> dict[str, Any]:
             lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
             "an object of strings", optional=True,
         )
+    elif op == "finished":
+        _field(msg, "attempt", _is_int, "an int")
     elif op == "barrier":
         _field(msg, "attempt", _is_int, "an int")
         _field(msg, "name", lambda v: isinstance(v, str) and 0 < len(v) <= 200, "a string of 1 to 200 characters")

@@ -7,7 +7,13 @@ A config is immutable once built and travels, pickled, to the operators and the 
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import inspect
+import os
+import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dl_on_flink.errors import ConfigError
@@ -23,6 +29,30 @@ Entry = Callable[["Context"], None]
 B = TypeVar("B", bound="ClusterConfig.Builder")
 
 DEFAULT_MAX_FAILOVER = 3
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """An entry given as a file and a function name: loaded in the child, then called with the Context."""
+
+    path: str
+    func_name: str
+
+    def __call__(self, ctx: Context) -> Any:
+        module_name = "dl_on_flink_entry_" + hashlib.sha256(self.path.encode()).hexdigest()[:12]
+        module = sys.modules.get(module_name)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(module_name, self.path)
+            if spec is None or spec.loader is None:
+                raise ConfigError(f"cannot load entry file {self.path!r}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            spec.loader.exec_module(module)
+        try:
+            function = getattr(module, self.func_name)
+        except AttributeError:
+            raise ConfigError(f"entry file {self.path!r} has no function {self.func_name!r}") from None
+        return function(ctx)
 
 
 class ClusterConfig:
@@ -56,6 +86,8 @@ class ClusterConfig:
     ) -> None:
         if entry is None or not callable(entry):
             raise ConfigError("set_node_entry(fn) is required: the function each node runs")
+        if isinstance(entry, FileEntry) and not os.path.isfile(entry.path):
+            raise ConfigError(f"entry file {entry.path!r} (for function {entry.func_name!r}) does not exist")
         if not node_type_count_map:
             raise ConfigError("a cluster needs at least one node type")
         for node_type, count in node_type_count_map.items():
@@ -77,6 +109,19 @@ class ClusterConfig:
     # --- read side ---
     def get_node_type_count_map(self) -> dict[str, int]:
         return dict(self._node_type_count_map)
+
+    def get_node_type_cnt_map(self) -> dict[str, int]:
+        """dl-on-flink's name for :meth:`get_node_type_count_map`."""
+        return self.get_node_type_count_map()
+
+    def get_entry_python_file_path(self) -> str:
+        """The file that defines the entry function (dl-on-flink shipped entries as file + function)."""
+        if isinstance(self._entry, FileEntry):
+            return self._entry.path
+        return inspect.getfile(self._entry)
+
+    def get_entry_func_name(self) -> str:
+        return self._entry.func_name if isinstance(self._entry, FileEntry) else self._entry.__name__
 
     def get_node_count(self, node_type: str) -> int:
         return self._node_type_count_map.get(node_type, 0)
@@ -148,8 +193,19 @@ class ClusterConfig:
             self._properties[str(key)] = str(value)
             return self
 
-        def set_node_entry(self: B, entry: Entry) -> B:
-            """The function each node runs in its child process; it receives the node's Context."""
+        def set_node_entry(self: B, entry: Entry | str | os.PathLike, func_name: str | None = None) -> B:
+            """The function each node runs in its child process; it receives the node's Context.
+
+            Either the function itself (pickled by cloudpickle), or — as dl-on-flink shipped entries — the
+            path of a Python file and the name of the function in it (``set_node_entry("train.py",
+            "main")``): each child loads that file (it must exist where the nodes run).
+            """
+            if isinstance(entry, str | os.PathLike):
+                if not func_name or not isinstance(func_name, str):
+                    raise ConfigError(f"set_node_entry({str(entry)!r}, func_name): name the function in the file")
+                entry = FileEntry(os.path.abspath(entry), func_name)
+            elif func_name is not None:
+                raise ConfigError("set_node_entry(fn) takes a function, or a file path and a function name")
             self._entry = entry
             return self
 

@@ -101,18 +101,32 @@ class Schema:
 
     @staticmethod
     def of(schema_like: Any) -> Schema:
-        """A Schema from a Schema, a PyFlink TypeInformation, or a list of (name, type) pairs."""
+        """A Schema from a Schema, a PyFlink TypeInformation, a ``pyflink.table.Schema`` (what
+        dl-on-flink's ``inference`` takes), or a list of (name, type) pairs."""
         if isinstance(schema_like, Schema):
             return schema_like
         if _is_flink_type(schema_like):
             return Schema.from_flink(schema_like)
+        if _is_table_schema(schema_like):
+            return Schema.from_table_schema(schema_like)
         return Schema(schema_like)
+
+    @staticmethod
+    def from_table_schema(table_schema: Any) -> Schema:
+        """Map a ``pyflink.table.Schema`` of physical columns (``INT``, ``BIGINT``, ``FLOAT``, ``DOUBLE``,
+        ``STRING``, ``BYTES``, ``ARRAY<INT|BIGINT|FLOAT|DOUBLE>``; nullability is ignored)."""
+        return Schema(
+            (str(column.getName()), _field_type_of_sql(str(column.getName()), str(column.getDataType().toString())))
+            for column in table_schema._j_schema.getColumns()
+        )
 
     @staticmethod
     def from_flink(type_info: Any) -> Schema:
         """Map a PyFlink TypeInformation (a ROW, or one supported type taken as a one-field row)."""
-        from pyflink.common.typeinfo import RowTypeInfo
+        from pyflink.common.typeinfo import ExternalTypeInfo, RowTypeInfo
 
+        while isinstance(type_info, ExternalTypeInfo):  # what table_env.to_data_stream(table) gives
+            type_info = type_info._type_info
         if isinstance(type_info, RowTypeInfo):
             return Schema(
                 (name, _field_type_of(name, t))
@@ -318,6 +332,37 @@ def _is_flink_type(obj: Any) -> bool:
     except ImportError:  # the child process may run without PyFlink importable; schemas arrive ready-made
         return False
     return isinstance(obj, TypeInformation)
+
+
+def _is_table_schema(obj: Any) -> bool:
+    try:
+        from pyflink.table import Schema as TableSchema
+    except ImportError:
+        return False
+    return isinstance(obj, TableSchema)
+
+
+_SQL_NAMES = {
+    "INT": FieldType.INT, "INTEGER": FieldType.INT, "BIGINT": FieldType.BIGINT, "FLOAT": FieldType.FLOAT,
+    "REAL": FieldType.FLOAT, "DOUBLE": FieldType.DOUBLE, "STRING": FieldType.STRING, "VARCHAR": FieldType.STRING,
+    "CHAR": FieldType.STRING, "BYTES": FieldType.BYTES, "VARBINARY": FieldType.BYTES, "BINARY": FieldType.BYTES,
+}
+
+
+def _field_type_of_sql(name: str, sql_type: str) -> FieldType:
+    """``INT``, ``[INT]`` (unresolved), ``DOUBLE NOT NULL``, ``VARCHAR(10)``, ``ARRAY<FLOAT>`` → a FieldType."""
+    text = sql_type.strip().strip("[]").upper().replace(" NOT NULL", "").strip()
+    base = text.split("(", 1)[0].strip()
+    if base.startswith("ARRAY<") and base.endswith(">"):
+        element = _SQL_NAMES.get(base[6:-1].strip())
+        array = {FieldType.INT: FieldType.ARRAY_INT, FieldType.BIGINT: FieldType.ARRAY_BIGINT,
+                 FieldType.FLOAT: FieldType.ARRAY_FLOAT, FieldType.DOUBLE: FieldType.ARRAY_DOUBLE}.get(element)
+        if array is not None:
+            return array
+    elif base in _SQL_NAMES:
+        return _SQL_NAMES[base]
+    valid = "INT, BIGINT, FLOAT, DOUBLE, STRING, BYTES and ARRAY of INT/BIGINT/FLOAT/DOUBLE"
+    raise ConfigError(f"column {name!r}: type {sql_type} is not supported by the row codec (supported: {valid})")
 
 
 def _flink_pairs() -> list[tuple[Any, FieldType]]:

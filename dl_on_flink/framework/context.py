@@ -1,7 +1,8 @@
 """Context: what a node's entry function receives — who it is, the cluster, and its data from/to Flink.
 
 The names follow flink-extended/dl-on-flink (``get_node_type``, ``get_index``, ``get_property``,
-``get_current_attempt_index``, ``get_node_type_count_map``). Framework contexts (``PyTorchContext``,
+``get_current_attempt_index``, ``get_node_type_count_map``, ``get_finished_worker_nodes``, and its
+context's fields ``identity``, ``index``, ``roleName``, ``failNum``, ``properties``, ``roleParallelism``). Framework contexts (``PyTorchContext``,
 ``TFContext``) wrap one and add their own views of the same facts.
 """
 
@@ -88,6 +89,47 @@ class Context:
 
     def get_host(self) -> str:
         return self._launch.host
+
+    def get_finished_worker_nodes(self) -> list[int]:
+        """The indices of the workers whose entry has returned in this attempt (asks the AM)."""
+        from dl_on_flink.errors import RendezvousError
+        from dl_on_flink.framework.am import AMClient
+
+        launch = self._launch
+        am = AMClient(launch.am_address)
+        try:
+            reply = am.call({"op": "finished", "node": [launch.node_type, launch.index], "attempt": launch.attempt})
+        finally:
+            am.close()
+        if "workers" not in reply:
+            raise RendezvousError(f"the application master did not list the finished workers: {reply}")
+        return list(reply["workers"])
+
+    # --- dl-on-flink's attribute names (its Context exposed these fields) ---
+    @property
+    def identity(self) -> str:
+        """``"<node type>:<index>"``, e.g. ``"worker:0"``."""
+        return f"{self._launch.node_type}:{self._launch.index}"
+
+    @property
+    def index(self) -> int:
+        return self._launch.index
+
+    @property
+    def roleName(self) -> str:  # the node type
+        return self._launch.node_type
+
+    @property
+    def failNum(self) -> int:  # the attempt index: how many failovers restarted the cluster
+        return self._launch.attempt
+
+    @property
+    def properties(self) -> dict[str, str]:
+        return dict(self._launch.properties)
+
+    @property
+    def roleParallelism(self) -> dict[str, int]:  # the node type count map
+        return dict(self._launch.node_type_count_map)
 
     def get_cluster_spec(self) -> dict[str, list[dict]]:
         """Every node's ``{"host": ..., "props": {...}}`` by node type, in index order."""

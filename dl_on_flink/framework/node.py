@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,9 +75,11 @@ class NodePlan:
 class NodeRunner:
     """Runs node ``plan.node_type`` ``index``; see the module docstring for the two threads."""
 
-    def __init__(self, plan: NodePlan, index: int) -> None:
+    def __init__(self, plan: NodePlan, index: int, cancelled: Callable[[], bool] | None = None) -> None:
         self.plan = plan
         self.index = index
+        # polled by the supervisor: True once Flink cancelled the job (see dl_on_flink.operator.harness)
+        self._cancelled = cancelled or (lambda: False)
         self.node = (plan.node_type, index)
         cfg = plan.config
         self.heartbeat_interval = cfg.float_property("heartbeat_interval", 0.5)
@@ -90,10 +92,11 @@ class NodeRunner:
         # written by the supervisor, read by the operator thread
         self._child_attempt: int | None = None
         self._exited_attempt: int | None = None
-        self._outcome: str | None = None  # "stopped" | "failed"
+        self._outcome: str | None = None  # "stopped" | "failed" | "cancelled"
         self._error: str | None = None
         self._changed = threading.Event()
         self._stop = threading.Event()
+        self._launching = threading.Lock()  # a launch and the removal of the workdir never overlap
         self._thread: threading.Thread | None = None
         # operator thread only
         self._data_attempt: int | None = None
@@ -118,7 +121,8 @@ class NodeRunner:
 
     @property
     def outcome(self) -> str | None:
-        """None while the cluster runs; "stopped" when it finished; "failed" when it gave up."""
+        """None while the cluster runs; "stopped" when it finished; "failed" when it gave up; "cancelled"
+        when Flink cancelled the job."""
         return self._outcome
 
     def raise_if_failed(self) -> None:
@@ -135,7 +139,8 @@ class NodeRunner:
 
     def close(self) -> None:
         """Stop heartbeating, kill the child, close the channels, remove the private directory."""
-        self._stop.set()
+        with self._launching:
+            self._stop.set()  # from now on the supervisor launches nothing
         if self._thread is not None:
             self._thread.join(30)
         for sock in (self._sender, self._receiver):
@@ -144,7 +149,8 @@ class NodeRunner:
         self._sender = self._receiver = None
         if self._spill is not None:
             self._spill.close()
-        self._remove_workdir()
+        with self._launching:
+            self._remove_workdir()
 
     # --- data plane (operator thread) ---
     def write(self, row_bytes: bytes) -> None:
@@ -191,6 +197,8 @@ class NodeRunner:
             if rows:
                 yield rows
         self.raise_if_failed()
+        if self._outcome == "cancelled":
+            return  # nobody reads the output of a cancelled job
         # the cluster finished: collect what the last child sent before it exited
         deadline = time.monotonic() + 5.0
         while self._receiver is not None and not self._output_ended and time.monotonic() < deadline:
@@ -283,7 +291,7 @@ class NodeRunner:
             if self._blocked_since is None:
                 self._blocked_since = time.monotonic()
             self.raise_if_failed()
-            if self._outcome == "stopped" or self._exited_attempt == attempt:
+            if self._outcome in ("stopped", "cancelled") or self._exited_attempt == attempt:
                 self._blocked_since = None
                 return True
             if self._child_attempt != attempt:
@@ -311,12 +319,18 @@ class NodeRunner:
         child: ChildProcess | None = None
         am: AMClient | None = None
         try:
-            _, address = self.plan.address_book.wait_for(self.plan.job_key, None, self.rendezvous_timeout)
+            address = self._find_am()
+            if address is None:
+                return
             am = AMClient(address, timeout=max(2.0, self.heartbeat_interval * 4))
             attempt: int | None = None
             state, error = "none", None
             last_contact = time.monotonic()
             while not self._stop.is_set():
+                if self._cancelled():
+                    self._on_cancel(child)
+                    self._tell_am_cancelled(am)
+                    return
                 if child is not None and state == "running":
                     code = child.poll()
                     if code is not None:
@@ -349,11 +363,16 @@ class NodeRunner:
                 if action == "stop":
                     self._decide("stopped")
                     return
+                if action == "cancel":  # another role of the cluster noticed that Flink cancelled the job
+                    self._on_cancel(child)
+                    return
                 if action == "run" and reply["attempt"] != attempt:
                     if child is not None:
                         child.kill()
                     attempt = int(reply["attempt"])
                     child = self._launch(address, attempt)
+                    if child is None:  # closed or cancelled meanwhile
+                        return
                     state, error = "running", None
                     self._child_attempt = attempt
                     self._changed.set()
@@ -362,7 +381,9 @@ class NodeRunner:
                 else:
                     self._stop.wait(self.heartbeat_interval)
         except BaseException as exc:  # noqa: BLE001 - any supervisor failure fails this node's operator
-            if self._outcome is None:
+            if self._cancelled():
+                self._on_cancel(child)
+            elif self._outcome is None and not self._stop.is_set():
                 message = str(exc) if isinstance(exc, DLOnFlinkError) else f"{type(exc).__name__}: {exc}"
                 self._decide("failed", f"{self.node[0]} {self.index}: {message}")
         finally:
@@ -382,12 +403,50 @@ class NodeRunner:
         progress["input_blocked"] = None if blocked is None else round(time.monotonic() - blocked, 1)
         return progress
 
+    def _find_am(self) -> str | None:
+        """The AM's address from the address book; None when closed or cancelled while waiting."""
+        deadline = time.monotonic() + self.rendezvous_timeout
+        while not self._stop.is_set():
+            if self._cancelled():
+                self._on_cancel(None)
+                return None
+            try:
+                return self.plan.address_book.wait_for(
+                    self.plan.job_key, None, min(1.0, max(0.0, deadline - time.monotonic()))
+                )[1]
+            except RendezvousError:
+                if time.monotonic() >= deadline:
+                    raise
+        return None
+
+    def _tell_am_cancelled(self, am: AMClient) -> None:
+        """Best effort: the AM tells every other node at once (their own tasks may be torn down later)."""
+        try:
+            am.call({"op": "hb", "node": list(self.node), "child": "none", "cancelled": True}, timeout=1.0)
+        except RendezvousError:
+            pass
+
+    def _on_cancel(self, child: ChildProcess | None) -> None:
+        """Flink cancelled the job: kill the child now (no further attempt) and end this node."""
+        if child is not None:
+            child.kill()
+        log.info("%s %s: the Flink job was cancelled; child killed", self.node[0], self.index)
+        if self._outcome is None:
+            self._decide("cancelled")
+
     def _decide(self, outcome: str, error: str | None = None) -> None:
         self._error = error
         self._outcome = outcome
         self._changed.set()
 
-    def _launch(self, am_address: str, attempt: int) -> ChildProcess:
+    def _launch(self, am_address: str, attempt: int) -> ChildProcess | None:
+        """Start the child of ``attempt``; None when the runner was closed (or the job cancelled) first."""
+        with self._launching:
+            if self._stop.is_set() or self._cancelled():
+                return None
+            return self._start_child(am_address, attempt)
+
+    def _start_child(self, am_address: str, attempt: int) -> ChildProcess:
         plan, cfg = self.plan, self.plan.config
         launch = NodeLaunch(
             job_key=plan.job_key,

@@ -13,6 +13,10 @@
   processing-time timer every ``poll_ms`` flushes partial frames and forwards output rows while input
   is quiet.
 
+When Flink cancels the job, each role notices through :func:`~.harness.cancellation_probe` (in the
+local mini-cluster the functions are threads of the client, which lives on): the AM stops without
+failover and every node runner kills its child at once.
+
 Each subtask's single key is chosen at build time so that Flink routes it to that very subtask
 (:func:`dl_on_flink.operator.placement.subtask_keys`), making subtask *i* node *i*.
 """
@@ -25,9 +29,11 @@ from pyflink.common import Row
 from pyflink.datastream import RuntimeContext, TimeDomain
 from pyflink.datastream.functions import FlatMapFunction, KeyedCoProcessFunction, MapFunction
 
+from dl_on_flink.errors import ClusterCancelledError
 from dl_on_flink.framework.am import ApplicationMaster
 from dl_on_flink.framework.codec import RowCodec, Schema
 from dl_on_flink.framework.node import NodePlan, NodeRunner
+from dl_on_flink.operator.harness import cancellation_probe
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +52,10 @@ class AMFunction(FlatMapFunction):
         am = ApplicationMaster(
             self.plan.job_key, self.plan.config, self.plan.address_book, self.has_input, self.flink_attempt
         )
-        am.run()
+        try:
+            am.run(cancelled=cancellation_probe())
+        except ClusterCancelledError:
+            log.info("cluster %s: the Flink job was cancelled; the AM stopped", self.plan.job_key)
         yield from ()
 
 
@@ -58,7 +67,7 @@ class RoleFunction(FlatMapFunction):
         self.index = runtime_context.get_index_of_this_subtask()
 
     def flat_map(self, value):
-        runner = NodeRunner(self.plan, self.index).start()
+        runner = NodeRunner(self.plan, self.index, cancelled=cancellation_probe()).start()
         try:
             for rows in runner.finish():
                 for row in rows:
@@ -112,7 +121,7 @@ class FedRoleFunction(KeyedCoProcessFunction):
 
     def _start(self, ctx: KeyedCoProcessFunction.Context) -> None:
         if self.runner is None:
-            self.runner = NodeRunner(self.plan, self.index).start()
+            self.runner = NodeRunner(self.plan, self.index, cancelled=cancellation_probe()).start()
             timers = ctx.timer_service()
             timers.register_event_time_timer(END_OF_TIME)
             timers.register_processing_time_timer(timers.current_processing_time() + self.poll_ms)

@@ -11,6 +11,11 @@ The job gets, for one cluster:
 
 Training: every stream ends in a discarding sink (Flink leaves sink-less branches out of a job).
 Inference: the returned stream is the workers' output unioned with the other roles' (empty) streams.
+
+Tables, as in dl-on-flink: ``input`` may be a ``pyflink.table.Table`` (converted with its table
+environment's ``to_data_stream``), and the first argument a ``StatementSet``: then the cluster's streams
+go into that statement set (training: one blackhole insert of every role's stream; inference: the
+result comes back as a Table, which the caller inserts) and ``statement_set.execute()`` runs them.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from pyflink.common import Types
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.datastream.connectors import Sink
 from pyflink.java_gateway import get_gateway
+from pyflink.table import DataTypes, StatementSet, StreamTableEnvironment, Table, TableDescriptor
+from pyflink.table import Schema as TableSchema
 
 import dl_on_flink
 from dl_on_flink.errors import ConfigError
@@ -38,23 +45,72 @@ NODE_INPUT_TYPE = Types.ROW([Types.INT(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
 
 
 def place_cluster(
-    env: StreamExecutionEnvironment,
+    env: StreamExecutionEnvironment | StatementSet,
     config: ClusterConfig,
     *,
-    input: DataStream | None = None,
+    input: DataStream | Table | None = None,
     max_epoch: int = 1,
     output_schema: Any = None,
     name: str | None = None,
-) -> DataStream | None:
-    """Add the AM and every node of ``config`` to ``env``; return the fed workers' output stream.
+) -> DataStream | Table | None:
+    """Add the AM and every node of ``config`` to ``env`` (or a StatementSet); return the output.
 
-    Returns None when there is no ``output_schema`` (training); the caller runs ``env.execute()``.
+    Returns None when there is no ``output_schema`` (training); the caller runs ``env.execute()`` (or
+    ``statement_set.execute()``). With an output schema it returns the workers' output: a DataStream, or
+    a Table when ``env`` is a StatementSet.
     """
+    if isinstance(env, StatementSet):
+        return _place_in_statement_set(env, config, input, max_epoch, output_schema, name)
     if not isinstance(env, StreamExecutionEnvironment):
         raise ConfigError(
-            f"expected a pyflink StreamExecutionEnvironment, got {type(env).__name__} "
-            "(a Table pipeline can be converted with table_env.to_data_stream(table))"
+            f"expected a pyflink StreamExecutionEnvironment or StatementSet, got {type(env).__name__}"
         )
+    if isinstance(input, Table):
+        input = _table_env(input._t_env).to_data_stream(input)
+    fed_output, side_streams = _place(env, config, input, max_epoch, output_schema, name)
+    if output_schema is not None:
+        return fed_output.union(*side_streams)
+    for stream in [*side_streams, *([fed_output] if fed_output is not None else [])]:
+        _discard(stream)
+    return None
+
+
+def _place_in_statement_set(
+    statement_set: StatementSet, config: ClusterConfig, input: DataStream | Table | None, max_epoch: int,
+    output_schema: Any, name: str | None,
+) -> Table | None:
+    t_env = _table_env(statement_set._t_env)
+    if isinstance(input, Table):
+        input = t_env.to_data_stream(input)
+    env = StreamExecutionEnvironment(t_env._j_tenv.execEnv())
+    fed_output, side_streams = _place(env, config, input, max_epoch, output_schema, name)
+    streams = [*([fed_output] if fed_output is not None else []), *side_streams]
+    if output_schema is not None:
+        return t_env.from_data_stream(streams[0].union(*streams[1:]))
+    roles = t_env.from_data_stream(streams[0].union(*streams[1:]) if len(streams) > 1 else streams[0])
+    blackhole = TableDescriptor.for_connector("blackhole").schema(
+        TableSchema.new_builder().column("f0", DataTypes.INT()).build()
+    ).build()
+    statement_set.add_insert(blackhole, roles)
+    return None
+
+
+def _table_env(t_env: Any) -> StreamTableEnvironment:
+    if not isinstance(t_env, StreamTableEnvironment):
+        raise ConfigError(
+            f"tables must come from a StreamTableEnvironment (StreamTableEnvironment.create(env)), "
+            f"not a {type(t_env).__name__}"
+        )
+    return t_env
+
+
+def _place(
+    env: StreamExecutionEnvironment, config: ClusterConfig, input: DataStream | None, max_epoch: int,
+    output_schema: Any, name: str | None,
+) -> tuple[DataStream | None, list[DataStream]]:
+    """Add the roles to ``env``: (the fed workers' stream or None, the other roles' streams)."""
+    if input is not None and not isinstance(input, DataStream):
+        raise ConfigError(f"input must be a pyflink DataStream or Table, got {type(input).__name__}")
     if not isinstance(max_epoch, int) or max_epoch < 1:
         raise ConfigError(f"max_epoch must be an int >= 1, got {max_epoch!r}")
     if output_schema is not None and input is None:
@@ -96,11 +152,7 @@ def place_cluster(
                 .flat_map(RoleFunction(plan(node_type, False)), output_type=role_type)
                 .name(f"{job_key} {node_type}").set_parallelism(count)
             )
-    if out_schema is not None:
-        return fed_output.union(*side_streams)
-    for stream in [*side_streams, *([fed_output] if fed_output is not None else [])]:
-        _discard(stream)
-    return None
+    return fed_output, side_streams
 
 
 def _place_fed(

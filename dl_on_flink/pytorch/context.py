@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+import torch
 from torch.utils.data import IterableDataset
 
 from dl_on_flink.framework.channel import RowReader, RowWriter
+from dl_on_flink.framework.codec import FieldType, Schema
 from dl_on_flink.framework.context import Context
 
 
@@ -29,9 +32,23 @@ class PyTorchContext(Context):
     def get_master_port(self) -> int:
         return int(self.get_cluster_spec()["worker"][0]["props"]["master_port"])
 
-    def get_dataset_from_flink(self) -> FlinkDataset:
-        """This worker's rows from Flink as an IterableDataset: each iteration is one epoch."""
-        return FlinkDataset(self.get_row_reader())
+    def get_dataset_from_flink(self, as_tensors: bool | None = None) -> FlinkDataset:
+        """This worker's rows from Flink as an IterableDataset: each iteration is one epoch.
+
+        Elements are tuples following the input's row type (Python scalars, str, bytes, numpy arrays).
+        ``as_tensors=True`` gives them as dl-on-flink did: a list with one tensor of shape ``[1]`` per
+        column, typed by the column (INT → int32, BIGINT → int64, FLOAT → float32, DOUBLE → float64;
+        arrays as 1-D tensors, STRING/BYTES as they are), so a ``DataLoader`` batch of 128 rows of one
+        INT column is one ``[128, 1]`` int32 tensor. The default (None) is dl-on-flink's shape exactly when
+        the cluster has dl-on-flink's ``input_types`` property (e.g. ``"INT_32,FLOAT_64"``), whose types
+        then win — so their configs run unchanged.
+        """
+        types = self.get_property(INPUT_TYPES, None)
+        if as_tensors is None:
+            as_tensors = types is not None
+        if not as_tensors:
+            return FlinkDataset(self.get_row_reader())
+        return FlinkDataset(self.get_row_reader(), _column_dtypes(self.get_input_schema(), types))
 
     def get_data_writer_to_flink(self) -> FlinkWriter:
         """Write result rows (tuples matching the inference output schema) back into the Flink stream."""
@@ -44,11 +61,15 @@ class FlinkDataset(IterableDataset):
     :attr:`end_of_input` is True. Use it with ``DataLoader(..., num_workers=0)`` (the rows stream from
     this process's channel)."""
 
-    def __init__(self, reader: RowReader) -> None:
+    def __init__(self, reader: RowReader, column_dtypes: list | None = None) -> None:
         self._reader = reader
+        self._dtypes = column_dtypes  # None: tuples; else one torch dtype (or None: as it is) per column
 
-    def __iter__(self) -> Iterator[tuple]:
-        return self._reader.read_epoch()
+    def __iter__(self) -> Iterator[tuple] | Iterator[list]:
+        rows = self._reader.read_epoch()
+        if self._dtypes is None:
+            return rows
+        return (_as_tensors(row, self._dtypes) for row in rows)
 
     @property
     def end_of_input(self) -> bool:
@@ -73,6 +94,37 @@ class FlinkWriter:
 
     def close(self) -> None:
         self._writer.close()
+
+
+INPUT_TYPES = "input_types"  # dl-on-flink's property: the input columns' types, e.g. "INT_32,FLOAT_64"
+_DL_ON_FLINK_DTYPES = {"INT_32": "int32", "INT_64": "int64", "FLOAT_32": "float32", "FLOAT_64": "float64"}
+_FIELD_DTYPES = {FieldType.INT: "int32", FieldType.BIGINT: "int64", FieldType.FLOAT: "float32",
+                 FieldType.DOUBLE: "float64"}
+
+
+def _column_dtypes(schema: Schema | None, input_types: str | None) -> list:
+    """One torch dtype per input column (None: the value passes as it is)."""
+    names: list[str | None]
+    if input_types is not None:
+        names = [_DL_ON_FLINK_DTYPES.get(t.strip().upper()) for t in input_types.split(",")]
+    elif schema is not None:
+        names = [_FIELD_DTYPES.get(t) for t in schema.types]
+    else:
+        names = []
+    return [getattr(torch, name) if name is not None else None for name in names]
+
+
+def _as_tensors(row: tuple, dtypes: list) -> list:
+    out = []
+    for index, value in enumerate(row):
+        dtype = dtypes[index] if index < len(dtypes) else None
+        if isinstance(value, np.ndarray):
+            out.append(torch.from_numpy(value) if dtype is None else torch.from_numpy(value).to(dtype))
+        elif dtype is not None and value is not None:
+            out.append(torch.tensor([value], dtype=dtype))
+        else:
+            out.append(value)
+    return out
 
 
 def _plain(value: Any) -> Any:

@@ -45,16 +45,33 @@ class TFContext(Context):
         """In parameter-server mode, the running server of a ps or worker task (``.join()`` it)."""
         return self._state.get(SERVER_KEY)
 
-    def get_tfdataset_from_flink(self) -> tf.data.Dataset:
+    def get_tfdataset_from_flink(
+        self, compression_type: str | None = None, buffer_size: int | None = None,
+        num_parallel_reads: int | None = None,
+    ) -> tf.data.Dataset:
         """This worker's rows from Flink; each iteration over the dataset is one epoch.
 
         Elements are tuples following the input schema (INT → int32, BIGINT → int64, FLOAT → float32,
         DOUBLE → float64, STRING/BYTES → string, ARRAY<...> → 1-D tensors).
+
+        dl-on-flink's arguments are accepted so its entries run unchanged: ``buffer_size`` (bytes of read
+        buffer there) becomes a prefetch of that many rows at most 1024 here; ``compression_type`` must be
+        None or ``""`` (the rows arrive uncompressed over the node's channel) and ``num_parallel_reads``
+        changes nothing (one channel per node).
         """
+        if compression_type not in (None, "", "NONE"):
+            raise ValueError(
+                f"compression_type={compression_type!r}: rows from Flink arrive uncompressed; pass None"
+            )
+        if num_parallel_reads is not None and (not isinstance(num_parallel_reads, int) or num_parallel_reads < 1):
+            raise ValueError(f"num_parallel_reads must be a positive int or None, got {num_parallel_reads!r}")
         reader = self.get_row_reader()
         schema = self.get_input_schema()
         signature = tuple(_SPECS[t] for t in schema.types)
-        return tf.data.Dataset.from_generator(reader.read_epoch, output_signature=signature)
+        dataset = tf.data.Dataset.from_generator(reader.read_epoch, output_signature=signature)
+        if buffer_size:
+            dataset = dataset.prefetch(min(int(buffer_size), 1024))
+        return dataset
 
     def get_row_writer_to_flink(self) -> TFRowWriter:
         """``write(row)`` sends one row back into Flink; tensors and numpy values are converted, and

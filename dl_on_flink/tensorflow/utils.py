@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
+from pyflink.table import StatementSet, Table
 
 from dl_on_flink.errors import ConfigError
 from dl_on_flink.operator import place_cluster
@@ -12,28 +13,30 @@ from dl_on_flink.tensorflow.cluster_config import TFClusterConfig
 
 
 def train(
-    env_or_statement_set: StreamExecutionEnvironment,
+    env_or_statement_set: StreamExecutionEnvironment | StatementSet,
     config: TFClusterConfig,
-    input: DataStream | None = None,
+    input: DataStream | Table | None = None,
     max_epoch: int = 1,
 ) -> None:
     """Add a TensorFlow training cluster to the job; run it with ``env.execute()``.
 
     Without ``input`` the job ends when worker 0's entry returns. With ``input`` the rows are spread over
     the workers (``get_tfdataset_from_flink()``), bounded input is replayed ``max_epoch`` times, and the
-    job ends when every worker returned.
+    job ends when every worker returned. As in dl-on-flink, ``env_or_statement_set`` may be a Table
+    ``StatementSet`` and ``input`` a ``Table`` (then run ``statement_set.execute()``).
     """
     _check(config)
     place_cluster(env_or_statement_set, config, input=input, max_epoch=max_epoch, name="tensorflow")
 
 
 def inference(
-    env_or_statement_set: StreamExecutionEnvironment,
-    input: DataStream,
+    env_or_statement_set: StreamExecutionEnvironment | StatementSet,
+    input: DataStream | Table,
     config: TFClusterConfig,
     output_schema: Any,
-) -> DataStream:
-    """Run the entry on every worker over ``input``; return the stream of rows the workers write."""
+) -> DataStream | Table:
+    """Run the entry on every worker over ``input``; return the stream of rows the workers write
+    (a ``Table`` when given a ``StatementSet``; ``output_schema`` as in :func:`dl_on_flink.pytorch.inference`)."""
     _check(config)
     if input is None or output_schema is None:
         raise ConfigError("inference needs input and an output_schema")
