@@ -38,7 +38,6 @@ const plugin: JupyterFrontEndPlugin<void> = {
     restorer?.add(sidebar, 'aiflow-sidebar');
 
     app.serviceManager.events.stream.connect((_, emission) => {
-      liveHub.connected = true;
       liveHub.accept(emission);
     });
 

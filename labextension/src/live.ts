@@ -17,6 +17,7 @@ class LiveHub {
     if (emission.schema_id !== BUS_SCHEMA) {
       return null;
     }
+    this.connected = true;
     const event = normaliseEvent(emission);
     this.events.emit(event);
     return event;
