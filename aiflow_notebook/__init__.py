@@ -85,6 +85,13 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'aiflow_notebook' has no attribute {name!r}")
 
 
+def _jupyter_server_extension_points() -> list[dict]:
+    """How jupyter_server finds the extension enabled as ``aiflow_notebook`` (imported only by a server)."""
+    from aiflow_notebook.server_extension import AIFlowExtension
+
+    return [{"module": "aiflow_notebook.server_extension", "app": AIFlowExtension}]
+
+
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 

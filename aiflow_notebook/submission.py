@@ -40,17 +40,30 @@ def disconnect() -> None:
 
 
 def embedded_scheduler():
-    """The embedded scheduler of this process, started on first use and stopped at exit."""
+    """The embedded scheduler of this process, started on first use and stopped at exit.
+
+    In a process started by one that hosts the embedded scheduler for it (a kernel of a Jupyter server with
+    the aiflow_notebook extension: ``$AIFLOW_SCHEDULER_URL``), the host's, reached over its private bus."""
     global _embedded, _event_url_before
     with _lock:
         if _embedded is None:
-            from aiflow_notebook.scheduler.embedded import EmbeddedScheduler
+            from aiflow_notebook.scheduler.embedded import (
+                HOST_URL_VARIABLE,
+                EmbeddedScheduler,
+                HostedScheduler,
+            )
 
-            _embedded = EmbeddedScheduler()
+            host = os.environ.get(HOST_URL_VARIABLE)
+            _embedded = HostedScheduler(host) if host else EmbeddedScheduler()
             _event_url_before = os.environ.get("AIFLOW_EVENT_URL")
             os.environ["AIFLOW_EVENT_URL"] = _embedded.event_url  # this process's model center -> the bus
             atexit.register(_shutdown)
         return _embedded
+
+
+def stop_embedded_scheduler() -> None:
+    """Stop this process's embedded scheduler and the jobs it started (also done at exit)."""
+    _shutdown()
 
 
 def _shutdown() -> None:

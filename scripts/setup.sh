@@ -51,6 +51,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
   echo "$want" > "$stamp"
 fi
+# An editable install skips pyproject's data-files: put the server extension's enabling config where a
+# wheel install puts it (the venv's etc/jupyter), so `jupyter server extension list` shows it enabled.
+install -D -m 644 jupyter-config/jupyter_server_config.d/aiflow_notebook.json \
+  .venv/etc/jupyter/jupyter_server_config.d/aiflow_notebook.json
 
 # --- JupyterLab extension (labextension/ → aiflow_notebook/labextension, prebuilt) -----------------------
 # Node packages come from the committed lock (npm ci); the build runs only when the sources or the lock

@@ -102,6 +102,9 @@ RULES = [
     (("aiflow_notebook.scheduler", "aiflow_notebook.engines"),
      ("IPython", "ipywidgets", "aiflow_notebook.widgets", "kernel_magics"),
      "the scheduler runs without a notebook"),
+    (("aiflow_notebook.server_extension",),
+     ("IPython", "ipywidgets", "aiflow_notebook.widgets", "kernel_magics"),
+     "the Jupyter server extension runs in the server process, where there is no kernel"),
 ]
 
 

@@ -11,7 +11,15 @@ from aiflow_notebook.meta.errors import (
     UnknownModelVersionError,
 )
 from aiflow_notebook.meta.lineage import LineageGraph, LineageNode
-from aiflow_notebook.meta.models import ALLOWED_TRANSITIONS, Dataset, JobRun, Model, ModelVersion, Stage
+from aiflow_notebook.meta.models import (
+    ALLOWED_TRANSITIONS,
+    Dataset,
+    JobRun,
+    Model,
+    ModelVersion,
+    Stage,
+    WorkflowRunRecord,
+)
 from aiflow_notebook.meta.publisher import EventPublisher, PublishedEvent, RecordingPublisher
 from aiflow_notebook.meta.store import MetadataStore, default_store, set_default_store
 
@@ -36,6 +44,7 @@ __all__ = [
     "StageTransitionError",
     "UnknownModelError",
     "UnknownModelVersionError",
+    "WorkflowRunRecord",
     "default_store",
     "set_default_store",
 ]

@@ -9,7 +9,8 @@ from typing import Any
 
 from aiflow_notebook.vocabulary import Stage, model_event_type
 
-__all__ = ["ALLOWED_TRANSITIONS", "Dataset", "JobRun", "Model", "ModelVersion", "Stage", "model_event_type"]
+__all__ = ["ALLOWED_TRANSITIONS", "Dataset", "JobRun", "Model", "ModelVersion", "Stage", "WorkflowRunRecord",
+           "model_event_type"]
 
 
 # Which stage may follow which. Anything not listed is refused with StageTransitionError;
@@ -75,3 +76,18 @@ class JobRun:
     log_uri: str | None
     error: str | None
     workflow_run_id: int | None
+
+
+@dataclass(frozen=True)
+class WorkflowRunRecord:
+    """One run of a workflow as the store knows it (its jobs' runs: ``list_job_runs(run.id)``)."""
+
+    id: int
+    workflow: str
+    project: str
+    state: str
+    created_at: datetime
+    ended_at: datetime | None
+    scheduler: str | None  # the scheduler that runs it (None: recorded without one)
+    snapshot_id: int | None
+    properties: dict[str, Any] | None

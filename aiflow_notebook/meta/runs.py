@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from aiflow_notebook.meta import orm
 from aiflow_notebook.meta.errors import NotFoundError
-from aiflow_notebook.meta.models import JobRun
+from aiflow_notebook.meta.models import JobRun, WorkflowRunRecord
 from aiflow_notebook.meta.orm import utcnow
 from aiflow_notebook.vocabulary import FINAL_STATES
 
@@ -122,6 +122,46 @@ class RunRegistry:
                 raise NotFoundError(f"job run {job_run_id} does not exist")
             job_row = session.get(orm.Job, row.job_id)
             return _job_run(row, session.get(orm.Workflow, job_row.workflow_id).name, job_row.name)
+
+    def get_workflow_run(self, run_id: int) -> WorkflowRunRecord:
+        with self._db.reading() as session:
+            found = session.execute(_run_query().where(orm.WorkflowRun.id == run_id)).first()
+            if found is None:
+                raise NotFoundError(f"workflow run {run_id} does not exist")
+            return _run_record(*found)
+
+    def list_workflow_runs(self, workflow: str | None = None, project: str | None = None,
+                           limit: int = 100) -> list[WorkflowRunRecord]:
+        """Runs, newest first, optionally of one workflow (by name, in any project unless ``project``)."""
+        query = _run_query()
+        if workflow is not None:
+            query = query.where(orm.Workflow.name == workflow)
+        if project is not None:
+            query = query.where(orm.Project.name == project)
+        with self._db.reading() as session:
+            return [_run_record(*row) for row in session.execute(query.order_by(orm.WorkflowRun.id.desc()).limit(limit))]
+
+    def list_job_runs(self, run_id: int) -> list[JobRun]:
+        """Every job run (attempt) of workflow run ``run_id``, oldest first."""
+        with self._db.reading() as session:
+            rows = session.execute(select(orm.JobRun, orm.Job.name, orm.Workflow.name)
+                                   .join(orm.Job, orm.Job.id == orm.JobRun.job_id)
+                                   .join(orm.Workflow, orm.Workflow.id == orm.Job.workflow_id)
+                                   .where(orm.JobRun.workflow_run_id == run_id).order_by(orm.JobRun.id))
+            return [_job_run(row, workflow, job) for row, job, workflow in rows]
+
+
+def _run_query():
+    return (select(orm.WorkflowRun, orm.Workflow.name, orm.Project.name, orm.RunRules.scheduler)
+            .join(orm.Workflow, orm.Workflow.id == orm.WorkflowRun.workflow_id)
+            .join(orm.Project, orm.Project.id == orm.Workflow.project_id)
+            .outerjoin(orm.RunRules, orm.RunRules.workflow_run_id == orm.WorkflowRun.id))
+
+
+def _run_record(row: orm.WorkflowRun, workflow: str, project: str, scheduler: str | None) -> WorkflowRunRecord:
+    return WorkflowRunRecord(id=row.id, workflow=workflow, project=project, state=row.state,
+                             created_at=row.created_at, ended_at=row.ended_at, scheduler=scheduler,
+                             snapshot_id=row.snapshot_id, properties=row.properties)
 
 
 def _workflow_row(session: Session, name: str, project: str, create: bool = False) -> orm.Workflow:

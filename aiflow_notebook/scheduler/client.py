@@ -19,6 +19,7 @@ from aiflow_notebook.errors import AIFlowError
 from aiflow_notebook.events import Event, EventClient
 from aiflow_notebook.scheduler.scheduler import (
     CONTROL_NAMESPACE,
+    RESTART_JOB,
     RUN_CREATED,
     SENDER,
     STOP_WORKFLOW_RUN,
@@ -55,6 +56,20 @@ class SchedulerClient:
             raise SchedulerError(f"the scheduler refused workflow {workflow.name!r}: {reply.value}")
         run_id = json.loads(reply.value)["run"]
         return WorkflowRun(self, run_id, workflow, since_version=sent.version)
+
+    def stop_run(self, run_id: int) -> Event:
+        """Ask the scheduler to stop every job of run ``run_id`` (it ends KILLED); returns the request."""
+        return self._command(STOP_WORKFLOW_RUN, {"run": run_id})
+
+    def restart_job(self, run_id: int, job: str) -> Event:
+        """Ask the scheduler for a new attempt of ``job`` in live run ``run_id``: a running job is stopped
+        (KILLED) and started again, a job that ended is started again. Returns the request."""
+        return self._command(RESTART_JOB, {"run": run_id, "job": job})
+
+    def _command(self, event_type: str, request: dict[str, Any]) -> Event:
+        return self.client.send_event(Event(key=command_key(self.name), event_type=event_type,
+                                            namespace=CONTROL_NAMESPACE, sender=self.client.client_id,
+                                            value=json.dumps(request)))
 
     def _await_reply(self, request_id: str, since: int, timeout: float) -> Event:
         deadline = time.monotonic() + timeout
@@ -183,10 +198,18 @@ class WorkflowRun:
         """Stop every job of the run; returns the final status (KILLED, or how it had already ended)."""
         if self.status() in FINAL_RUN_STATES:
             return self.status()
-        self.client.send_event(Event(key=command_key(self.scheduler.name), event_type=STOP_WORKFLOW_RUN,
-                                     namespace=CONTROL_NAMESPACE, sender=self.client.client_id,
-                                     value=json.dumps({"run": self.run_id})))
+        self.scheduler.stop_run(self.run_id)
         return self.wait(timeout)
+
+    def restart_job(self, job: str) -> None:
+        """Start a new attempt of ``job`` (stopping its running process first); the run goes on."""
+        if job not in self.workflow.jobs:
+            raise SchedulerError(f"workflow {self.workflow.name!r} has no job {job!r}; its jobs: "
+                                 f"{', '.join(self.workflow.jobs)}")
+        if self.status() in FINAL_RUN_STATES:
+            raise SchedulerError(f"run {self.run_id} of {self.workflow.name!r} already ended {self.status()}; "
+                                 "submit the workflow again to run it anew")
+        self.scheduler.restart_job(self.run_id, job)
 
     def __repr__(self) -> str:
         return f"<WorkflowRun {self.run_id} of {self.workflow.name!r}: {self.status()} {self.jobs()}>"

@@ -8,6 +8,7 @@ in a cell can restart a serving job). It stops, and stops the jobs it started, w
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from aiflow_notebook.config import default_meta_url
@@ -16,6 +17,10 @@ from aiflow_notebook.events.publisher import EventBusPublisher
 from aiflow_notebook.meta.store import MetadataStore
 from aiflow_notebook.scheduler.client import SchedulerClient
 from aiflow_notebook.scheduler.scheduler import Scheduler
+
+HOST_URL_VARIABLE = "AIFLOW_SCHEDULER_URL"
+"""Set by a process that runs the embedded scheduler for the processes it starts (the Jupyter server
+extension, for its kernels): the bus of that scheduler, which they then use instead of starting their own."""
 
 
 class EmbeddedScheduler:
@@ -49,3 +54,32 @@ class EmbeddedScheduler:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class HostedScheduler:
+    """The embedded scheduler of another process that started this one (``$AIFLOW_SCHEDULER_URL``): the
+    Jupyter server's, in a kernel it started. Same face as :class:`EmbeddedScheduler` (``event_url``,
+    ``client``, ``store``, ``api``, ``submit``), but ``stop`` only closes this process's connections: the
+    scheduler and its jobs belong to the host.
+
+    One event server may write a log, so a kernel cannot start its own bus over the database the server's
+    scheduler already serves; using the host's also puts the kernel's runs where the server's sidebar shows
+    them. The bus is the host's private unix socket (or the remote server it follows, with the CURVE keys
+    of the environment), so nothing else is exposed.
+    """
+
+    scheduler = None  # runs in the host process
+
+    def __init__(self, event_url: str, *, db_url: str | None = None, name: str = "default"):
+        self.db_url = db_url or default_meta_url()
+        self.event_url = event_url
+        self.client = EventClient(event_url, auth=os.environ.get("AIFLOW_EVENT_SERVER_KEY") or None)
+        self.store = MetadataStore(self.db_url, publisher=EventBusPublisher(self.client))
+        self.api = SchedulerClient(self.client, name)
+
+    def submit(self, workflow, **kwargs):
+        return self.api.submit(workflow, **kwargs)
+
+    def stop(self, kill_jobs: bool = True) -> None:
+        self.client.close()
+        self.store.close()

@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 CONTROL_NAMESPACE = "aiflow"
 SUBMIT_WORKFLOW = "SUBMIT_WORKFLOW"
 STOP_WORKFLOW_RUN = "STOP_WORKFLOW_RUN"
+RESTART_JOB = "RESTART_JOB"
 RUN_CREATED = "WORKFLOW_RUN_CREATED"
 SUBMIT_REJECTED = "WORKFLOW_SUBMIT_REJECTED"
 SENDER = "scheduler"
@@ -212,12 +213,14 @@ class Scheduler:
     def _handle_command(self, event: Event) -> None:
         if event.event_type == SUBMIT_WORKFLOW:
             self._submit(event)
-        elif event.event_type == STOP_WORKFLOW_RUN and not self._authorized(event):
-            log.warning("scheduler %s: ignored a request to stop a run from %r, not an admitted client",
-                        self.name, event.sender)
+        elif event.event_type in (STOP_WORKFLOW_RUN, RESTART_JOB) and not self._authorized(event):
+            log.warning("scheduler %s: ignored a %s request from %r, not an admitted client",
+                        self.name, event.event_type, event.sender)
             self.state.advance(event.version)
         elif event.event_type == STOP_WORKFLOW_RUN:
             self._stop_run(int(json.loads(event.value)["run"]), event.version)
+        elif event.event_type == RESTART_JOB:
+            self._restart_job(event)
         else:
             self.state.advance(event.version)
 
@@ -330,6 +333,26 @@ class Scheduler:
         self.state.request_stop(run_id, version)
         self._stopping_runs.add(run_id)
         self._continue_stop(run)
+
+    def _restart_job(self, event: Event) -> None:
+        """A new attempt of one job of a live run (its running process, if any, is stopped first, as a
+        RESTART rule does); the rest of the run goes on. A request for a run that is not live here, or for
+        a job the workflow does not have, changes nothing."""
+        try:
+            request = json.loads(event.value)
+            run_id, job = int(request["run"]), str(request["job"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("scheduler %s: ignored a malformed %s request %r", self.name, RESTART_JOB, event.value)
+            self.state.advance(event.version)
+            return
+        run = self._runs.get(run_id)
+        if run is None or run_id in self._stopping_runs or job not in self._workflow(run).jobs:
+            log.warning("scheduler %s: cannot restart job %r of run %s: not a live run of this scheduler with "
+                        "that job", self.name, job, run_id)
+            self.state.advance(event.version)
+            return
+        self.state.commit_event(event.version, [], [(run_id, job, "RESTART", None)])
+        self._execute_pending(run_id)
 
     def _continue_stop(self, run: RunState) -> None:
         running = [r for r in self._running.values() if r.run_id == run.run_id]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -19,3 +20,17 @@ def wait_for(predicate: Callable[[], T], timeout: float = 60.0, what: str = "con
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
+
+
+async def wait_for_async(predicate: Callable[[], Awaitable[T]], timeout: float = 60.0, what: str = "condition",
+                         interval: float = 0.05) -> T:
+    """:func:`wait_for` for a coroutine predicate on a running event loop (a test of a Jupyter server on the
+    same loop must not block it with ``time.sleep``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        await asyncio.sleep(interval)

@@ -1,0 +1,122 @@
+"""The ``aiflow_notebook`` jupyter_server extension: routes, services, start and stop.
+
+Which scheduler (docs/server_extension.md has the why):
+- ``$AIFLOW_EVENT_URL`` set when the server starts: the remote ``aiflow server`` it names (with
+  ``$AIFLOW_EVENT_SERVER_KEY`` for CURVE) and the metadata database of ``$AIFLOW_META_URL``;
+- else the server process's own embedded scheduler, started with the server as ``af.submit()`` starts one
+  (SQLite under ``$AIFLOW_HOME``, its bus on unix sockets in a 0700 directory).
+Either way the server exports ``$AIFLOW_SCHEDULER_URL`` (and ``$AIFLOW_EVENT_URL``) to the kernels it
+starts, so ``af.submit()`` in a kernel runs on that scheduler and the sidebar sees the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Int, Unicode
+
+from aiflow_notebook.server_extension import handlers
+
+API = "aiflow/api"
+_RUN = r"(?P<run_id>[^/]+)"
+_JOB = r"(?P<job>[^/]+)"
+_MODEL = r"(?P<model>[^/]+)"
+_VERSION = r"(?P<version>[^/]+)"
+
+
+class AIFlowExtension(ExtensionApp):
+    """Serves the aiflow REST API and forwards bus events to jupyter_server's event bus."""
+
+    name = "aiflow_notebook"
+    load_other_extensions = True
+
+    # The whole REST API, one line per route (paths below the server's base URL).
+    routes = [
+        (rf"/{API}/workflows/?", handlers.WorkflowsHandler),
+        (rf"/{API}/runs/?", handlers.RunsHandler),
+        (rf"/{API}/runs/{_RUN}/?", handlers.RunHandler),
+        (rf"/{API}/runs/{_RUN}/stop/?", handlers.StopRunHandler),
+        (rf"/{API}/runs/{_RUN}/jobs/{_JOB}/restart/?", handlers.RestartJobHandler),
+        (rf"/{API}/runs/{_RUN}/jobs/{_JOB}/log/?", handlers.JobLogHandler),
+        (rf"/{API}/events/?", handlers.EventsHandler),
+        (rf"/{API}/models/?", handlers.ModelsHandler),
+        (rf"/{API}/models/{_MODEL}/versions/?", handlers.ModelVersionsHandler),
+        (rf"/{API}/models/{_MODEL}/versions/{_VERSION}/?", handlers.ModelVersionHandler),
+        (rf"/{API}/lineage/{_MODEL}/{_VERSION}/?", handlers.LineageHandler),
+        (rf"/{API}(?:/.*)?", handlers.NotFoundHandler),
+    ]
+
+    scheduler_name = Unicode("default", config=True, help="the scheduler that stop/restart requests go to "
+                                                          "(a run's own scheduler, when recorded, wins)")
+    worker_threads = Int(4, config=True, help="threads that run the handlers' database and bus calls")
+
+    def initialize_settings(self) -> None:
+        from aiflow_notebook.server_extension.service import AIFlowService
+
+        self._environment_before: dict[str, str | None] = {}
+        self._started_scheduler = False
+        store, client = self._connect()
+        self._executor = ThreadPoolExecutor(self.worker_threads, thread_name_prefix="aiflow-api")
+        self.service = AIFlowService(store, client, self.scheduler_name)
+        self.settings.update({"aiflow_service": self.service, "aiflow_executor": self._executor})
+        self.forwarder = None
+        self.log.info("aiflow_notebook: REST API at /%s, bus %s, metadata %s", API, client.url, store.url)
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(self.routes)
+
+    async def _start_jupyter_server_extension(self, serverapp) -> None:
+        """Begin forwarding bus events once the server's event loop runs (the forwarder emits on it)."""
+        from aiflow_notebook.server_extension.push import BusForwarder
+
+        self.forwarder = BusForwarder(self.service.client, self.serverapp.event_logger,
+                                      asyncio.get_running_loop()).start()
+
+    async def stop_extension(self) -> None:
+        if self.forwarder is not None:
+            self.forwarder.stop()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._started_scheduler:
+            from aiflow_notebook.submission import stop_embedded_scheduler
+
+            await asyncio.get_running_loop().run_in_executor(None, stop_embedded_scheduler)
+        else:
+            self.service.client.close()
+            self.service.store.close()
+        for name, value in self._environment_before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    # --- which scheduler -----------------------------------------------------------------------------
+
+    def _connect(self):
+        """(store, event client) of the scheduler this server shows, and its address exported to kernels."""
+        from aiflow_notebook.scheduler.embedded import HOST_URL_VARIABLE
+
+        remote = os.environ.get("AIFLOW_EVENT_URL")
+        if remote:
+            from aiflow_notebook.events import EventClient
+            from aiflow_notebook.events.publisher import EventBusPublisher
+            from aiflow_notebook.meta import MetadataStore
+
+            client = EventClient.from_environment()
+            store = MetadataStore(publisher=EventBusPublisher(client))
+            url = remote
+        else:
+            from aiflow_notebook.submission import embedded_scheduler
+
+            self._remember("AIFLOW_EVENT_URL")
+            scheduler = embedded_scheduler()  # sets $AIFLOW_EVENT_URL for this process's model center
+            self._started_scheduler = True
+            client, store, url = scheduler.client, scheduler.store, scheduler.event_url
+        self._remember(HOST_URL_VARIABLE)
+        os.environ[HOST_URL_VARIABLE] = url  # kernels started from now on inherit it
+        return store, client
+
+    def _remember(self, name: str) -> None:
+        self._environment_before.setdefault(name, os.environ.get(name))

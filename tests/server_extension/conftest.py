@@ -1,0 +1,15 @@
+"""pytest-jupyter's server fixtures (``jp_serverapp``, ``jp_fetch``, ``jp_ws_fetch``) for the tests of this
+directory only: the plugin brings autouse fixtures (an asyncio loop, a ServerApp cleanup) and runs every
+test function through its own hook, which the rest of the suite does not want."""
+
+from __future__ import annotations
+
+import pytest
+from pytest_jupyter.jupyter_server import *  # noqa: F403 - the plugin's fixtures and hooks, scoped to this directory
+from traitlets.config import Config
+
+
+@pytest.fixture
+def jp_server_config():  # noqa: F811 - replaces the plugin's
+    """The server loads our extension, as the installed jupyter-config makes a real one do."""
+    return Config({"ServerApp": {"jpserver_extensions": {"aiflow_notebook": True, "jupyter_server_terminals": True}}})
