@@ -5,6 +5,7 @@ Shared by every graph we draw (workflows, lineage), so the fallback is the same 
 
 from __future__ import annotations
 
+import base64
 import html
 
 import graphviz
@@ -26,11 +27,24 @@ def render_svg(graph: graphviz.Digraph) -> str | None:
         return None
 
 
-def mimebundle(graph: graphviz.Digraph) -> dict[str, str]:
-    """A Jupyter display bundle: ``image/svg+xml`` (+ plain text), or DOT text with a note."""
+def render_png(graph: graphviz.Digraph) -> str | None:
+    """The graph as base64 PNG (for viewers that show no SVG), or None when ``dot`` cannot make one."""
+    try:
+        return base64.b64encode(graph.pipe(format="png")).decode("ascii")
+    except (graphviz.ExecutableNotFound, graphviz.CalledProcessError):
+        return None
+
+
+def mimebundle(graph: graphviz.Digraph, png: bool = False) -> dict[str, str]:
+    """A Jupyter display bundle: ``image/svg+xml`` (+ ``image/png`` when asked, + plain text), or DOT text
+    with a note."""
     svg = render_svg(graph)
     if svg is not None:
-        return {"image/svg+xml": svg, "text/plain": f"<graph: {graph.name or 'unnamed'}>"}
+        bundle = {"image/svg+xml": svg, "text/plain": f"<graph: {graph.name or 'unnamed'}>"}
+        picture = render_png(graph) if png else None
+        if picture is not None:
+            bundle["image/png"] = picture
+        return bundle
     source = graph.source
     return {
         "text/plain": f"{MISSING_DOT_NOTE}\n\n{source}",

@@ -39,6 +39,21 @@ def disconnect() -> None:
         _connected = None
 
 
+def connected() -> bool:
+    """Whether ``af.connect`` chose a remote server (else the embedded scheduler is used)."""
+    return _connected is not None
+
+
+def event_bus() -> tuple[str, Any]:
+    """``(url, auth)`` of the bus this process follows: the connected server's, else the embedded
+    scheduler's (started here as ``af.submit()`` would, so a panel opened before any run has a bus)."""
+    with _lock:
+        connected = _connected
+    if connected is not None:
+        return connected.client.url, connected.client.auth
+    return embedded_scheduler().event_url, None
+
+
 def embedded_scheduler():
     """The embedded scheduler of this process, started on first use and stopped at exit.
 

@@ -205,9 +205,10 @@ class Workflow:
 
         return draw(self, highlight=highlight, status=status)
 
-    def view(self, highlight: str | None = None, status: Mapping[str, str] | None = None) -> WorkflowView:
-        """Something to display: the drawing with ``highlight``/``status`` applied."""
-        return WorkflowView(self, highlight, status)
+    def view(self, highlight: str | None = None, status: Mapping[str, str] | None = None,
+             run_id: int | None = None, run_status: str | None = None) -> WorkflowView:
+        """Something to display: the drawing with ``highlight``/``status`` applied (of run ``run_id``)."""
+        return WorkflowView(self, highlight, status, run_id, run_status)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         return self.view()._repr_mimebundle_(include, exclude)
@@ -231,12 +232,21 @@ class Workflow:
 
 
 class WorkflowView:
-    """A workflow drawn for display, e.g. with the job a cell just defined highlighted."""
+    """A workflow drawn for display, e.g. with the job a cell just defined highlighted.
 
-    def __init__(self, workflow: Workflow, highlight: str | None = None, status: Mapping[str, str] | None = None):
+    Its bundle carries ``application/vnd.aiflow.workflow+json`` (docs/workflow-mime.md) for renderers that
+    draw it interactively, and SVG, PNG and text for every other viewer."""
+
+    def __init__(self, workflow: Workflow, highlight: str | None = None, status: Mapping[str, str] | None = None,
+                 run_id: int | None = None, run_status: str | None = None):
         self.workflow, self.highlight, self.status = workflow, highlight, status
+        self.run_id, self.run_status = run_id, run_status
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         import aiflow_notebook.rendering as rendering
+        from aiflow_notebook.workflow_mime import MIME_TYPE, workflow_json
 
-        return rendering.mimebundle(self.workflow.to_graphviz(self.highlight, self.status))
+        bundle: dict[str, Any] = rendering.mimebundle(self.workflow.to_graphviz(self.highlight, self.status),
+                                                      png=True)
+        bundle[MIME_TYPE] = workflow_json(self.workflow, self.status, self.run_id, self.run_status)
+        return bundle

@@ -18,6 +18,19 @@ def load_ipython_extension(ipython: Any) -> None:
     unload_ipython_extension(ipython)  # a reload replaces the old hook
     ipython.events.register("pre_run_cell", magics.remember_cell)
     ipython.user_ns.setdefault("af", aiflow_notebook)  # DESIGN §2's cells use `af` without importing it
+    # a WorkflowRun as a cell's result shows the live graph (by name: importing the scheduler waits till used)
+    ipython.display_formatter.ipython_display_formatter.for_type_by_name(
+        "aiflow_notebook.scheduler.client", "WorkflowRun", _show_run)
+
+
+def _show_run(run: Any) -> bool:
+    """Display a ``WorkflowRun`` as a ``GraphWidget`` following it."""
+    from IPython.display import display
+
+    from aiflow_notebook.widgets import GraphWidget
+
+    display(GraphWidget(run))
+    return True
 
 
 def unload_ipython_extension(ipython: Any) -> None:

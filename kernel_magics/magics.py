@@ -28,13 +28,10 @@ from IPython.display import display
 import aiflow_notebook as af
 import aiflow_notebook.graph as _graph
 from aiflow_notebook.engine_names import is_known_engine, known_engines
-from aiflow_notebook.vocabulary import FINAL_STATES
 
 LATER = {
     "server": ("starts and stops a local aiflow server (until then: `aiflow server start` in a terminal)",
                "the panel issue"),
-    "events": ("opens the live event panel", "the panel issue"),
-    "models": ("opens the model versions panel (until then: af.list_model_versions(MODEL))", "the panel issue"),
 }
 
 
@@ -87,9 +84,11 @@ def _submit_help(line: str) -> None:
 
 
 @magic_arguments("aiflow status")
-@argument("name", metavar="WORKFLOW", nargs="?", help="a workflow submitted in this session (default: the last)")
+@argument("name", metavar="RUN", nargs="?",
+          help="a run id, or a workflow submitted in this session for its last run (default: the last run)")
 def _status_help(line: str) -> None:
-    """Show the status of the last run of a workflow: the graph coloured by job status, and failures."""
+    """Show a run in a live panel: each job's state, attempts, duration, progress and log tail, with
+    stop / restart-job / re-run buttons."""
 
 
 @magic_arguments("aiflow stop")
@@ -108,10 +107,26 @@ def _connect_help(line: str) -> None:
 
 
 @magic_arguments("aiflow lineage")
-@argument("model", metavar="MODEL", help="a registered model")
+@argument("model", metavar="MODEL[:VERSION]", help="a registered model, optionally one of its versions (ctr:2)")
 @argument("--version", metavar="N", type=int, default=None, help="one version (default: all)")
 def _lineage_help(line: str) -> None:
-    """Draw where a model came from and who uses it: dataset -> job run -> model version -> serving job."""
+    """Draw where a model came from and who uses it: dataset -> job run -> model version -> serving job
+    (a live widget: pick a node to see its details)."""
+
+
+@magic_arguments("aiflow events")
+@argument("--key", metavar="K", default=None, help="only events with this key (default: all)")
+@argument("--type", metavar="T", default=None, dest="event_type", help="only events of this type (default: all)")
+@argument("--limit", metavar="N", type=int, default=50, help="show the newest N events (default 50)")
+def _events_help(line: str) -> None:
+    """Open the live event panel: the newest events on the bus, newest first."""
+
+
+@magic_arguments("aiflow models")
+@argument("model", metavar="MODEL", nargs="?", help="one model (default: every model)")
+def _models_help(line: str) -> None:
+    """Open the model panel: versions, stages and metrics, live, with Validate / Deploy / Deprecate buttons
+    (each publishes MODEL_<STAGE>, as af.update_model_version does)."""
 
 
 @magic_arguments("aiflow help")
@@ -122,7 +137,8 @@ def _help_help(line: str) -> None:
 SUBCOMMANDS: dict[str, Callable[..., Any]] = {"job": _job_help, "workflow": _workflow_help, "show": _show_help,
                                               "reset": _reset_help, "submit": _submit_help, "status": _status_help,
                                               "stop": _stop_help, "connect": _connect_help,
-                                              "lineage": _lineage_help, "help": _help_help}
+                                              "lineage": _lineage_help, "events": _events_help,
+                                              "models": _models_help, "help": _help_help}
 for _command in SUBCOMMANDS.values():
     _command.parser.allow_abbrev = False  # "--engin" is a typo to report, not an abbreviation to guess
 
@@ -153,6 +169,7 @@ class AIFlowMagics(Magics):
         self._cell_id: str | None = None
         self._cell_jobs: dict[str, tuple[str, str]] = {}  # cell id → (workflow, job) it defined last
         self._runs: dict[str, Any] = {}  # workflow name → its last WorkflowRun
+        self._runs_by_id: dict[int, Any] = {}
         self._last: str | None = None
 
     def remember_cell(self, info: Any) -> None:
@@ -245,33 +262,43 @@ class AIFlowMagics(Magics):
         print(f"workflow {graph.name!r} is empty again (no jobs, nodes or control edges)")
 
     def _submit(self, args: Any) -> None:
+        from aiflow_notebook.widgets import GraphWidget
+
         run = self._sdk(lambda: af.submit(args.name))
         self._runs[run.workflow.name] = run
+        self._runs_by_id[run.run_id] = run
         self._last = run.workflow.name
         print(f"submitted {run.workflow.name!r}: run {run.run_id}")
-        handle = display(run.workflow.view(status=run.jobs()), display_id=True)
+        display(GraphWidget(run))  # colours follow the run live, from the panel's own threads
         if not args.wait:
             return
-        import time
-
-        deadline = None if args.timeout is None else time.monotonic() + args.timeout
-        shown = None
-        while (status := run.status()) not in FINAL_STATES:
-            jobs = run.jobs()
-            if jobs != shown:
-                handle.update(run.workflow.view(status=jobs))
-                shown = jobs
-            if deadline is not None and time.monotonic() > deadline:
-                print(f"run {run.run_id} is still {status} after {args.timeout:g} s; %aiflow status shows it later")
-                return
-            time.sleep(0.3)
-        handle.update(run.workflow.view(status=run.jobs()))
+        try:
+            status = run.wait(args.timeout)
+        except TimeoutError:
+            print(f"run {run.run_id} is still {run.status()} after {args.timeout:g} s; %aiflow status shows it later")
+            return
         self._report(run, status)
 
     def _status(self, args: Any) -> None:
+        from aiflow_notebook.widgets import RunPanel
+
         run = self._run_of(args.name, "status")
-        display(run.workflow.view(status=run.jobs()))
+        display(RunPanel(run))
         self._report(run, run.status())
+
+    def _events(self, args: Any) -> None:
+        from aiflow_notebook.widgets import EventPanel
+
+        if args.limit < 1:
+            raise _Refused(f"--limit must be at least 1, got {args.limit}", usage("events"))
+        display(self._sdk(lambda: EventPanel(key=args.key, event_type=args.event_type, limit=args.limit)))
+
+    def _models(self, args: Any) -> None:
+        from aiflow_notebook.widgets import ModelPanel
+
+        if args.model is not None:
+            self._sdk(lambda: af.default_store().get_model(args.model))  # an unknown model: one paragraph
+        display(self._sdk(lambda: ModelPanel(args.model)))
 
     def _stop(self, args: Any) -> None:
         run = self._run_of(args.name, "stop")
@@ -290,9 +317,20 @@ class AIFlowMagics(Magics):
         print(f"connected: submissions go to the aiflow server at {args.url}")
 
     def _lineage(self, args: Any) -> None:
-        display(self._sdk(lambda: af.lineage(args.model, args.version)))
+        from aiflow_notebook.widgets import LineageWidget
+
+        model, sep, version = args.model.partition(":")
+        if sep and not version.isdigit():
+            raise _Refused(f"the version after {model + ':'!r} must be a number, got {version!r}", usage("lineage"))
+        version = int(version) if sep else args.version
+        display(self._sdk(lambda: LineageWidget(model, version)))
 
     def _run_of(self, name: str | None, command: str) -> Any:
+        if name is not None and name.isdigit():
+            if int(name) not in self._runs_by_id:
+                raise _Refused(f"no run {name} was submitted in this session (runs: "
+                               f"{', '.join(map(str, self._runs_by_id)) or 'none'})", usage(command))
+            return self._runs_by_id[int(name)]
         name = name or self._last
         if name is None or name not in self._runs:
             raise _Refused(f"no run of {name or 'any workflow'} was submitted in this session", usage("submit")

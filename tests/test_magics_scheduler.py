@@ -29,7 +29,9 @@ def test_submit_wait_status_and_lineage(shell, tmp_path):
     assert "run 1 of 'tiny': FINISHED; jobs: data FINISHED, learn FINISHED" in result.stdout
     assert any("image/svg+xml" in output for output in result.outputs)
     status = run(shell, "%aiflow status")
-    assert "FINISHED" in status.stdout and any("image/svg+xml" in o for o in status.outputs)
+    assert "FINISHED" in status.stdout
+    (panel,) = [o for o in status.outputs if "application/vnd.jupyter.widget-view+json" in o]  # the RunPanel
+    assert "data: FINISHED (attempt 1" in panel["text/plain"] and "learn: FINISHED" in panel["text/plain"]
     lineage = run(shell, "%aiflow lineage tiny_model")
     svg = next(o["image/svg+xml"] for o in lineage.outputs if "image/svg+xml" in o)
     assert "tiny.learn" in svg and "tiny_model v1" in svg and "rows" in svg

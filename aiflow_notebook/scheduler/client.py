@@ -198,8 +198,12 @@ class WorkflowRun:
         """Stop every job of the run; returns the final status (KILLED, or how it had already ended)."""
         if self.status() in FINAL_RUN_STATES:
             return self.status()
-        self.scheduler.stop_run(self.run_id)
+        self.request_stop()
         return self.wait(timeout)
+
+    def request_stop(self) -> None:
+        """Ask the scheduler to stop every job of the run, without waiting (for a button's callback)."""
+        self.scheduler.stop_run(self.run_id)
 
     def restart_job(self, job: str) -> None:
         """Start a new attempt of ``job`` (stopping its running process first); the run goes on."""
@@ -214,8 +218,13 @@ class WorkflowRun:
     def __repr__(self) -> str:
         return f"<WorkflowRun {self.run_id} of {self.workflow.name!r}: {self.status()} {self.jobs()}>"
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        bundle = dict(self.workflow.view(status=self.jobs())._repr_mimebundle_())
+    def view(self):
+        """The workflow drawn with this run's job states (SVG, PNG, text and the workflow JSON)."""
+        status = self.status()
+        return self.workflow.view(status=self.jobs(), run_id=self.run_id, run_status=status)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        bundle = dict(self.view()._repr_mimebundle_())
         bundle["text/plain"] = repr(self)
         return bundle
 

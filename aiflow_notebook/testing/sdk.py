@@ -4,11 +4,17 @@ from __future__ import annotations
 
 
 def reset_sdk() -> None:
-    """Forget every workflow and open block, stop the embedded scheduler (and its jobs) that ``af.submit``
-    started in this process, and go back from ``af.connect`` to the embedded scheduler."""
+    """Stop every notebook panel's bus follower, forget every workflow and open block, stop the embedded
+    scheduler (and its jobs) that ``af.submit`` started in this process, and go back from ``af.connect`` to
+    the embedded scheduler."""
+    import sys
+
     import aiflow_notebook.graph as _graph
     import aiflow_notebook.submission as submission
 
+    follow = sys.modules.get("aiflow_notebook.widgets.follow")
+    if follow is not None:  # panels opened by the test stop following the bus that is about to stop
+        follow.stop_all()
     _graph.clear_session()
     submission._shutdown()
     submission.disconnect()
