@@ -8,6 +8,7 @@ by the Python ``playwright`` pinned for it (docs/lab_extension.md): never a down
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -53,12 +54,15 @@ class JupyterLab:
                "JUPYTER_CONFIG_DIR": str(self.root.parent / "jupyter-config"),
                "JUPYTER_RUNTIME_DIR": str(self.root.parent / "jupyter-runtime"),
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-        env.pop("AIFLOW_EVENT_URL", None) if "AIFLOW_EVENT_URL" not in self.env else None
+        if "AIFLOW_EVENT_URL" not in self.env:
+            env.pop("AIFLOW_EVENT_URL", None)
+        settings = self.root.parent / "lab-user-settings"
         cmd = [sys.executable, "-m", "jupyterlab", "--allow-root", "--no-browser", "--ip=127.0.0.1",
                f"--port={self.port}", "--port-retries=0", f"--IdentityProvider.token={self.token}",
                f"--ServerApp.root_dir={self.root}",
                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-               "--LabApp.news_url=None", "--ServerApp.shutdown_no_activity_timeout=0"]
+               "--LabApp.news_url=None", f"--LabApp.user_settings_dir={settings}",
+               f"--LabApp.workspaces_dir={self.root.parent / 'lab-workspaces'}"]
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
@@ -75,6 +79,16 @@ class JupyterLab:
 
         wait_for(answers, timeout=timeout, what=f"jupyter lab answering on port {self.port}", interval=0.3)
         return self
+
+    def start_kernel_for(self, notebook: str) -> str:
+        """Start the notebook's kernel session through the REST API (it answers once the kernel runs), so
+        the page opens on a running kernel: no "Select Kernel" dialog, no kernel started twice."""
+        body = json.dumps({"path": notebook, "type": "notebook", "name": "",
+                           "kernel": {"name": "python3"}}).encode()
+        request = urllib.request.Request(self.url("api/sessions"), data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return json.loads(response.read())["kernel"]["id"]
 
     def url(self, path: str = "lab") -> str:
         sep = "&" if "?" in path else "?"

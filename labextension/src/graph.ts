@@ -122,7 +122,7 @@ export function jobOfKey(graph: IGraph, key: string): string | undefined {
  */
 export function layout(
   graph: { jobs: Array<{ name: string }>; edges: Array<{ from: string; to: string }> },
-  box = { width: 150, height: 52, gapX: 70, gapY: 24, margin: 16 }
+  box = { width: 190, height: 52, gapX: 160, gapY: 24, margin: 16 }
 ): ILayout {
   const order = graph.jobs.map(j => j.name);
   const layer = new Map<string, number>(order.map(n => [n, 0]));

@@ -15,7 +15,7 @@ import { h } from './dom';
 import { graphFromMime, GraphFormatError, IGraph, IGraphJob, jobOfKey, MIME_TYPE, withJobStatus } from './graph';
 import { defaultDetails, GraphView, row } from './graphview';
 import { liveHub } from './live';
-import { IBusEvent, normaliseRun, RUN_STATUS_CHANGED, JOB_STATUS_CHANGED } from './model';
+import { FINAL_STATES, IBusEvent, JOB_STATUS_CHANGED, normaliseRun, RUN_STATUS_CHANGED } from './model';
 
 export class WorkflowRenderer extends Widget implements IRenderMime.IRenderer {
   constructor(options: IRenderMime.IRendererOptions) {
@@ -28,12 +28,46 @@ export class WorkflowRenderer extends Widget implements IRenderMime.IRenderer {
   }
 
   async renderModel(model: IRenderMime.IMimeModel): Promise<void> {
+    let graph: IGraph;
     try {
-      this.view.graph = graphFromMime(model.data[MIME_TYPE]);
+      graph = graphFromMime(model.data[MIME_TYPE]);
     } catch (error) {
       const why = error instanceof GraphFormatError ? error.message : String(error);
       this.view.node.textContent = `Cannot draw this workflow: ${why}`;
+      return;
     }
+    this.view.graph = graph;
+    this.liveJobs.clear();
+    if (graph.runId !== null && !FINAL_STATES.includes(graph.runStatus ?? '')) {
+      void this.catchUp(graph.runId);
+    }
+  }
+
+  /**
+   * The bundle is a snapshot from when the cell ran; what happened between then and now (a job that
+   * started before this output was drawn) comes from the REST API once. Jobs a live event already moved
+   * keep the event's state.
+   */
+  private async catchUp(runId: number): Promise<void> {
+    let run;
+    try {
+      run = normaliseRun(await requestAPI(`runs/${runId}`));
+    } catch {
+      return; // no server extension (another viewer): the snapshot stays
+    }
+    let graph = this.view.graph;
+    if (!graph || graph.runId !== runId) {
+      return;
+    }
+    for (const job of run.jobs) {
+      if (!this.liveJobs.has(job.name) && job.state !== 'INIT') {
+        graph = withJobStatus(graph, job.name, job.state);
+      }
+    }
+    if (FINAL_STATES.includes(run.status)) {
+      graph = { ...graph, runStatus: run.status };
+    }
+    this.view.graph = graph;
   }
 
   dispose(): void {
@@ -49,6 +83,7 @@ export class WorkflowRenderer extends Widget implements IRenderMime.IRenderer {
     if (event.event_type === JOB_STATUS_CHANGED) {
       const job = jobOfKey(graph, event.key);
       if (job) {
+        this.liveJobs.add(job);
         this.view.graph = withJobStatus(graph, job, event.value);
       }
     } else if (event.event_type === RUN_STATUS_CHANGED && graph.runStatus !== event.value) {
@@ -93,6 +128,7 @@ export class WorkflowRenderer extends Widget implements IRenderMime.IRenderer {
   }
 
   private view: GraphView;
+  private liveJobs = new Set<string>(); // jobs whose state came from a live event
 }
 
 export const rendererFactory: IRenderMime.IRendererFactory = {

@@ -417,10 +417,19 @@ export class AIFlowSidebar extends Widget {
           h(
             'li',
             { className: 'aiflow-event', 'data-version': e.version, 'data-key': e.key, title: `sender ${e.sender ?? '—'}` },
-            h('span', { className: 'aiflow-event-version' }, `#${e.version}`),
-            h('span', { className: 'aiflow-event-type' }, e.event_type),
-            h('span', { className: 'aiflow-event-key' }, e.key),
-            h('span', { className: 'aiflow-event-value' }, e.value.length > 40 ? e.value.slice(0, 40) + '…' : e.value)
+            h(
+              'div',
+              { className: 'aiflow-event-head' },
+              h('span', { className: 'aiflow-event-version' }, `#${e.version}`),
+              h('span', { className: 'aiflow-event-type' }, e.event_type)
+            ),
+            h(
+              'div',
+              { className: 'aiflow-event-body' },
+              h('span', { className: 'aiflow-event-key' }, e.key),
+              ' ',
+              h('span', { className: 'aiflow-event-value' }, shortValue(e.value))
+            )
           )
         )
       )
@@ -483,6 +492,14 @@ export class AIFlowSidebar extends Widget {
   private selectedModelVersion: { model: string; version: number } | null = null;
   private pending = new Set<string>();
   private frame = 0;
+}
+
+/** An event value for one line: JSON objects (model versions, commands) as `{…}`. */
+function shortValue(value: string): string {
+  if (value.startsWith('{') || value.startsWith('[')) {
+    return value.startsWith('{') ? '{…}' : '[…]';
+  }
+  return value.length > 40 ? value.slice(0, 40) + '…' : value;
 }
 
 function badge(state: string): HTMLElement {

@@ -1,0 +1,159 @@
+"""The JupyterLab extension in a real browser: headless Debian Chromium (playwright) against a real
+`jupyter lab` with the server extension, a kernel, the embedded scheduler and real job processes.
+
+One scenario, one JupyterLab: open the scenario notebook and run all; the interactive graph renders and
+its batch jobs turn FINISHED live; the sidebar lists the run and its jobs; "Validate" on a model version
+restarts the streaming job (RUNNING → KILLED → RUNNING in the sidebar); the job's log opens; "Stop"
+ends the run and a notification says so. Screenshots of each view go to tests/artifacts/ (always); on a
+failure the page's console log too. Nothing of ours is left running afterwards.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from aiflow_notebook.testing.browser import JupyterLab, chromium_version, launch_chromium
+from aiflow_notebook.testing.processes import wait_no_process_left
+from tests.browser_scenario import MODEL, WORKFLOW, write_scenario
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "tests" / "artifacts"
+NOTEBOOK = "scenario.ipynb"
+T = 120_000  # ms: one step of the scenario (kernel start, a job process, a restart) on a loaded machine
+
+# Records every state the serve job shows in the sidebar, in order (the DOM is redrawn on each change).
+WATCH_STATES = """(job) => {
+  window.__aiflowStates = [];
+  const read = () => {
+    const el = document.querySelector(`#aiflow-sidebar li.aiflow-job[data-job="${job}"]`);
+    const state = el && el.getAttribute('data-state');
+    const seen = window.__aiflowStates;
+    if (state && seen[seen.length - 1] !== state) seen.push(state);
+  };
+  new MutationObserver(read).observe(document.querySelector('#aiflow-sidebar'),
+                                     {subtree: true, childList: true, attributes: true});
+  read();
+}"""
+
+
+@pytest.fixture
+def lab(tmp_path, aiflow_home):
+    print(chromium_version())
+    root = tmp_path / "root"
+    root.mkdir()
+    write_scenario(root / NOTEBOOK)
+    config = tmp_path / "jupyter-config" / "labconfig"
+    config.mkdir(parents=True)
+    # no "get Jupyter news?" toast over the screenshots
+    (config / "page_config.json").write_text('{"disabledExtensions": '
+                                              '{"@jupyterlab/apputils-extension:announcements": true}}')
+    server = JupyterLab(root, aiflow_home).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        assert wait_no_process_left(home=aiflow_home, timeout=30) == [], "a jupyter, kernel or job process is left"
+
+
+@pytest.fixture
+def page(lab):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 950})
+            page.console_lines = []
+            page.on("console", lambda m: page.console_lines.append(f"[{m.type}] {m.text}"))
+            page.on("pageerror", lambda e: page.console_lines.append(f"[pageerror] {e}"))
+            page.set_default_timeout(T)
+            yield page
+        finally:
+            browser.close()
+    assert wait_no_process_left(cmdline="chromium", timeout=20) == [], "a chromium process is left"
+
+
+@contextmanager
+def failure_artifacts(page, lab, name: str):
+    """On a failure: the page's screenshot, its console log and the server's log under tests/artifacts/."""
+    try:
+        yield
+    except BaseException:
+        page.screenshot(path=str(ARTIFACTS / f"{name}-failure.png"))
+        (ARTIFACTS / f"{name}-console.log").write_text("\n".join(page.console_lines))
+        (ARTIFACTS / f"{name}-jupyter.log").write_text(lab.log())
+        raise
+
+
+def shot(page, name: str, selector: str | None = None) -> None:
+    target = page.locator(selector) if selector else page
+    target.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def test_run_all_then_watch_validate_restart_log_and_stop_in_the_sidebar(lab, page):
+    with failure_artifacts(page, lab, "browser_lab"):
+        lab.start_kernel_for(NOTEBOOK)
+        page.goto(lab.url(f"lab/tree/{NOTEBOOK}"))
+        page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=T)
+        page.wait_for_selector(".jp-StatusBar-TextItem:has-text('| Idle')", timeout=T)  # connected, idle
+        page.click(".jp-SideBar li[data-id='filebrowser']")  # fold the file browser: room for the notebook
+
+        # Run all: the interactive graph (our MIME renderer) renders and its batch jobs turn FINISHED live.
+        page.locator(".lm-MenuBar-item", has_text="Run").first.click()
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        graph = ".jp-OutputArea .aiflow-workflow-renderer"
+        page.wait_for_selector(f"{graph} .aiflow-job-box[data-job='serve']")
+        for job in ("prep", "train"):
+            page.wait_for_selector(f"{graph} .aiflow-job-box[data-job='{job}'][data-state='FINISHED']")
+        page.wait_for_selector(f"{graph} .aiflow-job-box[data-job='serve'][data-state='RUNNING']")
+        assert page.locator(".jp-OutputArea-output img, .jp-OutputArea-output .jp-RenderedSVG").count() == 0, \
+            "the SVG fallback was shown instead of the interactive graph"
+        page.click(f"{graph} .aiflow-job-box[data-job='train']")  # click a job → its details
+        details = page.wait_for_selector(f"{graph} .aiflow-job-details[data-details-for='train']")
+        page.wait_for_selector(f"{graph} .aiflow-run-details table")  # attempts from the REST API
+        assert "FINISHED" in details.inner_text()
+        shot(page, "notebook_graph", ".jp-NotebookPanel")
+
+        # The sidebar lists the run and its jobs, live.
+        page.click(".jp-SideBar li[data-id='aiflow-sidebar']")
+        sidebar = "#aiflow-sidebar"
+        run = page.wait_for_selector(f"{sidebar} .aiflow-workflow[data-workflow='{WORKFLOW}'] .aiflow-run[data-run-id]")
+        run_id = run.get_attribute("data-run-id")
+        jobs = f"{sidebar} .aiflow-run[data-run-id='{run_id}'] li.aiflow-job"
+        for job, state in (("prep", "FINISHED"), ("train", "FINISHED"), ("serve", "RUNNING")):
+            page.wait_for_selector(f"{jobs}[data-job='{job}'][data-state='{state}']")
+        version = page.wait_for_selector(f"{sidebar} li.aiflow-version[data-model='{MODEL}'][data-version='1']")
+        assert version.get_attribute("data-stage") == "GENERATED"
+        shot(page, "sidebar_run", sidebar)
+
+        # "Validate" on the version: the model center publishes MODEL_VALIDATED and the scheduler restarts serve.
+        page.evaluate(WATCH_STATES, "serve")
+        page.click(f"{sidebar} li.aiflow-version[data-version='1'] button[data-stage='VALIDATED']")
+        page.wait_for_selector(f"{sidebar} li.aiflow-version[data-version='1'][data-stage='VALIDATED']")
+        page.wait_for_function("""() => {
+            const s = window.__aiflowStates.join(' ');
+            return /RUNNING.*KILLED.*RUNNING/.test(s);
+        }""", timeout=T)
+        seen = page.evaluate("window.__aiflowStates")
+        assert seen[0] == "RUNNING" and "KILLED" in seen and seen[-1] == "RUNNING", seen
+        page.wait_for_selector(f"{jobs}[data-job='serve'] .aiflow-attempt")  # a new attempt
+        shot(page, "sidebar_restart", sidebar)
+
+        # The serve job's log.
+        page.click(f"{jobs}[data-job='serve'] button[data-action='log']")
+        log = page.wait_for_selector(f"{sidebar} .aiflow-log-section[data-log-job='serve'] pre:has-text('serving')")
+        assert "serve: serving the newest validated model" in log.inner_text()
+        shot(page, "sidebar_log", sidebar)
+
+        # Stop the run from the sidebar: it ends KILLED and a notification says so.
+        page.click(f"{sidebar} .aiflow-run[data-run-id='{run_id}'] button[data-action='stop']")
+        page.wait_for_selector(f"{sidebar} .aiflow-run[data-run-id='{run_id}'][data-status='KILLED']")
+        page.wait_for_selector(f".Toastify__toast:has-text('Run {run_id} of {WORKFLOW} killed')")
+        page.wait_for_selector(f"{graph} .aiflow-job-box[data-job='serve'][data-state='KILLED']")
+        shot(page, "lab_overview")
