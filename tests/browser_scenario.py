@@ -43,6 +43,9 @@ run""",
     f"""\
 af.register_model("{MODEL}")
 af.register_model_version("{MODEL}", uri="file:///tmp/{MODEL}/1", metrics={{"auc": 0.91}}).version""",
+    """\
+%load_ext kernel_magics
+%aiflow status""",
 ]
 
 

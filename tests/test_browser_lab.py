@@ -118,7 +118,10 @@ def test_run_all_then_watch_validate_restart_log_and_stop_in_the_sidebar(lab, pa
         details = page.wait_for_selector(f"{graph} .aiflow-job-details[data-details-for='train']")
         page.wait_for_selector(f"{graph} .aiflow-run-details table")  # attempts from the REST API
         assert "FINISHED" in details.inner_text()
-        shot(page, "notebook_graph", ".jp-NotebookPanel")
+        shot(page, "notebook_graph", graph)
+        # %aiflow magic lines are coloured in the editor
+        page.wait_for_selector(".jp-Cell .cm-content .aiflow-magic:has-text('%aiflow')", state="attached")
+        page.wait_for_selector(".jp-Cell .cm-content .aiflow-magic-command:has-text('status')", state="attached")
 
         # The sidebar lists the run and its jobs, live.
         page.click(".jp-SideBar li[data-id='aiflow-sidebar']")
@@ -151,9 +154,18 @@ def test_run_all_then_watch_validate_restart_log_and_stop_in_the_sidebar(lab, pa
         assert "serve: serving the newest validated model" in log.inner_text()
         shot(page, "sidebar_log", sidebar)
 
+        # The palette's "open lineage" on the selected version opens its lineage graph in the main area.
+        page.click(f"{sidebar} li.aiflow-version[data-version='1'] .aiflow-version-id")
+        page.keyboard.press("Control+Shift+C")
+        page.fill(".lm-CommandPalette-input", "AI Flow: Open Lineage")
+        page.keyboard.press("Enter")
+        lineage = page.wait_for_selector(f".jp-MainAreaWidget#aiflow-lineage-{MODEL}-1 .aiflow-graph")
+        assert "model_version" in lineage.inner_text(), lineage.inner_text()
+        shot(page, "lineage", f".jp-MainAreaWidget#aiflow-lineage-{MODEL}-1")
+
         # Stop the run from the sidebar: it ends KILLED and a notification says so.
         page.click(f"{sidebar} .aiflow-run[data-run-id='{run_id}'] button[data-action='stop']")
         page.wait_for_selector(f"{sidebar} .aiflow-run[data-run-id='{run_id}'][data-status='KILLED']")
         page.wait_for_selector(f".Toastify__toast:has-text('Run {run_id} of {WORKFLOW} killed')")
-        page.wait_for_selector(f"{graph} .aiflow-job-box[data-job='serve'][data-state='KILLED']")
+        page.wait_for_selector(f"{graph} .aiflow-job-box[data-job='serve'][data-state='KILLED']", state="attached")
         shot(page, "lab_overview")

@@ -6,6 +6,8 @@
  */
 
 export const MIME_TYPE = 'application/vnd.aiflow.workflow+json';
+/** The `project` of a lineage graph drawn with the workflow view. */
+export const LINEAGE = '(lineage)';
 
 export interface IGraphJob {
   name: string;
@@ -221,7 +223,7 @@ export function lineageGraph(data: unknown, title: string): IGraph {
   const kindOf = new Map(rawNodes.map(n => [label.get(idOf(n))!, String(n.kind ?? n.type ?? '')]));
   return {
     workflow: title,
-    project: 'default',
+    project: LINEAGE,
     runId: null,
     runStatus: null,
     jobs: order.map(name => ({

@@ -1,7 +1,7 @@
 /** Draws a workflow graph (graph.ts) as SVG; a click on a job shows its details below the graph. */
 import { Widget } from '@lumino/widgets';
 import { h, s } from './dom';
-import { IGraph, IGraphJob, layout, statusClass } from './graph';
+import { IGraph, IGraphJob, layout, LINEAGE, statusClass } from './graph';
 
 export class GraphView extends Widget {
   constructor(private details: (job: IGraphJob, graph: IGraph) => HTMLElement = defaultDetails) {
@@ -51,9 +51,12 @@ export class GraphView extends Widget {
       return;
     }
     const placed = layout(graph);
-    const title = graph.runId !== null
-      ? `${graph.workflow} · run ${graph.runId}${graph.runStatus ? ' · ' + graph.runStatus : ''}`
-      : `${graph.workflow} (compiled, not submitted)`;
+    const title =
+      graph.runId !== null
+        ? `${graph.workflow} · run ${graph.runId}${graph.runStatus ? ' · ' + graph.runStatus : ''}`
+        : graph.project === LINEAGE
+          ? graph.workflow
+          : `${graph.workflow} (compiled, not submitted)`;
     const svg = s(
       'svg',
       { width: placed.width, height: placed.height, viewBox: `0 0 ${placed.width} ${placed.height}`, role: 'img' },
@@ -92,11 +95,12 @@ export class GraphView extends Widget {
             transform: `translate(${b.x},${b.y})`
           },
           s('rect', { width: b.width, height: b.height, rx: 6 }),
-          s('text', { x: b.width / 2, y: 20, 'text-anchor': 'middle', className: 'aiflow-job-name' }, b.name),
+          s('title', {}, b.name),
+          s('text', { x: b.width / 2, y: 20, 'text-anchor': 'middle', className: 'aiflow-job-name' }, fit(b.name, 24)),
           s(
             'text',
             { x: b.width / 2, y: 38, 'text-anchor': 'middle', className: 'aiflow-job-sub' },
-            `${job.engine}${job.streaming ? ' · streaming' : ''} · ${job.status ?? '—'}`
+            fit(`${job.engine}${job.streaming ? ' · streaming' : ''}${job.status ? ' · ' + job.status : ''}`, 30)
           )
         );
       })
@@ -133,4 +137,9 @@ export function defaultDetails(job: IGraphJob): HTMLElement {
 
 export function row(label: string, value: string | Node): HTMLElement {
   return h('tr', {}, h('th', {}, label), h('td', {}, value));
+}
+
+/** Text cut to `max` characters (the full text is the box's tooltip). */
+function fit(text: string, max: number): string {
+  return text.length > max ? text.slice(0, max - 1) + '…' : text;
 }

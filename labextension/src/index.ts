@@ -9,6 +9,7 @@ import { requestAPI } from './api';
 import { lineageGraph } from './graph';
 import { GraphView } from './graphview';
 import { liveHub } from './live';
+import magicHighlight from './magic';
 import { AIFlowSidebar } from './sidebar';
 
 export const aiflowIcon = new LabIcon({
@@ -97,4 +98,4 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default plugin;
+export default [plugin, magicHighlight];
