@@ -313,6 +313,7 @@ export class AIFlowSidebar extends Widget {
               'data-run-id': run.id,
               'data-job': job.name,
               'data-state': job.state,
+              'data-history': job.history.join(' '),
               title: job.history.join(' → ')
             },
             h('span', { className: 'aiflow-job-name' }, job.name),
@@ -325,7 +326,8 @@ export class AIFlowSidebar extends Widget {
               active
                 ? button('restart', 'Restart', { 'data-run': run.id, 'data-job': job.name }, 'Restart this job')
                 : null
-            )
+            ),
+            restarted(job.history) ? h('div', { className: 'aiflow-history' }, job.history.join(' → ')) : null
           )
         )
       )
@@ -492,6 +494,11 @@ export class AIFlowSidebar extends Widget {
   private selectedModelVersion: { model: string; version: number } | null = null;
   private pending = new Set<string>();
   private frame = 0;
+}
+
+/** Whether a job ended and ran again while the page watched (then its states are shown). */
+function restarted(history: string[]): boolean {
+  return history.some((state, i) => FINAL_STATES.includes(state) && i < history.length - 1);
 }
 
 /** An event value for one line: JSON objects (model versions, commands) as `{…}`. */
