@@ -27,6 +27,7 @@ def aiflow_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("AIFLOW_HOME", str(home))
     monkeypatch.delenv("AIFLOW_META_URL", raising=False)
     monkeypatch.delenv("AIFLOW_EVENT_URL", raising=False)
+    monkeypatch.delenv("AIFLOW_SCHEDULER_URL", raising=False)  # set in a JupyterLab terminal: not the tests' scheduler
     monkeypatch.setenv("PATH", f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     set_default_store(None)
     yield home

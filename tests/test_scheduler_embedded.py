@@ -147,3 +147,52 @@ def test_jobs_do_not_inherit_pyflink_worker_variables(scheduler, tmp_path, monke
     keys = out.read_text().split()
     assert "AIFLOW_JOB_RUN_ID" in keys
     assert "PYFLINK_GATEWAY_DISABLED" not in keys and "_PYFLINK_CONN_INFO_PATH" not in keys
+
+
+def mark_once(context):
+    Path(context.properties["marker"]).open("a").write("ran\n")
+
+
+def test_restart_job_runs_a_new_attempt_of_one_job_and_the_run_goes_on(scheduler, tmp_path):
+    from aiflow_notebook.scheduler import SchedulerError
+
+    serving, once = tmp_path / "serve.txt", tmp_path / "once.txt"
+    with af.workflow("restartable"):
+        with af.job_config("serve"):
+            af.user_define_operation(serve_forever, name="serve", properties={"marker": str(serving)})
+        with af.job_config("once"):
+            af.user_define_operation(mark_once, name="once", properties={"marker": str(once)})
+    run = scheduler.submit(af.compile("restartable"))
+    wait_for(lambda: run.jobs()["once"] == "FINISHED" and serving.exists(), what="once to finish, serve to start")
+    run.restart_job("once")  # a job that ended runs again
+    wait_for(lambda: once.read_text().count("ran") == 2 and run.jobs()["once"] == "FINISHED", what="once again")
+    run.restart_job("serve")  # a running job is stopped first
+    wait_for(lambda: serving.read_text().count("started") == 2, what="serve's second attempt")
+    with pytest.raises(SchedulerError, match="has no job 'nope'"):
+        run.restart_job("nope")
+    scheduler.api.restart_job(run.run_id + 100, "serve")  # no such live run: ignored, the loop goes on
+    assert run.stop() == "KILLED"
+    serve_events = [e for e in run.job_events() if e.key == "restartable.serve"]
+    assert [e.value for e in serve_events] == ["STARTING", "RUNNING", "KILLED", "STARTING", "RUNNING", "KILLED"]
+    assert [json.loads(e.context)["attempt"] for e in serve_events] == [0, 0, 0, 1, 1, 1]
+    with pytest.raises(SchedulerError, match="already ended KILLED"):
+        run.restart_job("serve")
+
+
+def test_a_process_given_a_host_submits_to_the_hosts_scheduler(scheduler, monkeypatch, tmp_path):
+    import aiflow_notebook.submission as submission
+    from aiflow_notebook.scheduler.embedded import HostedScheduler
+
+    monkeypatch.setenv("AIFLOW_SCHEDULER_URL", scheduler.event_url)  # as the Jupyter server sets it for a kernel
+    hosted = submission.embedded_scheduler()
+    assert isinstance(hosted, HostedScheduler) and hosted.event_url == scheduler.event_url
+    once = tmp_path / "once.txt"
+    with af.workflow("guest"):
+        with af.job_config("once"):
+            af.user_define_operation(mark_once, name="once", properties={"marker": str(once)})
+    run = af.submit("guest")
+    assert run.wait(60) == "FINISHED" and once.read_text() == "ran\n"
+    assert scheduler.store.get_workflow_run(run.run_id).state == "FINISHED"  # the host ran and recorded it
+    submission.stop_embedded_scheduler()  # the guest lets go; the host's scheduler goes on
+    assert scheduler.scheduler.alive
+    assert scheduler.submit(af.compile("guest")).wait(60) == "FINISHED"

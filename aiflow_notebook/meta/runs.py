@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from aiflow_notebook.meta import orm
@@ -140,6 +140,17 @@ class RunRegistry:
             query = query.where(orm.Project.name == project)
         with self._db.reading() as session:
             return [_run_record(*row) for row in session.execute(query.order_by(orm.WorkflowRun.id.desc()).limit(limit))]
+
+    def count_workflow_runs(self) -> list[tuple[str, str, int, int]]:
+        """``(project, workflow, number of runs, latest run id)`` of each workflow that has run, the most
+        recently run first."""
+        latest = func.max(orm.WorkflowRun.id)
+        with self._db.reading() as session:
+            return [tuple(row) for row in session.execute(
+                select(orm.Project.name, orm.Workflow.name, func.count(orm.WorkflowRun.id), latest)
+                .join(orm.Workflow, orm.Workflow.project_id == orm.Project.id)
+                .join(orm.WorkflowRun, orm.WorkflowRun.workflow_id == orm.Workflow.id)
+                .group_by(orm.Project.name, orm.Workflow.name).order_by(latest.desc()))]
 
     def list_job_runs(self, run_id: int) -> list[JobRun]:
         """Every job run (attempt) of workflow run ``run_id``, oldest first."""

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Int, Unicode
 
+from aiflow_notebook.errors import AIFlowError
 from aiflow_notebook.server_extension import handlers
 
 API = "aiflow/api"
@@ -54,28 +55,34 @@ class AIFlowExtension(ExtensionApp):
     worker_threads = Int(4, config=True, help="threads that run the handlers' database and bus calls")
 
     def initialize_settings(self) -> None:
+        from aiflow_notebook.server_extension.push import BusForwarder
         from aiflow_notebook.server_extension.service import AIFlowService
 
         self._environment_before: dict[str, str | None] = {}
-        self._started_scheduler = False
-        store, client = self._connect()
+        self._started_scheduler = self._stopped = False
         self._executor = ThreadPoolExecutor(self.worker_threads, thread_name_prefix="aiflow-api")
-        self.service = AIFlowService(store, client, self.scheduler_name)
-        self.settings.update({"aiflow_service": self.service, "aiflow_executor": self._executor})
-        self.forwarder = None
+        self.service = self.forwarder = None
+        self.settings.update({"aiflow_service": None, "aiflow_executor": self._executor, "aiflow_unavailable": None})
+        try:
+            store, client = self._connect()
+        except AIFlowError as exc:  # e.g. another process already serves this AIFLOW_HOME's bus
+            self.settings["aiflow_unavailable"] = f"the aiflow scheduler is not available to this server: {exc}"
+            self.log.error("aiflow_notebook: %s", self.settings["aiflow_unavailable"])
+            return
+        self.service = self.settings["aiflow_service"] = AIFlowService(store, client, self.scheduler_name)
+        # The forwarder emits on the server's loop (set up before extensions load); what it queues before
+        # the loop runs is emitted once it does.
+        self.forwarder = BusForwarder(client, self.serverapp.event_logger, self.serverapp.io_loop.asyncio_loop).start()
         self.log.info("aiflow_notebook: REST API at /%s, bus %s, metadata %s", API, client.url, store.url)
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(self.routes)
 
-    async def _start_jupyter_server_extension(self, serverapp) -> None:
-        """Begin forwarding bus events once the server's event loop runs (the forwarder emits on it)."""
-        from aiflow_notebook.server_extension.push import BusForwarder
-
-        self.forwarder = BusForwarder(self.service.client, self.serverapp.event_logger,
-                                      asyncio.get_running_loop()).start()
-
     async def stop_extension(self) -> None:
+        """Stop forwarding, the worker threads and the scheduler we started; give the environment back."""
+        if self._stopped:
+            return
+        self._stopped = True
         if self.forwarder is not None:
             self.forwarder.stop()
         self._executor.shutdown(wait=True, cancel_futures=True)
@@ -83,7 +90,7 @@ class AIFlowExtension(ExtensionApp):
             from aiflow_notebook.submission import stop_embedded_scheduler
 
             await asyncio.get_running_loop().run_in_executor(None, stop_embedded_scheduler)
-        else:
+        elif self.service is not None:
             self.service.client.close()
             self.service.store.close()
         for name, value in self._environment_before.items():

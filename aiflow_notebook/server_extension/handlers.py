@@ -19,6 +19,8 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
+from aiflow_notebook.database import DatabaseUnavailableError
+from aiflow_notebook.events.errors import EventServerUnavailableError
 from aiflow_notebook.server_extension.service import (
     MAX_LOG_LINES,
     AIFlowService,
@@ -39,15 +41,22 @@ class AIFlowHandler(ExtensionHandlerMixin, APIHandler):
 
     @property
     def service(self) -> AIFlowService:
-        return self.settings["aiflow_service"]
+        """The service; 503 with the reason when the extension could not reach a scheduler at start."""
+        service = self.settings["aiflow_service"]
+        if service is None:
+            raise web.HTTPError(503, self.settings["aiflow_unavailable"])
+        return service
 
     async def call(self, method: Callable[..., Any], *args: Any) -> Any:
-        """Run a blocking service call on a worker thread; a :class:`RequestError` becomes its HTTP status."""
+        """Run a blocking service call on a worker thread; a :class:`RequestError` becomes its HTTP status,
+        a bus or database that does not answer a 503."""
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self.settings["aiflow_executor"], method, *args)
         except RequestError as exc:
             raise web.HTTPError(exc.status, exc.message) from None
+        except (EventServerUnavailableError, DatabaseUnavailableError) as exc:
+            raise web.HTTPError(503, f"{exc}") from None
 
     def reply(self, data: Any, status: int = 200) -> None:
         self.set_status(status)

@@ -22,6 +22,7 @@ from collections import deque
 from typing import Any
 
 from aiflow_notebook.events import Event, EventClient
+from aiflow_notebook.events.errors import EventServerUnavailableError
 from aiflow_notebook.server_extension.service import event_dict
 
 log = logging.getLogger(__name__)
@@ -64,17 +65,40 @@ class BusForwarder:
         self._queue: deque[dict[str, Any]] = deque()
         self._lock = threading.Lock()
         self._listener = None
+        self._stopping = threading.Event()
+        self.following = threading.Event()  # set once the listener follows the bus
 
     def start(self) -> BusForwarder:
+        """Register the schema and begin following the bus from its latest version, on a thread of its own:
+        a remote bus that is down when the server starts delays the push channel, not the server."""
         if BUS_EVENT_SCHEMA_ID not in self.event_logger.schemas:
             self.event_logger.register_event_schema(BUS_EVENT_SCHEMA)
-        self._listener = self.client.listen("*", since_version=self.client.latest_version(), callback=self._on_event)
+        threading.Thread(target=self._follow_from_now, name="aiflow-push-start", daemon=True).start()
         return self
 
     def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.stop()
-            self._listener = None
+        with self._lock:
+            self._stopping.set()
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
+
+    def _follow_from_now(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                since = self.client.latest_version()  # waits up to the client's deadline
+            except EventServerUnavailableError as exc:
+                log.warning("aiflow: the event bus does not answer yet, so bus events are not pushed: %s", exc)
+                continue
+            except Exception as exc:  # noqa: BLE001 - e.g. the client was closed at shutdown
+                if not self._stopping.is_set():
+                    log.error("aiflow: cannot follow the event bus, so bus events are not pushed: %s", exc)
+                return
+            with self._lock:
+                if not self._stopping.is_set():
+                    self._listener = self.client.listen("*", since_version=since, callback=self._on_event)
+                    self.following.set()
+            return
 
     @property
     def error(self) -> BaseException | None:

@@ -59,14 +59,11 @@ class AIFlowService:
 
     # --- workflows and runs ----------------------------------------------------------------------------
 
-    def workflows(self, limit: int = 1000) -> list[dict[str, Any]]:
+    def workflows(self) -> list[dict[str, Any]]:
         """Workflows that have runs, the most recently run first, each with its run count and latest run."""
-        found: dict[tuple[str, str], dict[str, Any]] = {}
-        for run in self.store.list_workflow_runs(limit=limit):
-            entry = found.setdefault((run.project, run.workflow), {
-                "name": run.workflow, "project": run.project, "runs": 0, "latest_run": _run(run)})
-            entry["runs"] += 1
-        return list(found.values())
+        return [{"name": workflow, "project": project, "runs": count,
+                 "latest_run": _run(self.store.get_workflow_run(latest))}
+                for project, workflow, count, latest in self.store.count_workflow_runs()]
 
     def runs(self, workflow: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         return [_run(run) for run in self.store.list_workflow_runs(workflow=workflow, limit=limit)]

@@ -4,9 +4,17 @@ test function through its own hook, which the rest of the suite does not want.""
 
 from __future__ import annotations
 
+import resource
+
 import pytest
-from pytest_jupyter.jupyter_server import *  # noqa: F403 - the plugin's fixtures and hooks, scoped to this directory
-from traitlets.config import Config
+
+_open_files = resource.getrlimit(resource.RLIMIT_NOFILE)
+from pytest_jupyter.jupyter_server import *  # noqa: E402, F403 - the plugin's fixtures and hooks, for this directory
+from traitlets.config import Config  # noqa: E402
+
+# Importing the plugin sets the soft limit of open files to 4096, also when it was higher: the rest of the
+# suite (many sockets and processes at once) keeps the limit it had.
+resource.setrlimit(resource.RLIMIT_NOFILE, _open_files)
 
 
 @pytest.fixture

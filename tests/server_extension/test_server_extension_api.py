@@ -281,3 +281,18 @@ async def test_bad_input_is_answered_4xx_with_a_message(jp_fetch, jp_serverapp, 
     assert code == status, answer
     assert message in answer["error"], answer
     assert (await asyncio.to_thread(store.get_model_version, "ctr", 1)).stage == "GENERATED"
+
+
+async def test_many_requests_at_once_are_all_answered(jp_fetch, jp_serverapp):
+    """Handlers share the worker threads, the store and the event client (a socket per thread)."""
+    store = jp_serverapp.web_app.settings["aiflow_service"].store
+    await asyncio.to_thread(store.register_model, "ctr")
+    for i in range(3):
+        await asyncio.to_thread(store.register_model_version, "ctr", f"file:///m/{i}")
+    paths = [("runs",), ("events",), ("models",), ("models", "ctr", "versions"), ("workflows",)] * 8
+    answers = await asyncio.gather(*(call(jp_fetch, "GET", *path) for path in paths),
+                                   call(jp_fetch, "PATCH", "models", "ctr", "versions", "3", body={"stage": "DEPLOYED"}))
+    assert [code for code, _ in answers] == [200] * len(answers), answers
+    assert answers[-1][1]["stage"] == "DEPLOYED"
+    versions = (await get(jp_fetch, "models", "ctr", "versions"))["versions"]
+    assert [v["stage"] for v in versions] == ["DEPLOYED", "GENERATED", "GENERATED"]
