@@ -170,3 +170,21 @@ def _wants_context(fn: Any) -> bool:
 
 def _path(uri: str) -> Path:
     return Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+
+
+def report_progress(fraction: float) -> None:
+    """Tell the run panels how far this job is (``0``..``1``): a ``JOB_PROGRESS`` event for this job run.
+
+    Call it from a job's code; outside a scheduled job (no ``$AIFLOW_RUN_ID``) it does nothing."""
+    import os
+
+    if not os.environ.get("AIFLOW_RUN_ID") or not os.environ.get("AIFLOW_EVENT_URL"):
+        return
+    from aiflow_notebook.events import Event, EventClient
+    from aiflow_notebook.vocabulary import JOB_PROGRESS
+
+    with EventClient.from_environment() as client:
+        client.send_event(Event(f"{os.environ['AIFLOW_WORKFLOW']}.{os.environ['AIFLOW_JOB']}",
+                                str(min(1.0, max(0.0, float(fraction)))), JOB_PROGRESS,
+                                context=json.dumps({"run": int(os.environ["AIFLOW_RUN_ID"]),
+                                                    "job_run": int(os.environ.get("AIFLOW_JOB_RUN_ID") or 0)})))

@@ -10,7 +10,8 @@ from typing import Any
 _lock = threading.Lock()
 _embedded = None
 _connected = None
-_event_url_before: str | None = None  # AIFLOW_EVENT_URL as it was before the embedded scheduler set it
+_event_url_before: str | None = None
+_session_runs: dict[int, Any] = {}  # AIFLOW_EVENT_URL as it was before the embedded scheduler set it
 
 
 def connect(url: str, auth: Any = None, name: str = "default", timeout: float = 10.0):
@@ -108,4 +109,13 @@ def submit(workflow: Any = None, scheduler: Any = None):
                           "selects it only inside the block)")
     target = scheduler or _connected or embedded_scheduler()
     api = getattr(target, "api", target)
-    return api.submit(compiled, project=getattr(compiled, "project", "default") or "default")
+    run = api.submit(compiled, project=getattr(compiled, "project", "default") or "default")
+    with _lock:
+        _session_runs[run.run_id] = run
+    return run
+
+
+def session_runs() -> dict[int, Any]:
+    """The runs ``submit`` started in this process, by run id, oldest first (``%aiflow status`` finds them)."""
+    with _lock:
+        return dict(_session_runs)

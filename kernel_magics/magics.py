@@ -168,9 +168,6 @@ class AIFlowMagics(Magics):
         super().__init__(shell)
         self._cell_id: str | None = None
         self._cell_jobs: dict[str, tuple[str, str]] = {}  # cell id → (workflow, job) it defined last
-        self._runs: dict[str, Any] = {}  # workflow name → its last WorkflowRun
-        self._runs_by_id: dict[int, Any] = {}
-        self._last: str | None = None
 
     def remember_cell(self, info: Any) -> None:
         """``pre_run_cell`` hook: the id of the cell being run, to notice a job cell renamed in place."""
@@ -265,9 +262,6 @@ class AIFlowMagics(Magics):
         from aiflow_notebook.widgets import GraphWidget
 
         run = self._sdk(lambda: af.submit(args.name))
-        self._runs[run.workflow.name] = run
-        self._runs_by_id[run.run_id] = run
-        self._last = run.workflow.name
         print(f"submitted {run.workflow.name!r}: run {run.run_id}")
         display(GraphWidget(run))  # colours follow the run live, from the panel's own threads
         if not args.wait:
@@ -326,16 +320,21 @@ class AIFlowMagics(Magics):
         display(self._sdk(lambda: LineageWidget(model, version)))
 
     def _run_of(self, name: str | None, command: str) -> Any:
+        """A run of this session (``%aiflow submit`` or ``af.submit``): by id, the last of a workflow, or the
+        last one."""
+        from aiflow_notebook.submission import session_runs
+
+        runs = session_runs()
         if name is not None and name.isdigit():
-            if int(name) not in self._runs_by_id:
+            if int(name) not in runs:
                 raise _Refused(f"no run {name} was submitted in this session (runs: "
-                               f"{', '.join(map(str, self._runs_by_id)) or 'none'})", usage(command))
-            return self._runs_by_id[int(name)]
-        name = name or self._last
-        if name is None or name not in self._runs:
+                               f"{', '.join(map(str, runs)) or 'none'})", usage(command))
+            return runs[int(name)]
+        found = [run for run in runs.values() if name is None or run.workflow.name == name]
+        if not found:
             raise _Refused(f"no run of {name or 'any workflow'} was submitted in this session", usage("submit")
                            if command == "status" else usage(command))
-        return self._runs[name]
+        return found[-1]
 
     @staticmethod
     def _report(run: Any, status: str) -> None:

@@ -4,8 +4,12 @@ scheduler's), their buttons, their fallbacks, and no listener thread left after 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from sdk_support import notebook_namespace
@@ -22,6 +26,9 @@ JOBS = '''
 import time
 
 def make():
+    from aiflow_notebook.job_runtime import report_progress
+
+    report_progress(0.5)
     print("made 2 rows", flush=True)
     return [[1], [2]]
 
@@ -103,6 +110,7 @@ def test_graph_and_run_panels_follow_their_own_run_and_stop_it(panels):
     panels += [graph, panel, other]
     wait_for(lambda: graph.jobs["serve"]["state"] == "RUNNING", 60, "serve RUNNING in the graph")
     assert graph.jobs["prep"]["state"] == "FINISHED" and graph.run_id == first.run_id
+    assert graph.jobs["prep"]["progress"] == 1.0  # it reported 0.5, then finished
     wait_for(lambda: "#bbf7d0" in graph._picture.value, 10, "prep drawn in the FINISHED colour")
     graph.selected = "prep"
     assert "made 2 rows" in wait_for(lambda: "made 2 rows" in graph._details.value and graph._details.value, 10,
@@ -144,7 +152,27 @@ def test_rerun_button_follows_a_new_run(panels):
     assert panel.run_id == run.run_id + 1 and "again: run" in panel.message
     wait_for(lambda: panel.run_status == "FINISHED" and panel.jobs["only"]["state"] == "FINISHED", 60,
              "the second run to finish in the panel")
-    assert panel.restart_button.disabled  # this scheduler has no single-job restart: the button says so
+
+
+def test_restart_job_button(panels):
+    """Enabled exactly when the scheduler client can restart one job (``WorkflowRun.restart_job``, which
+    the server-extension branch adds); then a click starts a new attempt of the picked job."""
+    run = af.submit(looping_workflow("again"))
+    panel = RunPanel(run)
+    panels.append(panel)
+    wait_for(lambda: panel.jobs["serve"]["state"] == "RUNNING", 60, "serve RUNNING")
+    if not hasattr(run, "restart_job"):
+        assert panel.restart_button.disabled and "cannot restart one job" in panel.restart_button.tooltip
+        with pytest.raises(RuntimeError, match="cannot restart one job"):
+            panel.restart("serve")
+    else:
+        assert not panel.restart_button.disabled
+        panel.restart_picker.value = "serve"
+        panel.restart_button.click()
+        assert panel.message == "restart of job 'serve' requested"
+        wait_for(lambda: panel.jobs["serve"]["attempts"] == 2 and panel.jobs["serve"]["state"] == "RUNNING", 60,
+                 "a second attempt of serve")
+    run.stop()
 
 
 def test_model_panel_buttons_change_the_stage_and_publish_the_event(panels):
@@ -249,3 +277,16 @@ def test_dataset_handoffs_in_the_workflow_json():
     assert data["outputs"] == ["rows"] and learn["inputs"] == ["rows"]
     read = next(node for node in learn["nodes"] if node["kind"] == "read_dataset")
     assert read["dataset"] == "rows"
+
+
+def test_an_interpreter_with_open_panels_exits_promptly(aiflow_home):
+    """At exit the panels stop following before the embedded scheduler stops the bus: no hang, no noise."""
+    code = ("from aiflow_notebook.widgets import EventPanel, live_threads\n"
+            "panel = EventPanel(limit=5)\n"
+            "assert len(live_threads()) == 2\n")
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "reconnecting" not in result.stderr, result.stderr
+    assert time.monotonic() - started < 30

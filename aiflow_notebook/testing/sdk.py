@@ -18,3 +18,4 @@ def reset_sdk() -> None:
     _graph.clear_session()
     submission._shutdown()
     submission.disconnect()
+    submission._session_runs.clear()

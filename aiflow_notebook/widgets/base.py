@@ -60,7 +60,7 @@ class Panel(widgets.VBox):
         """Stop following the bus, then close the widget and its children."""
         self._unfollow()
         for child in self.children:
-            child.close()
+            _close_tree(child)
         super().close()
 
     # -- display -------------------------------------------------------------------------------------------
@@ -77,6 +77,13 @@ class Panel(widgets.VBox):
 
     def _fallback_text(self) -> str:
         return f"<{type(self).__name__}>"
+
+
+def _close_tree(widget: widgets.Widget) -> None:
+    """Close a widget and every widget inside it (a Box's ``close`` leaves its children open)."""
+    for child in getattr(widget, "children", ()):
+        _close_tree(child)
+    widget.close()
 
 
 def svg_body(svg: str | None) -> str:

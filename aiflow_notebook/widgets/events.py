@@ -62,7 +62,7 @@ class EventPanel(Panel):
         self._follow(self.key or "*", max(0, latest - SCAN), event_type=self.event_type or None)
 
     def _apply(self, batch: list) -> None:
-        newest = [event_dict(event) for event in reversed(batch)]
+        newest = [event_dict(event) for event in reversed(batch[-self.limit:])]  # a burst: only what shows
         self.events = (newest + list(self.events))[: self.limit]
         self._render()
 

@@ -90,7 +90,8 @@ class Follower:
                 batch += self._take(0)
             if self._stop.is_set():
                 return
-            ticking = self.tick is not None and time.monotonic() - last_tick >= TICK_S
+            started = time.monotonic()
+            ticking = self.tick is not None and started - last_tick >= TICK_S
             if not batch and not ticking:
                 continue
             try:
@@ -101,9 +102,9 @@ class Follower:
                         self.tick()
             except Exception:  # noqa: BLE001 - a panel must not die on one bad batch; never print from here
                 log.exception("aiflow panel %s: failed to apply %d events", type(self.widget).__name__, len(batch))
-            last_paint = time.monotonic()
+            last_paint = started  # the period counts from the start of an update: at most RATE a second
             if ticking:
-                last_tick = last_paint
+                last_tick = started
             self.updates += 1
 
     def _take(self, timeout: float) -> list:

@@ -29,6 +29,7 @@ class RunTracker:
         self.status = "RUNNING"
         self.jobs: dict[str, dict[str, Any]] = {job: blank_job() for job in run.workflow.jobs}
         self._logs: dict[int, Path] = {}  # job run id -> its log file
+        self._read_to_end: set[int] = set()  # job runs whose log was read after they ended
 
     @property
     def keys(self) -> list[str]:
@@ -75,8 +76,10 @@ class RunTracker:
         """Read the log tail of every job run that runs (or just ended); True when one changed."""
         changed = False
         for info in self.jobs.values():
-            if info["job_run"] is None or (info["state"] in FINAL_STATES and info["log_tail"]):
+            if info["job_run"] is None or info["job_run"] in self._read_to_end:
                 continue
+            if info["state"] in FINAL_STATES:  # its process is gone: this read sees the whole log
+                self._read_to_end.add(info["job_run"])
             tail = self.log_tail(info["job_run"])
             if tail != info["log_tail"]:
                 info["log_tail"], changed = tail, True
