@@ -10,6 +10,7 @@ failure the page's console log too. Nothing of ours is left running afterwards.
 
 from __future__ import annotations
 
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,6 +25,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "tests" / "artifacts"
 NOTEBOOK = "scenario.ipynb"
+PANELS_NOTEBOOK = "03_live_panels.ipynb"
 T = 120_000  # ms: one step of the scenario (kernel start, a job process, a restart) on a loaded machine
 
 # Records every state the serve job shows in the sidebar, in order (the DOM is redrawn on each change).
@@ -47,6 +49,7 @@ def lab(tmp_path, aiflow_home):
     root = tmp_path / "root"
     root.mkdir()
     write_scenario(root / NOTEBOOK)
+    shutil.copy(REPO / "notebooks" / PANELS_NOTEBOOK, root / PANELS_NOTEBOOK)
     config = tmp_path / "jupyter-config" / "labconfig"
     config.mkdir(parents=True)
     # no "get Jupyter news?" toast over the screenshots
@@ -91,6 +94,16 @@ def failure_artifacts(page, lab, name: str):
         raise
 
 
+def open_and_run_all(lab, page, notebook: str) -> None:
+    lab.start_kernel_for(notebook)
+    page.goto(lab.url(f"lab/tree/{notebook}"))
+    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=T)
+    page.wait_for_selector(".jp-StatusBar-TextItem:has-text('| Idle')", timeout=T)  # connected, idle
+    page.click(".jp-SideBar li[data-id='filebrowser']")  # fold the file browser: room for the notebook
+    page.locator(".lm-MenuBar-item", has_text="Run").first.click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+
+
 def widen_left_panel(page, pixels: int) -> None:
     """Drag the handle between the left panel and the main area, as a user widens the sidebar."""
     handle = page.locator("#jp-main-split-panel > .lm-SplitPanel-handle").first
@@ -109,15 +122,8 @@ def shot(page, name: str, selector: str | None = None) -> None:
 
 def test_run_all_then_watch_validate_restart_log_and_stop_in_the_sidebar(lab, page):
     with failure_artifacts(page, lab, "browser_lab"):
-        lab.start_kernel_for(NOTEBOOK)
-        page.goto(lab.url(f"lab/tree/{NOTEBOOK}"))
-        page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=T)
-        page.wait_for_selector(".jp-StatusBar-TextItem:has-text('| Idle')", timeout=T)  # connected, idle
-        page.click(".jp-SideBar li[data-id='filebrowser']")  # fold the file browser: room for the notebook
-
         # Run all: the interactive graph (our MIME renderer) renders and its batch jobs turn FINISHED live.
-        page.locator(".lm-MenuBar-item", has_text="Run").first.click()
-        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        open_and_run_all(lab, page, NOTEBOOK)
         graph = ".jp-OutputArea .aiflow-workflow-renderer"
         page.wait_for_selector(f"{graph} .aiflow-job-box[data-job='serve']")
         for job in ("prep", "train"):
@@ -186,3 +192,47 @@ def test_run_all_then_watch_validate_restart_log_and_stop_in_the_sidebar(lab, pa
         page.wait_for_selector(f"{graph} .aiflow-job-box[data-job='serve'][data-state='KILLED']", state="attached")
         page.wait_for_timeout(1000)  # let the notification finish sliding in before the picture
         shot(page, "lab_overview")
+
+
+def test_live_panels_notebook_with_the_sidebar(lab, page):
+    """notebooks/03_live_panels.ipynb (the notebook panels' demo) run all in JupyterLab, watched from the
+    sidebar: its run and jobs live, "Validate" on the version it leaves GENERATED restarts serve once more,
+    serve's log, "Stop"."""
+    with failure_artifacts(page, lab, "browser_panels"):
+        open_and_run_all(lab, page, PANELS_NOTEBOOK)
+        page.wait_for_selector(".jp-OutputArea-output:has-text('click its Validate button above')", timeout=240_000)
+        page.wait_for_selector(".jp-OutputArea-output:has-text('serve keeps running')", timeout=T)
+        # The run's graph (the panels' GraphWidget) is drawn; picking a job shows it FINISHED.
+        graph = page.locator(".jp-OutputArea-output:has(.widget-toggle-buttons)").first
+        assert "serve" in graph.locator("svg").first.text_content()
+        for job in ("prep", "train"):
+            graph.locator(".widget-toggle-button", has_text=job).first.click()
+            page.wait_for_function("""([el, job]) => el.innerText.includes(job) && /state\\s*FINISHED/.test(el.innerText)""",
+                                   arg=[graph.element_handle(), job], timeout=T)
+        shot(page, "panels_graph_widget", ".jp-OutputArea-output:has(.widget-toggle-buttons)")
+
+        page.click(".jp-SideBar li[data-id='aiflow-sidebar']")
+        widen_left_panel(page, 110)
+        sidebar = "#aiflow-sidebar"
+        run = page.wait_for_selector(f"{sidebar} .aiflow-workflow[data-workflow='demo/live_demo'] .aiflow-run")
+        jobs = f"{sidebar} .aiflow-run[data-run-id='{run.get_attribute('data-run-id')}'] li.aiflow-job"
+        for job, state in (("prep", "FINISHED"), ("train", "FINISHED"), ("serve", "RUNNING")):
+            page.wait_for_selector(f"{jobs}[data-job='{job}'][data-state='{state}']")
+        serve = f"{jobs}[data-job='serve']"
+        killed_before = page.get_attribute(serve, "data-history").split().count("KILLED")
+        shot(page, "panels_sidebar_run", sidebar)
+
+        page.click(f"{sidebar} li.aiflow-version[data-model='ctr'][data-version='2'] button[data-stage='VALIDATED']")
+        page.wait_for_function("""([sel, before]) => {
+            const el = document.querySelector(sel);
+            const h = el ? el.getAttribute('data-history').split(' ') : [];
+            return h.filter(s => s === 'KILLED').length > before && h[h.length - 1] === 'RUNNING';
+        }""", arg=[serve, killed_before], timeout=T)
+        page.click(f"{serve} button[data-action='log']")
+        page.wait_for_selector(f"{sidebar} .aiflow-log-section[data-log-job='serve'] pre:has-text('serving ctr')")
+        shot(page, "panels_sidebar_restart", sidebar)
+        shot(page, "panels_overview")
+
+        page.click(f"{sidebar} .aiflow-run button[data-action='stop']")
+        page.wait_for_selector(".Toastify__toast:has-text('of demo/live_demo killed'), "
+                               ".Toastify__toast:has-text('of live_demo killed')")

@@ -237,14 +237,16 @@ function applyRunDetail(state: IState, detail: IRun, asOfVersion: number): IStat
   let jobs = detail.jobs;
   let status = detail.status;
   if (known) {
-    // A job whose status event is newer than the request keeps the event's state.
+    // Once a job's status came from the bus, the bus stays the source of its state (the database may
+    // lag the bus, and an event the push missed comes back through `GET events`): the detail adds the
+    // attempt, times and error. A job the bus has not spoken of takes the detail's state.
     jobs = detail.jobs.map(job => {
       const live = known.jobs.find(j => j.name === job.name);
       if (!live) {
         return job;
       }
-      const newer = job.version > 0 ? live.version > job.version : live.version > asOfVersion;
-      if (newer) {
+      const fromBus = live.version > 0 && (job.version > 0 ? live.version >= job.version : true);
+      if (fromBus || live.version > asOfVersion) {
         return { ...job, state: live.state, version: live.version, history: live.history };
       }
       return { ...job, history: pushHistory(live.history, job.state) };

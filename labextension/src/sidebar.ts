@@ -203,7 +203,9 @@ export class AIFlowSidebar extends Widget {
 
   private onBusEvent(_: unknown, event: IBusEvent): void {
     this.dispatch({ type: 'event', event });
-    if (event.run_id !== null && !this._state.runs.find(r => r.id === event.run_id)?.loaded) {
+    const known = event.run_id !== null && this._state.runs.find(r => r.id === event.run_id)?.loaded;
+    if (event.run_id !== null && (!known || (event.event_type === JOB_STATUS_CHANGED && event.value === 'STARTING'))) {
+      // a run not seen yet, or a new attempt (the push carries no attempt number): read the run once
       this.debounce(`run:${event.run_id}`, () => this.loadRun(event.run_id!));
     }
     if (event.event_type.startsWith('MODEL_')) {

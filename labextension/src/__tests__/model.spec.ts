@@ -119,15 +119,27 @@ describe('REST answers', () => {
     expect(s.runs[0].jobs.map(j => [j.name, j.state])).toEqual([['prep', 'FINISHED'], ['train', 'INIT']]);
   });
 
-  it('a run detail older than nothing we saw replaces the job state (the poll catches up)', () => {
-    let s = apply(initialState(), ev('ctr.serve', 'RUNNING'));
+  it('a run detail adds attempts to jobs the bus moved, and states to jobs it did not', () => {
+    let s = apply(initialState(), ev('ctr.serve', 'KILLED'), ev('ctr.serve', 'STARTING'));
+    // the database still has the previous attempt: its state must not undo the bus
     s = reduce(s, {
       type: 'run',
       asOfVersion: s.lastVersion,
-      run: { id: 1, workflow: 'ctr', status: 'KILLED', jobs: { serve: { state: 'KILLED', attempt: 1 } } }
+      run: { id: 1, workflow: 'ctr', status: 'RUNNING', jobs: {
+        serve: { state: 'KILLED', attempt: 1 },
+        prep: { state: 'FINISHED', attempt: 0 }
+      } }
     });
-    expect(job(s, 1, 'serve')).toMatchObject({ state: 'KILLED', attempt: 1 });
-    expect(job(s, 1, 'serve')?.history).toEqual(['RUNNING', 'KILLED']);
+    expect(job(s, 1, 'serve')).toMatchObject({ state: 'STARTING', attempt: 1 });
+    expect(job(s, 1, 'serve')?.history).toEqual(['KILLED', 'STARTING']);
+    expect(job(s, 1, 'prep')?.state).toBe('FINISHED');
+  });
+
+  it('an event the push missed comes back through GET events, in order', () => {
+    let s = apply(initialState(), ev('ctr.serve', 'RUNNING'));
+    const missed = [ev('ctr.serve', 'KILLED'), ev('ctr.serve', 'STARTING'), ev('ctr.serve', 'RUNNING')];
+    s = reduce(s, { type: 'events', events: { events: [missed[2], missed[0], missed[1]] } });
+    expect(job(s, 1, 'serve')?.history).toEqual(['RUNNING', 'KILLED', 'STARTING', 'RUNNING']);
   });
 
   it('models and their versions, newest version first; stage buttons follow the allowed transitions', () => {
