@@ -40,3 +40,18 @@ def test_jest_specs_of_the_reducer_and_the_graph_model_pass():
                          timeout=300)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     assert re.search(r"Tests:\s+\d+ passed", out.stderr + out.stdout), out.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_the_wheel_carries_the_prebuilt_extension_and_the_server_config(tmp_path):
+    """What `pip install aiflow-notebook` puts where JupyterLab looks (no Node needed to use it)."""
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                          "-w", str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    import zipfile
+
+    names = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist()
+    data = "aiflow_notebook-0.1.0.data/data/"
+    assert f"{data}share/jupyter/labextensions/aiflow-notebook/package.json" in names
+    assert any(n.startswith(f"{data}share/jupyter/labextensions/aiflow-notebook/static/remoteEntry.") for n in names)
+    assert f"{data}etc/jupyter/jupyter_server_config.d/aiflow_notebook.json" in names
