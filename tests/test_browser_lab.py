@@ -15,10 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from browser_scenario import MODEL, WORKFLOW, write_scenario
 
 from aiflow_notebook.testing.browser import JupyterLab, chromium_version, launch_chromium
 from aiflow_notebook.testing.processes import wait_no_process_left
-from tests.browser_scenario import MODEL, WORKFLOW, write_scenario
 
 pytestmark = pytest.mark.slow
 
