@@ -57,6 +57,10 @@ def main() -> int:
     elapsed = time.monotonic() - started
     print(f"== quickstart finished: {len(code_cells)} cells in {elapsed:.1f} s")
     print(f"   inspect the result: AIFLOW_HOME={HOME.relative_to(REPO)} .venv/bin/aiflow models versions ctr")
+    root = " --allow-root" if os.geteuid() == 0 else ""
+    print(f"   see it in JupyterLab: AIFLOW_HOME={HOME.relative_to(REPO)} .venv/bin/jupyter lab{root}, open the\n"
+          "   AI Flow sidebar (left bar) and run a notebook: its runs, jobs, logs, events and model versions\n"
+          "   update live there (docs/lab_extension.md)")
     return 0
 
 

@@ -17,6 +17,9 @@ command -v dot >/dev/null 2>&1 || apt_pkgs+=(graphviz)
 if [ "$want_test" = 1 ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   apt_pkgs+=(postgresql)
 fi
+command -v npm >/dev/null 2>&1 || apt_pkgs+=(nodejs npm)   # builds the JupyterLab extension
+# Browser tests: Debian's Chromium, driven by the Python playwright pinned in requirements.lock
+[ "$want_test" = 1 ] && ! command -v chromium >/dev/null 2>&1 && apt_pkgs+=(chromium)
 if [ "${#apt_pkgs[@]}" -gt 0 ]; then
   say "installing Debian packages: ${apt_pkgs[*]}"
   sudo_cmd=""
@@ -43,6 +46,7 @@ want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   say "installing requirements.lock into .venv (first time takes 2-3 minutes)"
   # (this machine's pip config names optional local indexes; their "is ignored" warnings are noise)
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 \
   .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.lock 2> >(grep -v "is ignored: it is neither" >&2)
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
   echo "$want" > "$stamp"
@@ -51,4 +55,32 @@ fi
 # wheel install puts it (the venv's etc/jupyter), so `jupyter server extension list` shows it enabled.
 install -D -m 644 jupyter-config/jupyter_server_config.d/aiflow_notebook.json \
   .venv/etc/jupyter/jupyter_server_config.d/aiflow_notebook.json
-say "ready: .venv ($(.venv/bin/python --version))"
+
+# --- JupyterLab extension (labextension/ → aiflow_notebook/labextension, prebuilt) -----------------------
+# Node packages come from the committed lock (npm ci); the build runs only when the sources or the lock
+# changed (a stamp holds their hash) or the output is missing.
+lab_out=aiflow_notebook/labextension
+lab_stamp=labextension/node_modules/.aiflow-build-stamp
+lab_want=$(cd labextension && find package.json package-lock.json tsconfig.json src style -type f \
+  -not -path '*/__tests__/*' | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$lab_stamp" 2>/dev/null)" != "$lab_want" ] || [ ! -f "$lab_out/package.json" ]; then
+  lock_hash=$(sha256sum labextension/package-lock.json | cut -d' ' -f1)
+  if [ "$(cat labextension/node_modules/.aiflow-lock-stamp 2>/dev/null)" != "$lock_hash" ]; then
+    say "installing the extension's Node packages (npm ci)"
+    (cd labextension && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$lock_hash" > labextension/node_modules/.aiflow-lock-stamp
+  fi
+  say "building the JupyterLab extension"
+  (cd labextension && npm run --silent build) > .venv/labextension-build.log 2>&1 || {
+    cat .venv/labextension-build.log >&2; echo "the JupyterLab extension did not build (log above)" >&2; exit 1; }
+  echo "$lab_want" > "$lab_stamp"
+fi
+# The editable install has no data files: point the venv's labextensions dir at the build (what
+# `jupyter labextension develop` does). A wheel carries it as data files (pyproject.toml).
+lab_dir=.venv/share/jupyter/labextensions
+mkdir -p "$lab_dir"
+if [ "$(readlink "$lab_dir/aiflow-notebook" 2>/dev/null)" != "$PWD/$lab_out" ]; then
+  rm -rf "$lab_dir/aiflow-notebook"
+  ln -s "$PWD/$lab_out" "$lab_dir/aiflow-notebook"
+fi
+say "ready: .venv ($(.venv/bin/python --version)), JupyterLab extension aiflow-notebook"

@@ -139,12 +139,6 @@ class WorkflowRun:
         self._catch_up()
         return self._status
 
-    def request_stop(self) -> None:
-        """Ask the scheduler to stop every job of the run, without waiting (for a button's callback)."""
-        self.client.send_event(Event(key=command_key(self.scheduler.name), event_type=STOP_WORKFLOW_RUN,
-                                     namespace=CONTROL_NAMESPACE, sender=self.client.client_id,
-                                     value=json.dumps({"run": self.run_id})))
-
     def job_events(self) -> list[Event]:
         """The run's ``JOB_STATUS_CHANGED`` events so far, oldest first."""
         self._catch_up()
@@ -204,8 +198,12 @@ class WorkflowRun:
         """Stop every job of the run; returns the final status (KILLED, or how it had already ended)."""
         if self.status() in FINAL_RUN_STATES:
             return self.status()
-        self.scheduler.stop_run(self.run_id)
+        self.request_stop()
         return self.wait(timeout)
+
+    def request_stop(self) -> None:
+        """Ask the scheduler to stop every job of the run, without waiting (for a button's callback)."""
+        self.scheduler.stop_run(self.run_id)
 
     def restart_job(self, job: str) -> None:
         """Start a new attempt of ``job`` (stopping its running process first); the run goes on."""
