@@ -23,6 +23,7 @@ from typing import Any
 
 RATE = 10.0  # widget updates per second, at most
 TICK_S = 1.0  # how often ``tick`` runs (log tails), when given
+WAIT_S = 0.2  # the painter's longest wait for an event before it looks at its stop flag and its tick
 
 log = logging.getLogger(__name__)
 _followers: weakref.WeakSet[Follower] = weakref.WeakSet()
@@ -83,7 +84,7 @@ class Follower:
         period = 1.0 / RATE
         last_paint = last_tick = 0.0
         while not self._stop.is_set():
-            batch = self._take(TICK_S if self.tick else 0.5)
+            batch = self._take(WAIT_S)  # short waits, so that a stop is seen at once
             now = time.monotonic()
             if batch and now - last_paint < period:  # too soon: gather what else arrives meanwhile
                 self._stop.wait(period - (now - last_paint))
@@ -118,10 +119,20 @@ class Follower:
             return batch
 
 
-def stop_all() -> None:
-    """Stop every panel's follower (at interpreter exit, and for tests)."""
-    for follower in list(_followers):
-        follower.stop(timeout=2.0)
+def stop_all(timeout: float = 2.0) -> None:
+    """Stop every panel's follower (at interpreter exit, and for tests).
+
+    All are told at once and then awaited against one deadline: one by one, a kernel with a few panels
+    took seconds to exit, and a kernel manager kills a kernel that is not gone in 5 s, before the embedded
+    scheduler's exit handler has stopped its jobs (a streaming job was left running)."""
+    followers = list(_followers)
+    for follower in followers:
+        follower._stop.set()
+        if follower.listener is not None:
+            follower.listener.stop(timeout=0)  # (only tells it; awaited below)
+    deadline = time.monotonic() + timeout
+    for follower in followers:
+        follower.stop(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def live_threads() -> list[threading.Thread]:
