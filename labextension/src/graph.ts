@@ -86,8 +86,12 @@ export function graphFromMime(data: unknown): IGraph {
     }
   }
   for (const ce of Array.isArray(d.control_edges) ? d.control_edges : []) {
-    if (names.has(ce.upstream) && names.has(ce.job)) {
-      edges.push({ from: ce.upstream, to: ce.job, kind: 'control', label: String(ce.label ?? ce.action ?? '') });
+    // upstream: one job, a list of jobs (all must finish: upstream=[a, b]) or null (an event rule)
+    const upstreams: unknown[] = Array.isArray(ce.upstream) ? ce.upstream : [ce.upstream];
+    for (const upstream of upstreams) {
+      if (typeof upstream === 'string' && names.has(upstream) && names.has(ce.job)) {
+        edges.push({ from: upstream, to: ce.job, kind: 'control', label: String(ce.label ?? ce.action ?? '') });
+      }
     }
   }
   return {

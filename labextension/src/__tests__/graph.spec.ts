@@ -38,6 +38,15 @@ describe('graphFromMime', () => {
     expect(() => graphFromMime({ workflow: 'x' })).toThrow(/no "jobs" list/);
   });
 
+  it('draws one control edge from each job of an upstream list (upstream=[a, b])', () => {
+    const g = graphFromMime({
+      ...bundle,
+      datasets: [],
+      control_edges: [{ job: 'serve', action: 'START', upstream: ['prep', 'train'], model: null, label: 'FINISHED → START' }]
+    });
+    expect(g.edges.map(e => [e.from, e.to])).toEqual([['prep', 'serve'], ['train', 'serve']]);
+  });
+
   it('a compiled workflow has no run', () => {
     const g = graphFromMime({ ...bundle, run_id: null, run_status: null });
     expect(g.runId).toBeNull();
