@@ -193,6 +193,14 @@ def test_run_all_then_watch_validate_restart_log_and_stop_in_the_sidebar(lab, pa
         page.wait_for_timeout(1000)  # let the notification finish sliding in before the picture
         shot(page, "lab_overview")
 
+        # Re-run the ended run from the sidebar: a new run of the same workflow appears and runs; stop it.
+        page.click(f"{sidebar} .aiflow-run[data-run-id='{run_id}'] button[data-action='rerun']")
+        rerun = page.wait_for_selector(f"{sidebar} .aiflow-run:not([data-run-id='{run_id}'])[data-status='RUNNING']")
+        new_id = int(rerun.get_attribute("data-run-id"))
+        assert new_id > int(run_id)
+        page.click(f"{sidebar} .aiflow-run[data-run-id='{new_id}'] button[data-action='stop']")
+        page.wait_for_selector(f"{sidebar} .aiflow-run[data-run-id='{new_id}'][data-status='KILLED']")
+
 
 def test_live_panels_notebook_with_the_sidebar(lab, page):
     """notebooks/03_live_panels.ipynb (the notebook panels' demo) run all in JupyterLab, watched from the

@@ -40,6 +40,7 @@ class AIFlowExtension(ExtensionApp):
         (rf"/{API}/runs/?", handlers.RunsHandler),
         (rf"/{API}/runs/{_RUN}/?", handlers.RunHandler),
         (rf"/{API}/runs/{_RUN}/stop/?", handlers.StopRunHandler),
+        (rf"/{API}/runs/{_RUN}/rerun/?", handlers.RerunHandler),
         (rf"/{API}/runs/{_RUN}/jobs/{_JOB}/restart/?", handlers.RestartJobHandler),
         (rf"/{API}/runs/{_RUN}/jobs/{_JOB}/log/?", handlers.JobLogHandler),
         (rf"/{API}/events/?", handlers.EventsHandler),

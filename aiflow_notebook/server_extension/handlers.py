@@ -128,6 +128,13 @@ class StopRunHandler(AIFlowHandler):
         self.reply(answer, status=202 if answer["requested"] else 200)
 
 
+class RerunHandler(AIFlowHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, run_id: str) -> None:
+        self.reply(await self.call(self.service.rerun, bounded_int(run_id, "the run id", 1)), status=201)
+
+
 class RestartJobHandler(AIFlowHandler):
     @web.authenticated
     @authorized

@@ -115,6 +115,18 @@ class AIFlowService:
         request = self._scheduler(run).restart_job(run_id, job)
         return {"run": run_id, "job": job, "requested": True, "request_version": request.version}
 
+    def rerun(self, run_id: int) -> dict[str, Any]:
+        """Run the workflow of run ``run_id`` again: its recorded snapshot (the same code, not what the
+        notebook holds now), in the same project and working directory, as a new run."""
+        run = self._find_run(run_id)
+        workflow = self._workflow(run)
+        if workflow is None:
+            raise RequestError(409, f"run {run_id} recorded no workflow, so it cannot be run again; submit the "
+                                    "workflow from its notebook")
+        cwd = (run.properties or {}).get("cwd")
+        new = self._scheduler(run).submit(workflow, project=workflow.project or "default", cwd=cwd)
+        return {"run": new.run_id, "rerun_of": run_id, "workflow": workflow.name}
+
     def job_log(self, run_id: int, job: str, tail: int) -> dict[str, Any]:
         """The last ``tail`` lines of the log of the job's latest attempt."""
         self._find_run(run_id)

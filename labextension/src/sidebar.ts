@@ -122,6 +122,11 @@ export class AIFlowSidebar extends Widget {
     await this.act(`Stopping run ${run}`, () => post(`runs/${run}/stop`));
   }
 
+  async rerun(run: number): Promise<void> {
+    await this.act(`Running run ${run}'s workflow again`, () => post(`runs/${run}/rerun`));
+    void this.poll.refresh(); // the new run shows at once, before its first status event
+  }
+
   async restartJob(run: number, job: string): Promise<void> {
     await this.act(`Restarting ${job} of run ${run}`, () => post(`runs/${run}/jobs/${encodeURIComponent(job)}/restart`));
   }
@@ -301,7 +306,9 @@ export class AIFlowSidebar extends Widget {
         h(
           'span',
           { className: 'aiflow-actions' },
-          active ? button('stop', 'Stop', { 'data-run': run.id }, 'Stop this run') : null
+          active
+            ? button('stop', 'Stop', { 'data-run': run.id }, 'Stop this run')
+            : button('rerun', 'Re-run', { 'data-run': run.id }, 'Run the same workflow again, as a new run')
         )
       ),
       h(
@@ -466,6 +473,9 @@ export class AIFlowSidebar extends Widget {
         break;
       case 'stop':
         this.stopRun(run).catch(ignore);
+        break;
+      case 'rerun':
+        this.rerun(run).catch(ignore);
         break;
       case 'restart':
         this.restartJob(run, d.job!).catch(ignore);

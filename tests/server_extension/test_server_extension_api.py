@@ -143,6 +143,19 @@ async def test_runs_jobs_logs_restart_and_stop_through_the_api(jp_fetch, jp_serv
     code, answer = await call(jp_fetch, "POST", "runs", str(run.run_id), "stop")
     assert code == 200 and answer == {"run": run.run_id, "state": "KILLED", "requested": False}
 
+    # re-run: the recorded workflow again, as a new run of its own (the old one stays KILLED)
+    code, answer = await call(jp_fetch, "POST", "runs", str(other.run_id), "rerun")
+    assert code == 201 and answer["rerun_of"] == other.run_id and answer["workflow"] == "other", answer
+    assert answer["run"] not in (run.run_id, other.run_id)
+
+    async def rerun_finished():
+        detail = await get(jp_fetch, "runs", str(answer["run"]))
+        return detail if detail["state"] == "FINISHED" else None
+
+    detail = await wait_for_async(rerun_finished, what="the re-run to finish")
+    assert {job["name"]: job["state"] for job in detail["jobs"]} == {"prep": "FINISHED"}
+    assert (await get(jp_fetch, "runs", str(run.run_id)))["state"] == "KILLED"
+
 
 async def test_events_page_forward_and_show_the_newest(jp_fetch, jp_serverapp):
     client = jp_serverapp.web_app.settings["aiflow_service"].client
@@ -204,6 +217,7 @@ ROUTES = [
     ("GET", "runs"),
     ("GET", "runs/1"),
     ("POST", "runs/1/stop"),
+    ("POST", "runs/1/rerun"),
     ("POST", "runs/1/jobs/serve/restart"),
     ("GET", "runs/1/jobs/serve/log"),
     ("GET", "events"),
@@ -244,6 +258,7 @@ BAD = [
     ("GET", "runs/0", None, {}, 400, "the run id must be at least 1"),
     ("GET", "runs", None, {"limit": "many"}, 400, "'limit' must be an integer"),
     ("POST", "runs/999/stop", None, {}, 404, "run 999 does not exist"),
+    ("POST", "runs/999/rerun", None, {}, 404, "run 999 does not exist"),
     ("POST", "runs/999/jobs/serve/restart", None, {}, 404, "run 999 does not exist"),
     ("GET", "runs/999/jobs/serve/log", None, {}, 404, "run 999 does not exist"),
     ("GET", "runs/1/jobs/serve/log", None, {"tail": "0"}, 400, "'tail' must be from 1 to 10000"),

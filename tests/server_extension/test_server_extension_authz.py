@@ -31,6 +31,7 @@ async def test_an_authenticated_user_without_write_permission_can_look_but_not_c
     assert response.code == 200
     for method, path, body in (("PATCH", ("models", "ctr", "versions", "1"), {"stage": "DEPLOYED"}),
                                ("POST", ("runs", "1", "stop"), {}),
+                               ("POST", ("runs", "1", "rerun"), {}),
                                ("POST", ("runs", "1", "jobs", "serve", "restart"), {})):
         response = await jp_fetch("aiflow", "api", *path, method=method, body=json.dumps(body), raise_error=False)
         assert response.code == 403, (path, response.body)
