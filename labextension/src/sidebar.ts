@@ -88,8 +88,10 @@ export class AIFlowSidebar extends Widget {
       const message = `Run ${ended.id} of ${ended.workflow} ${ended.status.toLowerCase()}`;
       if (ended.status === 'FINISHED') {
         Notification.success(message, { autoClose: 6000 });
+      } else if (ended.status === 'KILLED') {
+        Notification.warning(message, { autoClose: 10_000 }); // stopped on request: no alarm
       } else {
-        Notification.error(message, { autoClose: false });
+        Notification.error(message, { autoClose: false }); // FAILED: stays until dismissed
       }
     }
     if (this._state !== prev) {
