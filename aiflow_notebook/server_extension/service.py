@@ -27,6 +27,7 @@ from aiflow_notebook.meta import (
     WorkflowRunRecord,
 )
 from aiflow_notebook.meta.models import JobRun
+from aiflow_notebook.meta.remote import RemoteStore
 from aiflow_notebook.scheduler.client import SchedulerClient
 from aiflow_notebook.scheduler.scheduler import run_of
 from aiflow_notebook.vocabulary import FINAL_STATES
@@ -229,7 +230,14 @@ class AIFlowService:
         return found
 
     def _scheduler(self, run: WorkflowRunRecord) -> SchedulerClient:
-        return SchedulerClient(self.client, run.scheduler or self.scheduler_name)
+        """Commands to the run's scheduler; a re-run's payload goes where that scheduler loads it from: the
+        local blob store, or over the connection into a connected server's (``RemoteStore``)."""
+        blobs = None
+        if isinstance(self.store, RemoteStore):
+            from aiflow_notebook.blobs import RemoteBlobStore
+
+            blobs = RemoteBlobStore(self.client)
+        return SchedulerClient(self.client, run.scheduler or self.scheduler_name, blob_store=blobs)
 
 
 def event_dict(event: Event) -> dict[str, Any]:
