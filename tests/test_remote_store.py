@@ -196,3 +196,23 @@ def test_the_environment_connects_a_process_with_key_file_paths_only(server, key
     monkeypatch.setenv("AIFLOW_CLIENT_KEY", "x" * 40)
     with pytest.raises(CurveKeyError, match="path of a key file, not a key"):
         af.connected()
+
+
+def test_the_connect_and_disconnect_magics_switch_the_whole_kernel(server, keys, tmp_path, aiflow_home):
+    from sdk_support import close_shell, new_shell, run
+
+    shell = new_shell(str(tmp_path / "ipython"))
+    try:
+        result = run(shell, f"%aiflow connect {server.url} --key {keys / 'server.key'} "
+                            f"--client-key {keys / 'alice.key_secret'}")
+        assert result.success and "models, datasets, lineage, events and runs go to" in result.stdout, result
+        assert run(shell, "import aiflow_notebook as af\naf.register_model('from-magic')").success
+        assert af.connected() and not (aiflow_home / "meta.db").exists()
+        result = run(shell, "%aiflow disconnect")
+        assert "disconnected" in result.stdout and not af.connected()
+        assert af.register_model("local-now").name == "local-now" and (aiflow_home / "meta.db").exists()
+        result = run(shell, f"%aiflow connect {server.url} --key {keys / 'server.key'} "
+                            f"--client-key {tmp_path / 'unlisted' / 'mallory.key_secret'}")
+        assert not af.connected() and "Traceback" not in result.stdout + result.stderr
+    finally:
+        close_shell()
