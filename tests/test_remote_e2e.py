@@ -60,6 +60,8 @@ AFTER = """
 graph = af.lineage("m", 2)
 start = next(n.key for n in graph.nodes_of("model_version") if n.attrs["version"] == 2)
 print("SERVED_BY", sorted(graph.nodes[d].id for s, d, r in graph.edges if s == start and r == "served_by"))
+serve_runs = [jr for jr in af.default_store().list_job_runs(run.run_id) if jr.job == "serve"]
+print("REMOTE_LOG", "serving model m version 2" in af.default_store().job_log(serve_runs[-1].id, 50))
 print("STATUS", run.status(), run.jobs())
 print("STOPPED", run.stop(60))
 """
@@ -111,7 +113,7 @@ def test_a_version_validated_in_the_notebook_restarts_the_remote_serving_job_on_
             assert str(store.get_model_version("m", 2).uri).startswith((server_home / "blobs").as_uri())
         after = _execute(client, AFTER)
         assert f"SERVED_BY [{attempts[-1].id}]" in after, after
-        assert "STOPPED KILLED" in after, after
+        assert "STOPPED KILLED" in after and "REMOTE_LOG True" in after, after
         # nothing went to the notebook's own store or disk
         assert not (notebook_home / "meta.db").exists() and not (notebook_home / "models").exists(), \
             sorted(p.name for p in notebook_home.iterdir())

@@ -64,7 +64,8 @@ PAGE_EVENTS = 10_000  # events per LIST answer
 PAGE_BYTES = 8 << 20  # ... and about this many bytes of values
 MAX_DRAIN = 4096  # requests taken from the socket per loop turn
 CALL_WORKERS = 4  # threads that run CALLs
-KEPT_RESULTS = 1024  # answers of finished CALLs kept for resends
+KEPT_RESULTS = 1024  # answers of finished CALLs kept for resends ...
+KEPT_BYTES = 64 << 10  # ... when this small (a bigger one is a read: a resend of it runs it again)
 
 
 class CallError(Exception):
@@ -492,7 +493,8 @@ class EventServer:
                 key, outcome = self._call_results.get_nowait()
             except queue.Empty:
                 return
-            self._call_kept[key] = outcome
+            if outcome[0] == Kind.ERROR or len(outcome[1]) <= KEPT_BYTES:
+                self._call_kept[key] = outcome
             while len(self._call_kept) > KEPT_RESULTS:
                 self._call_kept.popitem(last=False)
             for identity, request_id in self._call_waiters.pop(key, []):

@@ -32,7 +32,7 @@ REMOTE_METHODS = frozenset({
     "register_dataset", "get_dataset", "record_dataset_read", "record_dataset_write", "record_model_consumer",
     "lineage",
     # runs (read only: the server's scheduler writes them)
-    "get_job_run", "get_workflow_run", "list_workflow_runs", "count_workflow_runs", "list_job_runs",
+    "get_job_run", "job_log", "get_workflow_run", "list_workflow_runs", "count_workflow_runs", "list_job_runs",
     "get_workflow_snapshot",
 })
 _RECORDS = {cls.__name__: cls for cls in (Model, ModelVersion, Dataset, JobRun, WorkflowRunRecord, LineageGraph,
