@@ -21,6 +21,7 @@ from aiflow_notebook.events.server import EventServer
 from aiflow_notebook.meta import InvalidStageError, StageTransitionError, UnknownModelError, default_store
 from aiflow_notebook.meta.remote import RemoteStore, RemoteUnsupportedError
 from aiflow_notebook.server import StoreService
+from aiflow_notebook.testing.waiting import wait_for
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -216,3 +217,64 @@ def test_the_connect_and_disconnect_magics_switch_the_whole_kernel(server, keys,
         assert not af.connected() and "Traceback" not in result.stdout + result.stderr
     finally:
         close_shell()
+
+
+def test_a_call_resent_after_a_timeout_runs_once_and_a_plain_bus_says_it_serves_no_calls(tmp_path):
+    """The client resends a request that is not answered within 0.5 s (on a fresh socket); the server
+    joins the resend to the running call, so a slow write is executed exactly once."""
+    executed = []
+
+    def slow(user, method, args, data):
+        executed.append(method)
+        time.sleep(1.6)  # past the client's first resends (0.5 s, then 1 s)
+        return {"echo": args, "user": user}, data[::-1]
+
+    server = EventServer(f"sqlite:///{tmp_path / 'bus.db'}", "tcp://127.0.0.1:0")
+    server.serve_calls(slow)
+    plain = EventServer(f"sqlite:///{tmp_path / 'plain.db'}", "tcp://127.0.0.1:0")
+    with server, plain:
+        client = EventClient(server.url, deadline=10)
+        assert client.call("anything", {"n": 1}, b"abc") == ({"echo": {"n": 1}, "user": None}, b"cba")
+        assert executed == ["anything"]
+        with pytest.raises(EventRequestError, match="serves no calls"):
+            EventClient(plain.url, deadline=5).call("store.get_model", {})
+        client.close()
+
+
+def test_a_server_extension_of_a_connected_jupyter_reruns_and_reads_logs_over_the_connection(
+        tmp_path, keys, monkeypatch):
+    """The REST service (what `POST runs/<id>/rerun` and the log route call) on a connected process: the
+    re-run's payload is uploaded into the server's blob store (another home), the log read there."""
+    from aiflow_notebook.server import SchedulerService
+    from aiflow_notebook.server_extension.service import AIFlowService
+
+    home = tmp_path / "server_home"
+    home.mkdir()
+    server = EventServer(f"sqlite:///{home / 'meta.db'}", "tcp://127.0.0.1:0", curve_dir=str(keys))
+    store_service = StoreService(server, server.db_url, home=home)
+    server.start()
+    store_service.start()
+    scheduler = SchedulerService(server, server.db_url, home=home, curve_dir=keys).start()
+    try:
+        monkeypatch.chdir(tmp_path)
+        client = _connect(server, keys).client
+        with af.workflow("again"), af.job_config("only"):
+            af.user_define_operation(_say_hello, name="hello", output_num=0)
+        first = af.submit("again")
+        assert first.wait(120) == "FINISHED"
+        service = AIFlowService(default_store(), client)
+        answer = service.rerun(first.run_id)
+        assert answer["rerun_of"] == first.run_id and answer["run"] != first.run_id
+        wait_for(lambda: default_store().get_workflow_run(answer["run"]).state == "FINISHED", timeout=120,
+                 what="the re-run to finish on the server")
+        assert "hello from the server" in service.job_log(answer["run"], "only", 20)["log"]
+        assert not (tmp_path / "aiflow_home" / "blobs").exists()
+    finally:
+        af.disconnect()
+        scheduler.stop()
+        store_service.stop()
+        server.stop()
+
+
+def _say_hello():
+    print("hello from the server", flush=True)
