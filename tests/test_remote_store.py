@@ -278,3 +278,29 @@ def test_a_server_extension_of_a_connected_jupyter_reruns_and_reads_logs_over_th
 
 def _say_hello():
     print("hello from the server", flush=True)
+
+
+def test_panels_follow_the_connected_server(server, keys, aiflow_home):
+    """The model and event panels of a connected process show the server's versions and events live, and
+    a panel button changes the stage on the server (no embedded bus is started)."""
+    from aiflow_notebook.widgets import EventPanel, ModelPanel
+
+    _connect(server, keys)
+    af.register_model("p")
+    af.register_model_version("p", uri="file:///elsewhere/p1.pkl")
+    models, events = ModelPanel("p"), EventPanel(key="p")
+    try:
+        assert [(v["version"], v["stage"]) for v in models.versions] == [(1, "GENERATED")]
+        models.set_stage("p", 1, "VALIDATED")
+        other = EventClient(server.url, auth=(str(keys / "server.key"), str(keys / "bob.key_secret")))
+        assert other.list_events(key="p", event_type="MODEL_VALIDATED")[-1].sender == "alice"
+        af.register_model_version("p", uri="file:///elsewhere/p2.pkl")
+        wait_for(lambda: [v["version"] for v in models.versions] == [2, 1], timeout=30,
+                 what="the model panel to show version 2 registered on the server")
+        wait_for(lambda: {e["event_type"] for e in events.events} >= {"MODEL_VALIDATED", "MODEL_GENERATED"},
+                 timeout=30, what="the event panel to show the server's model events")
+        assert not (aiflow_home / "meta.db").exists() and not (aiflow_home / "sockets").exists()
+        other.close()
+    finally:
+        models.close()
+        events.close()

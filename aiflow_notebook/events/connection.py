@@ -31,6 +31,7 @@ _lock = threading.Lock()
 _connected = None  # the EventClient af.connect made
 _from_environment: tuple[tuple, object] | None = None  # (the variables it was made from, EventClient)
 _disconnected = False  # af.disconnect() overrides the environment
+_earlier: list = []  # every client af.connect made (closed by reset())
 
 
 def connect(url: str, auth=None, timeout: float = CONNECT_TIMEOUT):
@@ -51,27 +52,27 @@ def connect(url: str, auth=None, timeout: float = CONNECT_TIMEOUT):
         client.close()
         raise
     client.deadline = max(timeout, 30.0)
-    with _lock:
-        previous, _connected, _disconnected = _connected, client, False
-    if previous is not None:
-        previous.close()
+    with _lock:  # (an earlier connection is not closed: runs started through it still follow it)
+        _connected, _disconnected = client, False
+        _earlier.append(client)
     return client
 
 
 def disconnect() -> None:
-    """Forget the connection (also one the environment names): the process is embedded again."""
+    """Forget the connection (also one the environment names): the process is embedded again. Runs
+    started while connected keep following their server."""
     global _connected, _disconnected
     with _lock:
-        previous, _connected, _disconnected = _connected, None, True
-    if previous is not None:
-        previous.close()
+        _connected, _disconnected = None, True
 
 
 def reset() -> None:
-    """Forget every connection and the override of :func:`disconnect` (a fresh process; for tests)."""
+    """Forget every connection and the override of :func:`disconnect`, closing their clients (a fresh
+    process; for tests)."""
     global _connected, _from_environment, _disconnected
     with _lock:
-        clients = [c for c in (_connected, _from_environment and _from_environment[1]) if c is not None]
+        clients = list(_earlier) + ([_from_environment[1]] if _from_environment else [])
+        _earlier.clear()
         _connected, _from_environment, _disconnected = None, None, False
     for client in clients:
         client.close()
