@@ -254,11 +254,13 @@ class EventServer:
             self._calls.put(None)
         for thread in self._call_threads:
             thread.join(5)
+        busy = any(thread.is_alive() for thread in self._call_threads)
         self._call_threads = []
-        for fd in (self._wake_read, self._wake_write):
-            if fd >= 0:
-                os.close(fd)
-        self._wake_read = self._wake_write = -1
+        if not busy:  # (a worker still in a call will write to the pipe: its descriptors must not be reused)
+            for fd in (self._wake_read, self._wake_write):
+                if fd >= 0:
+                    os.close(fd)
+            self._wake_read = self._wake_write = -1
         for name in ("_router", "_pub", "_control"):
             sock = getattr(self, name, None)
             if sock is not None:
