@@ -2,8 +2,9 @@
 
 This module sits above ``events``, ``meta`` and ``scheduler`` and puts them together (none of them imports
 it). ``server start`` runs a list of services (each with ``start()``/``stop()``) until SIGINT/SIGTERM: the
-:class:`~aiflow_notebook.events.EventServer` (built by :func:`event_server_from_args`) and, unless
-``--no-scheduler``, a :class:`SchedulerService` beside it.
+:class:`~aiflow_notebook.events.EventServer` (built by :func:`event_server_from_args`), the
+:class:`MetadataService` that answers connected clients' store calls and uploads on its request socket
+(docs/remote.md) and, unless ``--no-scheduler``, a :class:`SchedulerService` beside them.
 
 Under ``--curve DIR`` the server's own clients get identities of their own: the scheduler a key pair held
 in memory only (admitted as ``scheduler``), and the job processes a certificate the server makes once and
@@ -64,7 +65,7 @@ def _server_start(args) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     server = event_server_from_args(args)
 
-    services = [server, StoreService(server, server.db_url, home=args.home)]
+    services = [server, MetadataService(server, server.db_url, home=args.home)]
     if not args.no_scheduler:
         services.append(SchedulerService(server, server.db_url, home=args.home, curve_dir=args.curve))
 
@@ -114,7 +115,7 @@ def run_services(services: Sequence, announce: Callable[[], None] | None = None)
             signal.signal(sig, handler)
 
 
-class StoreService:
+class MetadataService:
     """The metadata store and blob uploads for connected clients (``af.connect``), over the event server's
     request socket (CALLs: :class:`~aiflow_notebook.meta.service.StoreService`), in the same process.
 
@@ -126,8 +127,7 @@ class StoreService:
         from aiflow_notebook.config import aiflow_home
         from aiflow_notebook.events import EventClient
         from aiflow_notebook.events.publisher import EventBusPublisher
-        from aiflow_notebook.meta.service import ActingPublisher
-        from aiflow_notebook.meta.service import StoreService as CallHandler
+        from aiflow_notebook.meta.service import ActingPublisher, StoreService
         from aiflow_notebook.meta.store import MetadataStore
 
         self.server = server
@@ -136,7 +136,7 @@ class StoreService:
         self.publisher = ActingPublisher(EventBusPublisher(self.client))
         self.store = MetadataStore(db_url, publisher=self.publisher)
         blobs = LocalBlobStore((Path(home) if home else aiflow_home()) / "blobs")
-        server.serve_calls(CallHandler(self.store, BlobUploads(blobs), self.publisher))
+        server.serve_calls(StoreService(self.store, BlobUploads(blobs), self.publisher))
 
     def _auth(self):
         if self.server.curve is None:
@@ -149,7 +149,7 @@ class StoreService:
         self.server.curve.admit(STORE_CLIENT, public, speaks_for_others=True)
         return CurveAuth(self.server.curve.public_key, client_keypair=(public, secret))
 
-    def start(self) -> StoreService:
+    def start(self) -> MetadataService:
         self.client.url = self.server.url  # bound now (port 0 resolved)
         return self
 
@@ -158,7 +158,7 @@ class StoreService:
         self.store.close()
 
     def __repr__(self) -> str:
-        return "StoreService()"
+        return "MetadataService()"
 
 
 class SchedulerService:

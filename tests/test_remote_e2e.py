@@ -62,6 +62,11 @@ start = next(n.key for n in graph.nodes_of("model_version") if n.attrs["version"
 print("SERVED_BY", sorted(graph.nodes[d].id for s, d, r in graph.edges if s == start and r == "served_by"))
 serve_runs = [jr for jr in af.default_store().list_job_runs(run.run_id) if jr.job == "serve"]
 print("REMOTE_LOG", "serving model m version 2" in af.default_store().job_log(serve_runs[-1].id, 50))
+from aiflow_notebook.events import Event, EventClient
+bus = EventClient.from_environment()
+bus.send_event(Event("from_notebook", "hi", sender="someone-else"))
+print("SENDER", bus.list_events(key="from_notebook")[-1].sender)
+print("MODEL_SENDERS", sorted({e.sender for e in bus.list_events(key="m", event_type="MODEL_VALIDATED")}))
 print("STATUS", run.status(), run.jobs())
 print("STOPPED", run.stop(60))
 """
@@ -114,6 +119,7 @@ def test_a_version_validated_in_the_notebook_restarts_the_remote_serving_job_on_
         after = _execute(client, AFTER)
         assert f"SERVED_BY [{attempts[-1].id}]" in after, after
         assert "STOPPED KILLED" in after and "REMOTE_LOG True" in after, after
+        assert "SENDER notebook" in after and "MODEL_SENDERS ['notebook']" in after, after
         # nothing went to the notebook's own store or disk
         assert not (notebook_home / "meta.db").exists() and not (notebook_home / "models").exists(), \
             sorted(p.name for p in notebook_home.iterdir())

@@ -1,5 +1,5 @@
 """The remote metadata store and uploads (DESIGN §4.8), against a real in-process ``aiflow server`` core:
-an EventServer with CURVE and the server's StoreService, a real SQLite file in the server's own home, and
+an EventServer with CURVE and the server's MetadataService, a real SQLite file in the server's own home, and
 the SDK connected to it from another AIFLOW_HOME (nothing shared but the connection)."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from aiflow_notebook.events.errors import CurveKeyError, EventRequestError, Even
 from aiflow_notebook.events.server import EventServer
 from aiflow_notebook.meta import InvalidStageError, StageTransitionError, UnknownModelError, default_store
 from aiflow_notebook.meta.remote import RemoteStore, RemoteUnsupportedError
-from aiflow_notebook.server import StoreService
+from aiflow_notebook.server import MetadataService
 from aiflow_notebook.testing.waiting import wait_for
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -47,7 +47,7 @@ def server(tmp_path, keys):
     home = tmp_path / "server_home"
     server = EventServer(f"sqlite:///{home / 'meta.db'}", "tcp://127.0.0.1:0", curve_dir=str(keys))
     home.mkdir()
-    service = StoreService(server, server.db_url, home=home)
+    service = MetadataService(server, server.db_url, home=home)
     server.start()
     service.start()
     server.home = home
@@ -251,7 +251,7 @@ def test_a_server_extension_of_a_connected_jupyter_reruns_and_reads_logs_over_th
     home = tmp_path / "server_home"
     home.mkdir()
     server = EventServer(f"sqlite:///{home / 'meta.db'}", "tcp://127.0.0.1:0", curve_dir=str(keys))
-    store_service = StoreService(server, server.db_url, home=home)
+    store_service = MetadataService(server, server.db_url, home=home)
     server.start()
     store_service.start()
     scheduler = SchedulerService(server, server.db_url, home=home, curve_dir=keys).start()
