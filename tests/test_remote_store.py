@@ -276,6 +276,39 @@ def test_a_server_extension_of_a_connected_jupyter_reruns_and_reads_logs_over_th
         server.stop()
 
 
+def test_a_schedule_added_while_connected_lives_on_the_server(tmp_path, keys, monkeypatch):
+    """Schedules are the server scheduler's too: the workflow is uploaded, the schedule listed there, and a
+    tick runs it in the server's working directory."""
+    from aiflow_notebook.server import SchedulerService
+
+    home = tmp_path / "server_home"
+    home.mkdir()
+    server = EventServer(f"sqlite:///{home / 'meta.db'}", "tcp://127.0.0.1:0", curve_dir=str(keys))
+    metadata = MetadataService(server, server.db_url, home=home)
+    server.start()
+    metadata.start()
+    scheduler = SchedulerService(server, server.db_url, home=home, curve_dir=keys).start()
+    try:
+        monkeypatch.chdir(tmp_path)
+        _connect(server, keys)
+        with af.workflow("ticking"), af.job_config("only"):
+            af.user_define_operation(_say_hello, name="hello", output_num=0)
+        added = af.add_workflow_schedule("ticking", interval=1)
+        assert [s["id"] for s in af.list_workflow_schedules("ticking")] == [added]
+        wait_for(lambda: default_store().list_workflow_runs("ticking"), timeout=60,
+                 what="the server's scheduler to start the scheduled workflow")
+        af.delete_workflow_schedule(added)
+        runs = wait_for(lambda: [r for r in default_store().list_workflow_runs("ticking") if r.state == "FINISHED"],
+                        timeout=60, what="a scheduled run to finish")
+        assert "hello from the server" in default_store().job_log(default_store().list_job_runs(runs[-1].id)[0].id, 5)
+        assert not (tmp_path / "aiflow_home" / "blobs").exists()
+    finally:
+        af.disconnect()
+        scheduler.stop()
+        metadata.stop()
+        server.stop()
+
+
 def _say_hello():
     print("hello from the server", flush=True)
 

@@ -79,7 +79,9 @@ class ScheduleClient:
                              "`aiflow server start`)")
 
     def _workflow(self, workflow: Any, project: str | None) -> dict[str, Any]:
+        # a server reached over a connection runs jobs in its own working directory (docs/remote.md)
+        cwd = os.getcwd() if getattr(self.scheduler.blobs, "shares_filesystem", True) else None
         if isinstance(workflow, str):
-            return {"workflow": workflow, "project": project, "cwd": os.getcwd()}
+            return {"workflow": workflow, "project": project, "cwd": cwd}
         uri = self.scheduler.blobs.put(workflow.to_bytes())
-        return {"uri": uri, "project": project or workflow.project, "cwd": os.getcwd()}
+        return {"uri": uri, "project": project or workflow.project, "cwd": cwd}
