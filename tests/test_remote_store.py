@@ -337,3 +337,30 @@ def test_panels_follow_the_connected_server(server, keys, aiflow_home):
     finally:
         models.close()
         events.close()
+
+
+def test_malformed_calls_are_refused_on_the_wire_and_the_server_keeps_serving(server, keys):
+    import zmq
+
+    from aiflow_notebook.events import protocol
+    from aiflow_notebook.events.auth import CurveAuth
+    from aiflow_notebook.events.protocol import Kind
+
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 0
+    CurveAuth.coerce((str(keys / "server.key"), str(keys / "alice.key_secret"))).apply(sock)
+    sock.connect(server.url)
+    try:
+        for request_id, body, code in ((1, b"\x00\x00\x10\x00{}", "truncated"),
+                                       (2, protocol.join_body({"method": "x"}), "bad-body"),
+                                       (3, protocol.join_body([1, 2]), "bad-body"),
+                                       (4, b"\x00\x00\x00\x02\xff\xfe", "bad-body")):
+            sock.send(protocol.frame(Kind.CALL, request_id, body))
+            assert sock.poll(10_000), f"no answer to malformed call {request_id}"
+            kind, answered = protocol.read_header(reply := sock.recv())
+            assert (kind, answered) == (Kind.ERROR, request_id)
+            assert protocol.decode_error(reply[protocol.HEADER_SIZE:])[0] == code
+    finally:
+        sock.close()
+    _connect(server, keys)
+    assert af.register_model("after-garbage").name == "after-garbage"
