@@ -364,3 +364,44 @@ def test_malformed_calls_are_refused_on_the_wire_and_the_server_keeps_serving(se
         sock.close()
     _connect(server, keys)
     assert af.register_model("after-garbage").name == "after-garbage"
+
+
+def test_a_flood_of_calls_is_held_back_with_a_retryable_answer(tmp_path):
+    """A client that pipelines more calls than the server keeps waiting gets "unavailable" (the event
+    client backs off and retries it) instead of growing the server's memory without bound."""
+    import threading
+
+    import zmq
+
+    from aiflow_notebook.events import protocol
+    from aiflow_notebook.events.protocol import Kind
+    from aiflow_notebook.events.server import MAX_PENDING_CALLS
+
+    release = threading.Event()
+
+    def blocked(user, method, args, data):
+        release.wait(30)
+        return {}, b""
+
+    server = EventServer(f"sqlite:///{tmp_path / 'bus.db'}", "tcp://127.0.0.1:0")
+    server.serve_calls(blocked)
+    with server:
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.linger = 0
+        sock.connect(server.url)
+        try:
+            total = MAX_PENDING_CALLS + 40
+            for n in range(1, total + 1):
+                sock.send(protocol.frame(Kind.CALL, n, protocol.join_body({"call": f"c{n}", "method": "m"})))
+            refused = []
+            while len(refused) < 40 and sock.poll(10_000):
+                kind, request_id = protocol.read_header(reply := sock.recv())
+                assert kind == Kind.ERROR
+                refused.append((request_id, protocol.decode_error(reply[protocol.HEADER_SIZE:])[0]))
+            assert {code for _, code in refused} == {"unavailable"} and len(refused) == 40
+            release.set()
+            answered = sum(1 for _ in range(MAX_PENDING_CALLS) if sock.poll(10_000) and sock.recv())
+            assert answered == MAX_PENDING_CALLS
+        finally:
+            release.set()
+            sock.close()

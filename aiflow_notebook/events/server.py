@@ -64,6 +64,7 @@ PAGE_EVENTS = 10_000  # events per LIST answer
 PAGE_BYTES = 8 << 20  # ... and about this many bytes of values
 MAX_DRAIN = 4096  # requests taken from the socket per loop turn
 CALL_WORKERS = 4  # threads that run CALLs
+MAX_PENDING_CALLS = 256  # calls queued or running; more are answered "unavailable" (the client backs off, retries)
 KEPT_RESULTS = 1024  # answers of finished CALLs kept for resends ...
 KEPT_BYTES = 64 << 10  # ... when this small (a bigger one is a read: a resend of it runs it again)
 
@@ -459,6 +460,10 @@ class EventServer:
         waiters = self._call_waiters.get(key)
         if waiters is not None:  # a resend of a running call: answered when it ends
             waiters.append((identity, request.request_id))
+            return
+        if len(self._call_waiters) >= MAX_PENDING_CALLS:
+            self._router.send_multipart([identity, protocol.encode_error(
+                request.request_id, "unavailable", f"{MAX_PENDING_CALLS} calls are waiting; retry")])
             return
         self._call_waiters[key] = [(identity, request.request_id)]
         self._calls.put((key, user, request.payload))
