@@ -7,7 +7,8 @@ times (``run.restart_job``, the same RESTART action a ``MODEL_VALIDATED`` rule t
 - ``stop``: the request → the old job's KILLED (stop-with-savepoint, sink committed);
 - ``running``: the request → the new job's RUNNING (its process started);
 - ``downtime``: the request → the first record processed by the new start (its JVM up, the program
-  restored from the savepoint, the backlog read).
+  restored from the savepoint, the backlog read);
+- ``first_start`` (once, for comparison): the submission → the first record of the first (fresh) start.
 
 Every record must be written exactly once (checked at the end). Prints one JSON line per figure.
 
@@ -17,6 +18,7 @@ Every record must be written exactly once (checked at the end). Prints one JSON 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import statistics
@@ -55,6 +57,7 @@ def main() -> None:
             with af.job_config(JOB, engine="flink", streaming=True):
                 rows = af.read_dataset("ticks", uri=str(data / "in"), schema={"n": "int"})
                 af.write_dataset(af.transform(rows, stamp, name="stamp"), "stamped", uri=str(data / "out"))
+        submitted = time.time()
         run = af.submit("restart_bench")
         stop_writing = threading.Event()
         written = [0]
@@ -78,6 +81,7 @@ def main() -> None:
             wait_for(lambda: run.jobs()[JOB] == "RUNNING", timeout=180, what="the job to run")
             thread.start()
             wait_for(lambda: len(lines()) > 5, timeout=180, what="the first records")
+            first_start = min(r[2] for r in lines()) - submitted
             figures: dict[str, list[float]] = {"stop": [], "running": [], "downtime": []}
             for index in range(args.runs):
                 time.sleep(2)
@@ -87,6 +91,9 @@ def main() -> None:
                 new_run = events("RUNNING")[-1][1]["job_run"]
                 wait_for(lambda new_run=new_run: any(r[1] == new_run for r in lines()), timeout=180,
                          what="a record of the new start")
+                killed = events("KILLED")[-1][1]
+                if killed.get("savepoint") is None:
+                    raise AssertionError(f"the stop took no savepoint: {killed}")
                 figures["stop"].append(events("KILLED")[-1][0] - requested)
                 figures["running"].append(events("RUNNING")[-1][0] - requested)
                 figures["downtime"].append(min(r[2] for r in lines() if r[1] == new_run) - requested)
@@ -95,7 +102,12 @@ def main() -> None:
             wait_for(lambda: len(lines()) >= written[0], timeout=60, what="every record")
             run.stop()
             numbers = sorted(int(r[0]) for r in lines())
-            assert numbers == list(range(written[0])), "a record was lost or written twice"
+            if numbers != list(range(written[0])):
+                seen = collections.Counter(numbers)
+                raise AssertionError(f"of {written[0]} records, lost: {sorted(set(range(written[0])) - set(seen))}, "
+                                     f"twice: {[(n, [r[1:] for r in lines() if r[0] == n]) for n, c in seen.items() if c > 1]}; "
+                                     f"stops: {[c for _, c in events('KILLED')]}")
+            emit("restart", "first_start", first_start, "s", what="submit -> first record of the first start")
             for metric, values in figures.items():
                 emit("restart", metric, statistics.median(values), "s", runs=args.runs,
                      all=[round(v, 2) for v in values], records=written[0])

@@ -17,7 +17,12 @@ import pytest
 
 import aiflow_notebook as af
 from aiflow_notebook.engines.flink_program import stateful_operators
-from aiflow_notebook.engines.flink_savepoints import PROGRAM_FILE, resume_decision, savepoint_deadline
+from aiflow_notebook.engines.flink_savepoints import (
+    PROGRAM_FILE,
+    resume_decision,
+    savepoint_created,
+    savepoint_deadline,
+)
 from aiflow_notebook.testing.flink_output import read_part_files
 from aiflow_notebook.testing.waiting import wait_for
 
@@ -218,3 +223,14 @@ def test_the_savepoint_deadline_leaves_time_to_cancel_within_the_stop_grace_peri
     assert savepoint_deadline({"job": {"properties": {}}}) == 7.0
     assert savepoint_deadline({"job": {"properties": {"stop_grace": 30}}}) == 27.0
     assert savepoint_deadline({"job": {"properties": {"stop_grace": 1}}}) == 0.5
+
+
+def test_a_savepoint_complete_before_the_job_failed_while_stopping_is_kept():
+    # Flink's message when the job fails after its stop-with-savepoint completed (seen under load)
+    message = ("org.apache.flink.util.FlinkException: Stop with savepoint operation could not be completed.\n"
+               "Caused by: org.apache.flink.runtime.scheduler.stopwithsavepoint.StopWithSavepointStoppingException: "
+               "A savepoint has been created at: file:/home/a/savepoints/w/1/serve/savepoint-59ed0c-561d3de3cf58, but "
+               "the corresponding job 59ed0c9c4457117251e86beac99c533d failed during stopping. The savepoint is "
+               "consistent, but might have uncommitted transactions.")
+    assert savepoint_created(message) == "/home/a/savepoints/w/1/serve/savepoint-59ed0c-561d3de3cf58"
+    assert savepoint_created("java.io.IOException: Failed to create savepoint directory") is None

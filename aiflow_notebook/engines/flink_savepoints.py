@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -69,11 +70,13 @@ def run_streaming(spec: dict[str, Any], build_environment, stateful: dict[str, s
         if state in ("FINISHED", "FAILED", "CANCELED"):
             client.get_job_execution_result().result()  # raises with Flink's error when it failed
             return
+    began = time.monotonic()
     savepoint, error = stop_with_savepoint(client, spec["savepoint_dir"], savepoint_deadline(spec))
     if savepoint is not None:
         _write_program(savepoint, stateful)
-        print(f"[aiflow] stopped with savepoint {savepoint}", flush=True)
-        outcome.update(savepoint=savepoint)
+        print(f"[aiflow] stopped with savepoint {savepoint} in {time.monotonic() - began:.1f} s"
+              + (f"; note: {error}" if error else ""), flush=True)
+        outcome.update(savepoint=savepoint, **({"savepoint_note": error} if error else {}))
     else:
         print(f"[aiflow] savepoint failed: {error}; the job was cancelled and its next start is fresh "
               "(it reads its input from the beginning)", flush=True)
@@ -84,7 +87,9 @@ def run_streaming(spec: dict[str, Any], build_environment, stateful: dict[str, s
 def stop_with_savepoint(client, directory: str, seconds: float) -> tuple[str | None, str | None]:
     """Stop the job with a savepoint under ``directory`` within ``seconds``: ``(path, None)``; else cancel
     it and return ``(None, why)``. A savepoint refused because tasks are not running yet (a stop just after
-    the start) is tried again until the deadline."""
+    the start) is tried again until the deadline. A job that failed while stopping *after* its savepoint
+    was complete gives ``(path, what happened)``: Flink calls that savepoint consistent, and restoring it
+    commits the sink's pending files."""
     deadline = time.monotonic() + seconds
     error = "no time was left for a savepoint"
     while time.monotonic() < deadline:
@@ -100,13 +105,24 @@ def stop_with_savepoint(client, directory: str, seconds: float) -> tuple[str | N
             error = str(exc)
             break
         except Exception as exc:  # noqa: BLE001 - Flink's reason, reported in the outcome and the log
+            created = savepoint_created(str(exc))
+            if created is not None:  # complete and consistent: its restore commits what it holds
+                _cancel(client)  # a failed job may be restarting (from a checkpoint): it must not go on
+                return created, f"the job failed while stopping, after its savepoint was complete ({_reason(exc)})"
             error = _reason(exc)
             state = _job_state(client)
-            if state in ("FINISHED", "FAILED", "CANCELED") or "not all required tasks" not in error.lower():
+            if state in ("FINISHED", "FAILED", "CANCELED") or "not all required tasks" not in str(exc).lower():
                 break
             time.sleep(POLL_S)
     _cancel(client)
     return None, error
+
+
+def savepoint_created(message: str) -> str | None:
+    """The savepoint that Flink's ``StopWithSavepointStoppingException`` says was created, if ``message``
+    holds one ("A savepoint has been created at: PATH, but the corresponding job … failed during stopping")."""
+    found = re.search(r"StopWithSavepointStoppingException: A savepoint has been created at: (\S+?), but", message)
+    return _local_path(found.group(1)) if found else None
 
 
 def savepoint_deadline(spec: dict[str, Any]) -> float:

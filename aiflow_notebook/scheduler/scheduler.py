@@ -70,7 +70,7 @@ SUBMIT_REJECTED = "WORKFLOW_SUBMIT_REJECTED"
 SENDER = "scheduler"
 MAX_BATCH = 512  # events decided in one transaction at most
 RUN_SCOPED_TYPES = frozenset({JOB_STATUS_CHANGED, RUN_STATUS_CHANGED})  # a run's own status events
-OUTCOME_KEYS = ("savepoint", "savepoint_error", "resumed_from", "resume_note")  # see Scheduler._outcome
+OUTCOME_KEYS = ("savepoint", "savepoint_error", "savepoint_note", "resumed_from", "resume_note")  # see Scheduler._outcome
 WATCH_POLL_S = 0.5  # how often a watcher thread looks whether the scheduler has stopped
 # The interpreter's thread switch interval while a scheduler runs in the process (Python's default: 5 ms).
 # The loop shares the GIL with the event server and the listeners; a thread woken by a commit or a
