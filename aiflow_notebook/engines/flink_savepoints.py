@@ -73,7 +73,7 @@ def run_streaming(spec: dict[str, Any], build_environment, stateful: dict[str, s
     began = time.monotonic()
     savepoint, error = stop_with_savepoint(client, spec["savepoint_dir"], savepoint_deadline(spec))
     if savepoint is not None:
-        _write_program(savepoint, stateful)
+        write_program(savepoint, stateful)
         print(f"[aiflow] stopped with savepoint {savepoint} in {time.monotonic() - began:.1f} s"
               + (f"; note: {error}" if error else ""), flush=True)
         outcome.update(savepoint=savepoint, **({"savepoint_note": error} if error else {}))
@@ -100,7 +100,7 @@ def stop_with_savepoint(client, directory: str, seconds: float) -> tuple[str | N
                     future.cancel()
                     raise TimeoutError(f"the savepoint took longer than {seconds:.1f} s")
                 time.sleep(0.05)
-            return _local_path(future.result()), None
+            return local_path(future.result()), None
         except TimeoutError as exc:
             error = str(exc)
             break
@@ -122,7 +122,7 @@ def savepoint_created(message: str) -> str | None:
     """The savepoint that Flink's ``StopWithSavepointStoppingException`` says was created, if ``message``
     holds one ("A savepoint has been created at: PATH, but the corresponding job … failed during stopping")."""
     found = re.search(r"StopWithSavepointStoppingException: A savepoint has been created at: (\S+?), but", message)
-    return _local_path(found.group(1)) if found else None
+    return local_path(found.group(1)) if found else None
 
 
 def savepoint_deadline(spec: dict[str, Any]) -> float:
@@ -218,11 +218,11 @@ def _stop_with_savepoint_async(client, directory: str):
     return CompletableFuture(client._j_job_client.stopWithSavepoint(False, directory, default_format), str)
 
 
-def _write_program(savepoint: str, stateful: dict[str, str]) -> None:
+def write_program(savepoint: str, stateful: dict[str, str]) -> None:
     (Path(savepoint) / PROGRAM_FILE).write_text(json.dumps(stateful, sort_keys=True))
 
 
-def _local_path(uri: str) -> str:
+def local_path(uri: str) -> str:
     """Flink answers ``file:/dir/savepoint-…``; the store, the log and ``Path`` want ``/dir/savepoint-…``."""
     for prefix in ("file://", "file:"):
         if uri.startswith(prefix):

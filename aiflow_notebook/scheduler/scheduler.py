@@ -442,9 +442,9 @@ class Scheduler:
         else:
             job_run_id, attempt = self.state.new_job_run(run, job.name, job.engine, action.id)
             self._publish_status(run, job.name, job_run_id, attempt, "STARTING")
-        process = self._launch(run, job, job_run_id, attempt, self._trigger(run, action))
-        self.state.job_started(job_run_id, json.loads(process.record.to_json()), process.record.log_path, action.id)
         resume_from = self.state.previous_savepoint(run.run_id, job.name, job_run_id)
+        process = self._launch(run, job, job_run_id, attempt, self._trigger(run, action), resume_from)
+        self.state.job_started(job_run_id, json.loads(process.record.to_json()), process.record.log_path, action.id)
         self._publish_status(run, job.name, job_run_id, attempt, "RUNNING",
                              **({"resume_from": resume_from} if resume_from else {}))
         self._watch(_Running(run.run_id, job.name, job_run_id, attempt, process))
@@ -468,7 +468,7 @@ class Scheduler:
                 "sender": event.sender, "version": event.version, "context": event.context}
 
     def _launch(self, run: RunState, job, job_run_id: int, attempt: int,
-                trigger: dict[str, Any] | None = None) -> JobProcess:
+                trigger: dict[str, Any] | None = None, resume_from: str | None = None) -> JobProcess:
         base = self._paths(run.run_id, job.name, job_run_id)
         properties = self._run_properties(run)
         public_url, full_url = _meta_urls(self.store._db.url)
@@ -481,7 +481,7 @@ class Scheduler:
         # own run and job (never shared by two live runs), reports the path in its outcome file, and its
         # next start in this run gets that path back.
         spec["savepoint_dir"] = str(self.home / "savepoints" / run.workflow / str(run.run_id) / job.name)
-        spec["resume_from"] = self.state.previous_savepoint(run.run_id, job.name, job_run_id)
+        spec["resume_from"] = resume_from
         spec["outcome_path"] = str(base.with_suffix(".outcome.json"))
         spec_path = base.with_suffix(".spec.json")
         spec["spec_path"] = str(spec_path)
