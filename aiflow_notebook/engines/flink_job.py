@@ -2,8 +2,9 @@
 
 ``platform`` ``local`` (default) runs it on the local mini-cluster inside this job process; a platform
 ``flink://HOST:PORT`` (a standalone cluster's REST address) submits it with ``flink run`` in detached
-mode, then follows the cluster job until it ends — and cancels it when this process is stopped, so
-STOP/RESTART of a streaming job work the same on both.
+mode, then follows the cluster job until it ends. When this process is stopped, a streaming job stops
+with a savepoint and its next start resumes from it, on both platforms (``flink_savepoints``); a batch
+job on a cluster is cancelled.
 """
 
 from __future__ import annotations
@@ -20,7 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from aiflow_notebook.capture import load_payload
-from aiflow_notebook.engines.flink_program import build_program
+from aiflow_notebook.engines.flink_program import build_program, stateful_operators
+from aiflow_notebook.engines.flink_savepoints import (
+    Outcome,
+    StopRequest,
+    local_path,
+    resume_decision,
+    run_streaming,
+    savepoint_created,
+    savepoint_deadline,
+    write_program,
+)
 from aiflow_notebook.engines.model_io import serving_predictor
 from aiflow_notebook.errors import AIFlowError
 
@@ -31,25 +42,30 @@ def run_job(spec: dict[str, Any]) -> None:
     platform = spec["job"].get("platform") or "local"
     if platform.startswith(REMOTE_PREFIX):
         _run_on_cluster(spec, platform[len(REMOTE_PREFIX):])
+    elif spec["job"].get("streaming") and spec.get("savepoint_dir"):
+        run_streaming(spec, lambda extra: _environment(spec, extra), stateful_operators(spec["job"]["nodes"]))
     else:
         env = _environment(spec)
         env.execute(f"{spec['workflow']}.{spec['job']['name']}")
 
 
-def new_environment(spec: dict[str, Any]):
-    """A local execution environment for the job: its Python workers run this interpreter."""
+def new_environment(spec: dict[str, Any], extra: dict[str, str] | None = None):
+    """A local execution environment for the job: its Python workers run this interpreter. ``extra``:
+    more Flink settings (e.g. the savepoint a streaming job resumes from)."""
     from pyflink.common import Configuration
     from pyflink.datastream import StreamExecutionEnvironment
 
     config = Configuration()
     config.set_string("python.executable", sys.executable)  # else workers run `python` from PATH
+    for key, value in (extra or {}).items():
+        config.set_string(key, value)
     env = StreamExecutionEnvironment.get_execution_environment(config)
     env.set_parallelism(int(spec["job"].get("parallelism") or 1))
     return env
 
 
-def _environment(spec: dict[str, Any]):
-    env = new_environment(spec)
+def _environment(spec: dict[str, Any], extra: dict[str, str] | None = None):
+    env = new_environment(spec, extra)
     job = spec["job"]
     callables = dict(load_payload(base64.b64decode(job["payload"]))["callables"])
     for node in job["nodes"]:
@@ -62,13 +78,18 @@ def _environment(spec: dict[str, Any]):
 
 
 def _run_on_cluster(spec: dict[str, Any], address: str) -> None:
-    """Submit with ``flink run -d``, then poll the REST API; SIGTERM cancels the cluster job."""
+    """Submit with ``flink run -d``, then poll the REST API. SIGTERM stops a streaming job with a savepoint
+    (REST ``POST /jobs/<id>/stop``; its next start resumes with ``flink run -s``, see ``flink_savepoints``)
+    and cancels any other job."""
     import pyflink
 
     flink = Path(pyflink.__file__).parent / "bin" / "flink"
     spec_path = Path(spec["spec_path"]) if "spec_path" in spec else None
     if spec_path is None:
         raise AIFlowError("internal: remote submission needs the spec file path")
+    if spec["job"].get("streaming") and spec.get("savepoint_dir"):
+        _run_streaming_on_cluster(spec, address, flink, spec_path)
+        return
     submit = subprocess.run(
         [str(flink), "run", "-d", "-m", address, "-pyclientexec", sys.executable, "-pyexec", sys.executable,
          "-pym", "aiflow_notebook.engines.flink_job", str(spec_path)],
@@ -97,8 +118,82 @@ def _run_on_cluster(spec: dict[str, Any], address: str) -> None:
         time.sleep(0.5)
 
 
-def _rest(address: str, path: str, method: str = "GET") -> dict:
-    request = urllib.request.Request(f"http://{address}{path}", method=method)
+def _run_streaming_on_cluster(spec: dict[str, Any], address: str, flink: Path, spec_path: Path) -> None:
+    stop = StopRequest()
+    stateful = stateful_operators(spec["job"]["nodes"])
+    outcome = Outcome(spec.get("outcome_path"))
+    resume_from, note = resume_decision(spec.get("resume_from"), stateful)
+    print(f"[aiflow] resuming from savepoint {resume_from}" if resume_from else f"[aiflow] {note}" if note else "",
+          flush=True)
+    outcome.update(resumed_from=resume_from, **({"resume_note": note} if note else {}))
+    restore = ["-s", resume_from, "-n"] if resume_from else []  # -n: allowNonRestoredState (see resume_decision)
+    submit = subprocess.run(
+        [str(flink), "run", "-d", "-m", address, *restore, "-pyclientexec", sys.executable, "-pyexec", sys.executable,
+         "-pym", "aiflow_notebook.engines.flink_job", str(spec_path)],
+        capture_output=True, text=True, timeout=300)
+    print(submit.stdout, submit.stderr, flush=True)
+    match = re.search(r"JobID ([0-9a-f]{32})", submit.stdout + submit.stderr)
+    if submit.returncode != 0 or not match:
+        raise AIFlowError(f"flink run to {address} failed (exit {submit.returncode}); see the log above")
+    job_id = match.group(1)
+    while not stop.wait(0.5):
+        state = _rest(address, f"/jobs/{job_id}").get("state")
+        if state == "FINISHED":
+            return
+        if state in ("FAILED", "CANCELED"):
+            raise AIFlowError(f"Flink job {job_id} on {address} ended {state}; see the cluster's logs")
+    began = time.monotonic()
+    savepoint, error = _stop_on_cluster(address, job_id, spec["savepoint_dir"], savepoint_deadline(spec))
+    if savepoint is not None:
+        try:
+            write_program(savepoint, stateful)
+        except OSError as exc:  # the cluster wrote it where this machine cannot: the next start is fresh
+            print(f"[aiflow] cannot annotate savepoint {savepoint}: {exc}", flush=True)
+        print(f"[aiflow] stopped with savepoint {savepoint} in {time.monotonic() - began:.1f} s"
+              + (f"; note: {error}" if error else ""), flush=True)
+        outcome.update(savepoint=savepoint, **({"savepoint_note": error} if error else {}))
+    else:
+        print(f"[aiflow] savepoint failed: {error}; the job was cancelled and its next start is fresh "
+              "(it reads its input from the beginning)", flush=True)
+        outcome.update(savepoint=None, savepoint_error=error)
+    sys.exit(143)
+
+
+def _stop_on_cluster(address: str, job_id: str, directory: str, seconds: float) -> tuple[str | None, str | None]:
+    """REST stop-with-savepoint (no drain), its trigger polled until ``seconds``; a failure or a timeout
+    cancels the job. Returns like ``flink_savepoints.stop_with_savepoint``."""
+    deadline = time.monotonic() + seconds
+    error = f"the savepoint took longer than {seconds:.1f} s"
+    try:
+        trigger = _rest(address, f"/jobs/{job_id}/stop", "POST", {"targetDirectory": directory, "drain": False})
+        while time.monotonic() < deadline:
+            answer = _rest(address, f"/jobs/{job_id}/savepoints/{trigger['request-id']}")
+            if answer.get("status", {}).get("id") == "COMPLETED":
+                operation = answer.get("operation") or {}
+                if operation.get("location"):
+                    return local_path(operation["location"]), None
+                failure = (operation.get("failure-cause") or {}).get("stack-trace") or json.dumps(operation)
+                created = savepoint_created(failure)
+                if created is not None:
+                    _rest(address, f"/jobs/{job_id}?mode=cancel", "PATCH")
+                    return created, "the job failed while stopping, after its savepoint was complete"
+                error = next((line.strip() for line in failure.splitlines() if "Caused by" in line),
+                             failure[:500])[:500]
+                break
+            time.sleep(0.25)
+    except OSError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    try:
+        _rest(address, f"/jobs/{job_id}?mode=cancel", "PATCH")
+    except OSError:
+        pass
+    return None, error
+
+
+def _rest(address: str, path: str, method: str = "GET", body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"http://{address}{path}", method=method, data=data,
+                                     headers={"Content-Type": "application/json"} if data else {})
     with urllib.request.urlopen(request, timeout=10) as response:
         body = response.read()
     return json.loads(body) if body else {}

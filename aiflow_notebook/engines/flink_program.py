@@ -88,17 +88,18 @@ def build_program(env, job_name: str, nodes: list[dict[str, Any]], callables: di
             dataset = _dataset(node, job_name)
             source = _single_input(node, streams, job_name)
             if fn is not None:
-                source = source.map(fn, output_type=Types.PICKLED_BYTE_ARRAY()).name(name)
+                source = source.map(fn, output_type=Types.PICKLED_BYTE_ARRAY()).name(name).uid(f"map:{name}")
             uri = dataset["uri"]
             path = dataset_path(uri, base_dir)
             path.mkdir(parents=True, exist_ok=True)
-            lines = source.filter(lambda row: row is not None).map(
-                lambda row, uri=uri: format_row(row, uri), output_type=Types.STRING()).name(f"{name}: format")
+            lines = source.filter(lambda row: row is not None).uid(f"drop-none:{name}").map(
+                lambda row, uri=uri: format_row(row, uri), output_type=Types.STRING()).name(f"{name}: format") \
+                .uid(f"format:{name}")
             sink = (FileSink.for_row_format(str(path), Encoder.simple_string_encoder())
                     .with_bucket_assigner(BucketAssigner.base_path_bucket_assigner())
                     .with_rolling_policy(RollingPolicy.on_checkpoint_rolling_policy())
                     .build())
-            lines.sink_to(sink).name(f"{name} -> {dataset['name']}")
+            lines.sink_to(sink).name(f"{name} -> {dataset['name']}").uid(sink_uid(name))
             written.append(str(path))
         elif kind in ROW_NODE_KINDS:
             if fn is None:
@@ -108,10 +109,10 @@ def build_program(env, job_name: str, nodes: list[dict[str, Any]], callables: di
             flat = bool(node.get("properties", {}).get("flat"))
             if flat:
                 streams[name] = source.flat_map(lambda row, fn=fn: fn(row) or [],
-                                                output_type=Types.PICKLED_BYTE_ARRAY()).name(name)
+                                                output_type=Types.PICKLED_BYTE_ARRAY()).name(name).uid(f"map:{name}")
             else:
-                streams[name] = source.map(fn, output_type=Types.PICKLED_BYTE_ARRAY()).filter(
-                    lambda row: row is not None).name(name)
+                streams[name] = source.map(fn, output_type=Types.PICKLED_BYTE_ARRAY()).uid(f"map:{name}").filter(
+                    lambda row: row is not None).name(name).uid(f"drop-none:{name}")
         else:
             raise FlinkProgramError(f"job {job_name!r}, node {name!r}: node kind {kind!r} is not supported by the "
                                     "flink engine")
@@ -119,6 +120,28 @@ def build_program(env, job_name: str, nodes: list[dict[str, Any]], callables: di
         raise FlinkProgramError(f"job {job_name!r} writes no dataset: a Flink program needs a sink "
                                 "(add af.write_dataset(...))")
     return written
+
+
+def stateful_operators(nodes: list[dict[str, Any]]) -> dict[str, str]:
+    """The operators of a job's program that keep state in a savepoint, uid -> dataset uri: each file
+    source (files done, positions in files) and each file sink (part files in progress). Every operator
+    gets a stable uid from its node's name, so a restarted program maps the savepoint's state back."""
+    found = {}
+    for node in nodes:
+        uri = (node.get("dataset") or {}).get("uri")
+        if node["kind"] == "read_dataset":
+            found[source_uid(node["name"])] = uri
+        elif node["kind"] == "write_dataset":
+            found[sink_uid(node["name"])] = uri
+    return found
+
+
+def source_uid(node: str) -> str:
+    return f"source:{node}"
+
+
+def sink_uid(node: str) -> str:
+    return f"sink:{node}"
 
 
 def read_dataset_stream(env, node: dict[str, Any], job_name: str, fn: Callable | None = None, *,
@@ -143,12 +166,13 @@ def read_dataset_stream(env, node: dict[str, Any], job_name: str, fn: Callable |
     builder = FileSource.for_record_stream_format(StreamFormat.text_line_format(), str(path))
     if streaming:
         builder = builder.monitor_continuously(Duration.of_seconds(STREAM_MONITOR_INTERVAL_S))
-    lines = env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), f"{name} <- {dataset['name']}")
+    lines = env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), f"{name} <- {dataset['name']}") \
+        .uid(source_uid(name))
     uri, schema = dataset["uri"], dataset.get("schema")
     rows = lines.map(lambda line, uri=uri, schema=schema: parse_line(line, uri, schema),
-                     output_type=Types.PICKLED_BYTE_ARRAY()).name(f"{name}: parse")
+                     output_type=Types.PICKLED_BYTE_ARRAY()).name(f"{name}: parse").uid(f"parse:{name}")
     if fn is not None:
-        rows = rows.map(fn, output_type=Types.PICKLED_BYTE_ARRAY()).name(name)
+        rows = rows.map(fn, output_type=Types.PICKLED_BYTE_ARRAY()).name(name).uid(f"map:{name}")
     return rows
 
 
