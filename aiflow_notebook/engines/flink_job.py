@@ -27,10 +27,14 @@ from aiflow_notebook.errors import AIFlowError
 REMOTE_PREFIX = "flink://"
 
 
+class ClusterJobFailed(AIFlowError):
+    """The job on the Flink cluster ended FAILED; the message carries the cluster's root exception."""
+
+
 def run_job(spec: dict[str, Any]) -> None:
     platform = spec["job"].get("platform") or "local"
     if platform.startswith(REMOTE_PREFIX):
-        _run_on_cluster(spec, platform[len(REMOTE_PREFIX):])
+        run_on_cluster(spec, platform[len(REMOTE_PREFIX):])
     else:
         env = _environment(spec)
         env.execute(f"{spec['workflow']}.{spec['job']['name']}")
@@ -61,8 +65,12 @@ def _environment(spec: dict[str, Any]):
     return env
 
 
-def _run_on_cluster(spec: dict[str, Any], address: str) -> None:
-    """Submit with ``flink run -d``, then poll the REST API; SIGTERM cancels the cluster job."""
+def run_on_cluster(spec: dict[str, Any], address: str) -> None:
+    """Submit with ``flink run -d``, then poll the REST API; SIGTERM cancels the cluster job.
+
+    ``flink run`` calls :func:`main` in a client process of its own, which builds the program for the
+    job's engine (flink, pytorch, tensorflow) and hands it to the cluster.
+    """
     import pyflink
 
     flink = Path(pyflink.__file__).parent / "bin" / "flink"
@@ -93,8 +101,17 @@ def _run_on_cluster(spec: dict[str, Any], address: str) -> None:
         if state in ("FAILED", "CANCELED"):
             if cancelled:
                 sys.exit(143)
-            raise AIFlowError(f"Flink job {job_id} on {address} ended {state}; see the cluster's logs")
+            raise ClusterJobFailed(f"Flink job {job_id} on {address} ended {state}: {_root_exception(address, job_id)}")
         time.sleep(0.5)
+
+
+def _root_exception(address: str, job_id: str) -> str:
+    """The cluster's record of why the job failed (its root exception), or a pointer to its logs."""
+    try:
+        text = _rest(address, f"/jobs/{job_id}/exceptions").get("root-exception")
+    except OSError:
+        text = None
+    return text or "see the cluster's logs"
 
 
 def _rest(address: str, path: str, method: str = "GET") -> dict:
@@ -109,7 +126,15 @@ def main(argv: list[str]) -> None:
     from aiflow_notebook.engines.job_spec import read_spec
 
     spec = read_spec(argv[0])
-    _environment(spec).execute(f"{spec['workflow']}.{spec['job']['name']}")
+    engine = spec["job"].get("engine")
+    if engine in ("pytorch", "tensorflow"):
+        from aiflow_notebook.engines import dl_job
+        from dl_on_flink.framework.address_book import BusAddressBook
+
+        env = dl_job.build_program(spec, engine, address_book=BusAddressBook.from_environment())
+    else:
+        env = _environment(spec)
+    env.execute(f"{spec['workflow']}.{spec['job']['name']}")
 
 
 if __name__ == "__main__":

@@ -25,9 +25,9 @@ from aiflow_notebook.errors import AIFlowError
 from aiflow_notebook.vocabulary import Stage, model_event_type
 
 
-def save_model(obj: Any, model: str) -> str:
-    """Pickle ``obj`` into the model directory; returns its ``file://`` URI."""
-    path = aiflow_home() / "models" / model / f"{uuid.uuid4().hex}.pkl"
+def save_model(obj: Any, model: str, home: str | Path | None = None) -> str:
+    """Pickle ``obj`` into the model directory of ``home`` (default: ``aiflow_home()``); returns its ``file://`` URI."""
+    path = Path(home or aiflow_home()) / "models" / model / f"{uuid.uuid4().hex}.pkl"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(cloudpickle.dumps(obj))
     return path.as_uri()

@@ -1,4 +1,4 @@
-"""A real standalone Flink cluster (JobManager + TaskManager) on loopback, from the PyFlink wheel.
+"""A real standalone Flink cluster (a JobManager + N TaskManagers) on loopback, from the PyFlink wheel.
 
 The PyFlink wheel carries a full Flink distribution. This starts it with a private configuration
 directory (loopback addresses, free ports, private log/pid/tmp dirs, no ssh) so tests and benchmarks can
@@ -30,9 +30,12 @@ def pyflink_home() -> Path:
 class StandaloneFlinkCluster:
     """``start()`` it (or use ``with``); ``stop()`` shuts it down and removes its files."""
 
-    def __init__(self, slots: int = 2, jobmanager_mb: int = 1024, taskmanager_mb: int = 2048):
+    def __init__(self, slots: int = 2, jobmanager_mb: int = 1024, taskmanager_mb: int = 2048,
+                 taskmanagers: int = 1, base: str | os.PathLike | None = None):
         self.home = pyflink_home()
-        self.base = Path(tempfile.mkdtemp(prefix="aiflow-flink-"))
+        self.taskmanagers = taskmanagers
+        self.base = Path(base) if base is not None else Path(tempfile.mkdtemp(prefix="aiflow-flink-"))
+        self.base.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.conf_dir = self.base / "conf"
         self.rest_port, self.rpc_port = free_port(), free_port()
         self.slots, self.jobmanager_mb, self.taskmanager_mb = slots, jobmanager_mb, taskmanager_mb
@@ -63,6 +66,9 @@ class StandaloneFlinkCluster:
                                       "numberOfTaskSlots": self.slots,
                                       "memory": {"process": {"size": f"{self.taskmanager_mb}m"}},
                                       "rpc": {"port": "0"}, "data": {"port": 0}})
+        # spread a job's slots over the TaskManagers (Flink packs them into the first one by default), so a
+        # dl cluster's nodes land in different TaskManagers
+        config["taskmanager"]["load-balance"] = {"mode": "SLOTS"}
         config["rest"] = {"address": "127.0.0.1", "bind-address": "127.0.0.1", "port": self.rest_port}
         config["blob"] = {"server": {"port": "0"}}
         config["io"] = {"tmp": {"dirs": str(self.base / "tmp")}}
@@ -71,13 +77,14 @@ class StandaloneFlinkCluster:
         (self.conf_dir / "masters").write_text(f"127.0.0.1:{self.rest_port}\n")
         (self.conf_dir / "workers").write_text("127.0.0.1\n")
         self._started = True
-        for script in ("jobmanager.sh", "taskmanager.sh"):  # what start-cluster.sh does, without ssh
+        # what start-cluster.sh does, without ssh; each taskmanager.sh start adds one TaskManager
+        for script in ("jobmanager.sh", *["taskmanager.sh"] * self.taskmanagers):
             subprocess.run([str(self.home / "bin" / script), "start"], env=self.env(), check=True,
                            capture_output=True, timeout=60)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if self.rest("/overview").get("taskmanagers", 0) >= 1:
+                if self.rest("/overview").get("taskmanagers", 0) >= self.taskmanagers:
                     return self
             except OSError:
                 pass
@@ -94,6 +101,25 @@ class StandaloneFlinkCluster:
 
     def jobs(self) -> list[dict]:
         return self.rest("/jobs/overview").get("jobs", [])
+
+    def pids(self) -> list[int]:
+        """The JVMs of this cluster (from its pid files)."""
+        return [int(word) for path in (self.base / "pid").glob("*.pid")
+                for word in path.read_text().split() if word.isdigit()]
+
+    def subtask_taskmanagers(self, job_id: str, name_contains: str, parallelism: int | None = None) -> dict[int, str]:
+        """``{subtask index: TaskManager id}`` of the job's vertex whose name contains ``name_contains``
+        (and of ``parallelism``, if given), from Flink's REST API."""
+        job = self.rest(f"/jobs/{job_id}")
+        vertex = next((v for v in job["vertices"] if name_contains in v["name"]
+                       and parallelism in (None, v["parallelism"])), None)
+        if vertex is None:
+            names = [v["name"] for v in job["vertices"]]
+            raise LookupError(f"job {job_id} has no vertex named like {name_contains!r} (vertices: {names})")
+        placed = {}
+        for subtask in self.rest(f"/jobs/{job_id}/vertices/{vertex['id']}").get("subtasks", []):
+            placed[int(subtask["subtask"])] = subtask.get("taskmanager-id") or subtask.get("host")
+        return placed
 
     def stop(self) -> None:
         if self._started:
