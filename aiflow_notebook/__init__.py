@@ -55,7 +55,7 @@ from aiflow_notebook.ops import (
     user_define_operation,
     write_dataset,
 )
-from aiflow_notebook.submission import connect, submit
+from aiflow_notebook.submission import connect, connected, disconnect, save_model, submit
 from aiflow_notebook.workflow import Job, NodeSpec, Workflow
 
 __version__ = "0.1.0"
@@ -164,7 +164,9 @@ __all__ = [
     "action_on_model_version_event",
     "compile",
     "connect",
+    "connected",
     "default_store",
+    "disconnect",
     "engine",
     "evaluate",
     "get_latest_model_version",
@@ -179,6 +181,7 @@ __all__ = [
     "read_dataset",
     "register_model",
     "register_model_version",
+    "save_model",
     "submit",
     "train",
     "transform",

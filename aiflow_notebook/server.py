@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 SCHEDULER_CLIENT = "scheduler"  # the scheduler's name on a CURVE bus (the sender of its events)
+STORE_CLIENT = "aiflow-store"  # the metadata store's publisher on a CURVE bus (names the client it acts for)
 JOBS_CLIENT = "aiflow-jobs"  # the job processes' name on a CURVE bus
 
 
@@ -63,7 +64,7 @@ def _server_start(args) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     server = event_server_from_args(args)
 
-    services = [server]
+    services = [server, StoreService(server, server.db_url, home=args.home)]
     if not args.no_scheduler:
         services.append(SchedulerService(server, server.db_url, home=args.home, curve_dir=args.curve))
 
@@ -111,6 +112,53 @@ def run_services(services: Sequence, announce: Callable[[], None] | None = None)
             service.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+class StoreService:
+    """The metadata store and blob uploads for connected clients (``af.connect``), over the event server's
+    request socket (CALLs: :class:`~aiflow_notebook.meta.service.StoreService`), in the same process.
+
+    Registered on the server before it starts; its publisher connects on first use. Uploads land in the
+    blob store the scheduler runs payloads from (``HOME/blobs``)."""
+
+    def __init__(self, server, db_url: str, *, home: str | Path | None = None):
+        from aiflow_notebook.blobs import BlobUploads, LocalBlobStore
+        from aiflow_notebook.config import aiflow_home
+        from aiflow_notebook.events import EventClient
+        from aiflow_notebook.events.publisher import EventBusPublisher
+        from aiflow_notebook.meta.service import ActingPublisher
+        from aiflow_notebook.meta.service import StoreService as CallHandler
+        from aiflow_notebook.meta.store import MetadataStore
+
+        self.server = server
+        self.client = EventClient(server.bind_address if server.url is None else server.url, auth=self._auth(),
+                                  client_id="aiflow-store")
+        self.publisher = ActingPublisher(EventBusPublisher(self.client))
+        self.store = MetadataStore(db_url, publisher=self.publisher)
+        blobs = LocalBlobStore((Path(home) if home else aiflow_home()) / "blobs")
+        server.serve_calls(CallHandler(self.store, BlobUploads(blobs), self.publisher))
+
+    def _auth(self):
+        if self.server.curve is None:
+            return None
+        import zmq
+
+        from aiflow_notebook.events.auth import CurveAuth
+
+        public, secret = zmq.curve_keypair()
+        self.server.curve.admit(STORE_CLIENT, public, speaks_for_others=True)
+        return CurveAuth(self.server.curve.public_key, client_keypair=(public, secret))
+
+    def start(self) -> StoreService:
+        self.client.url = self.server.url  # bound now (port 0 resolved)
+        return self
+
+    def stop(self) -> None:
+        self.client.close()
+        self.store.close()
+
+    def __repr__(self) -> str:
+        return "StoreService()"
 
 
 class SchedulerService:

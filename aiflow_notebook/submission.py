@@ -15,45 +15,84 @@ _session_runs: dict[int, Any] = {}  # AIFLOW_EVENT_URL as it was before the embe
 
 
 def connect(url: str, auth: Any = None, name: str = "default", timeout: float = 10.0):
-    """Send later ``af.submit()`` calls to the scheduler of the ``aiflow server`` at ``url``.
+    """Make the ``aiflow server`` at ``url`` this process's one source of truth; returns its scheduler client.
 
+    From now on submissions (their payloads uploaded over the connection), the model center, datasets,
+    lineage, events, run status and panels all go to that server; nothing is written locally.
     ``auth``, when the server runs with ``--curve``: ``(server.key, NAME.key_secret)``, this client's listed
     key pair with the server's public key (or the server key alone, with ``$AIFLOW_EVENT_CLIENT_KEY``
-    naming the client's file; or a ``CurveAuth``).
+    naming the client's file; or a ``CurveAuth``). The environment can do the same
+    (``$AIFLOW_SERVER_URL``, ``$AIFLOW_SERVER_KEY``, ``$AIFLOW_CLIENT_KEY``: see docs/remote.md).
     Raises after ``timeout`` seconds if the server does not answer (down, or a wrong key).
     """
     global _connected
-    from aiflow_notebook.events import EventClient
-    from aiflow_notebook.scheduler.client import SchedulerClient
+    from aiflow_notebook.events.connection import connect as connect_client
 
-    client = EventClient(url, auth=auth, deadline=timeout)
-    client.latest_version()  # fail now, with the client's clear error, if the server is unreachable
+    client = connect_client(url, auth=auth, timeout=timeout)
     with _lock:
-        _connected = SchedulerClient(client, name)
+        _connected = _scheduler_for(client, name)
     return _connected
 
 
 def disconnect() -> None:
-    """Go back to the embedded scheduler."""
+    """Go back to the embedded scheduler and the local store (also when ``$AIFLOW_SERVER_URL`` is set)."""
     global _connected
+    from aiflow_notebook.events.connection import disconnect as disconnect_client
+
     with _lock:
         _connected = None
+    disconnect_client()
 
 
 def connected() -> bool:
-    """Whether ``af.connect`` chose a remote server (else the embedded scheduler is used)."""
-    return _connected is not None
+    """Whether this process is connected to an ``aiflow server`` (else the embedded scheduler is used)."""
+    return _connected_scheduler() is not None
+
+
+def _scheduler_for(client: Any, name: str = "default"):
+    from aiflow_notebook.blobs import RemoteBlobStore
+    from aiflow_notebook.scheduler.client import SchedulerClient
+
+    return SchedulerClient(client, name, blob_store=RemoteBlobStore(client))
+
+
+def _connected_scheduler():
+    """The connected server's ``SchedulerClient`` (``af.connect``, or ``$AIFLOW_SERVER_URL``), else None."""
+    global _connected
+    from aiflow_notebook.events.connection import connected_client
+
+    client = connected_client()
+    with _lock:
+        if client is None:
+            return None
+        if _connected is None or _connected.client is not client:
+            _connected = _scheduler_for(client)
+        return _connected
 
 
 def event_bus() -> tuple[str, Any]:
     """``(url, auth)`` of the bus this process follows: the connected server's, else the embedded
     scheduler's (started here as ``af.submit()`` would, so a panel opened before any run has a bus)."""
-    with _lock:
-        connected = _connected
+    connected = _connected_scheduler()
     if connected is not None:
         return connected.client.url, connected.client.auth
     scheduler = embedded_scheduler()  # (a hosted one may follow a CURVE server: its client carries the keys)
     return scheduler.event_url, scheduler.client.auth
+
+
+def save_model(obj: Any, model: str) -> str:
+    """Save a model object for ``af.register_model_version(model, uri=...)``; returns its URI.
+
+    Embedded: a pickle under ``$AIFLOW_HOME/models``. Connected: uploaded into the server's blob store
+    (content-addressed, hash-verified), so the server's jobs can load it without a shared filesystem."""
+    connected = _connected_scheduler()
+    if connected is None:
+        from aiflow_notebook.engines.model_io import save_model as save_locally
+
+        return save_locally(obj, model)
+    import cloudpickle
+
+    return connected.blobs.put(cloudpickle.dumps(obj))
 
 
 def embedded_scheduler():
@@ -100,7 +139,7 @@ def _shutdown() -> None:
 def scheduler_client(scheduler: Any = None):
     """The ``SchedulerClient`` requests go to: ``scheduler`` if given, the connected server, else the
     embedded scheduler (started on first use)."""
-    target = scheduler or _connected or embedded_scheduler()
+    target = scheduler or _connected_scheduler() or embedded_scheduler()
     return getattr(target, "api", target)
 
 

@@ -105,7 +105,13 @@ def _stop_help(line: str) -> None:
 @argument("--client-key", metavar="PATH", default=None,
           help="this kernel's listed CURVE key, NAME.key_secret (default: $AIFLOW_EVENT_CLIENT_KEY)")
 def _connect_help(line: str) -> None:
-    """Send later submissions to a remote `aiflow server start` instead of the embedded scheduler."""
+    """Make a remote `aiflow server start` this kernel's one source of truth: submissions (payloads uploaded),
+    model center, datasets, lineage, events, run status and panels all go to it."""
+
+
+@magic_arguments("aiflow disconnect")
+def _disconnect_help(line: str) -> None:
+    """Go back to the embedded scheduler and the local store."""
 
 
 @magic_arguments("aiflow lineage")
@@ -139,6 +145,7 @@ def _help_help(line: str) -> None:
 SUBCOMMANDS: dict[str, Callable[..., Any]] = {"job": _job_help, "workflow": _workflow_help, "show": _show_help,
                                               "reset": _reset_help, "submit": _submit_help, "status": _status_help,
                                               "stop": _stop_help, "connect": _connect_help,
+                                              "disconnect": _disconnect_help,
                                               "lineage": _lineage_help, "events": _events_help,
                                               "models": _models_help, "help": _help_help}
 for _command in SUBCOMMANDS.values():
@@ -303,14 +310,16 @@ class AIFlowMagics(Magics):
 
     def _connect(self, args: Any) -> None:
         if args.url == "embedded":
-            from aiflow_notebook.submission import disconnect
-
-            disconnect()
-            print("submissions go to the embedded scheduler again")
+            self._disconnect(args)
             return
         auth = (args.key, args.client_key) if args.key and args.client_key else args.key
         self._sdk(lambda: af.connect(args.url, auth=auth))
-        print(f"connected: submissions go to the aiflow server at {args.url}")
+        print(f"connected: submissions, models, datasets, lineage, events and runs go to the aiflow server at "
+              f"{args.url}")
+
+    def _disconnect(self, args: Any) -> None:
+        af.disconnect()
+        print("disconnected: the embedded scheduler and the local store are used again")
 
     def _lineage(self, args: Any) -> None:
         from aiflow_notebook.widgets import LineageWidget

@@ -28,6 +28,8 @@ def aiflow_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("AIFLOW_META_URL", raising=False)
     monkeypatch.delenv("AIFLOW_EVENT_URL", raising=False)
     monkeypatch.delenv("AIFLOW_SCHEDULER_URL", raising=False)  # set in a JupyterLab terminal: not the tests' scheduler
+    for variable in ("AIFLOW_SERVER_URL", "AIFLOW_SERVER_KEY", "AIFLOW_CLIENT_KEY"):  # a connected shell: not ours
+        monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("PATH", f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     set_default_store(None)
     yield home

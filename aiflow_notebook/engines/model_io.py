@@ -34,9 +34,15 @@ def save_model(obj: Any, model: str, home: str | Path | None = None) -> str:
 
 
 def load_model(uri: str) -> Any:
+    """The model object at ``uri``; one uploaded into a blob store (``af.save_model`` while connected) is
+    read through that store, so its content is checked against its hash first."""
     parsed = urlparse(uri)
     path = Path(parsed.path if parsed.scheme == "file" else uri)
     try:
+        if path.parent.parent.name == "blobs" and path.parent.name == path.name[:2]:
+            from aiflow_notebook.blobs import LocalBlobStore
+
+            return cloudpickle.loads(LocalBlobStore(path.parent.parent).get(path.as_uri()))
         return cloudpickle.loads(path.read_bytes())
     except FileNotFoundError:
         raise AIFlowError(f"model file {uri} does not exist") from None

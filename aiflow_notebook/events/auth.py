@@ -155,6 +155,7 @@ class ServerCurve:
             raise CurveKeyError(f"{secret_file} holds no secret key")
         self.clients_dir = self.directory / CLIENTS_DIR
         self._internal: dict[bytes, str] = {}
+        self._spokespersons: set[str] = set()
         self._lock = threading.Lock()
         self._authenticator: ThreadAuthenticator | None = None
         if not any(not name.startswith(RESERVED_PREFIX) for name in self.listed().values()):
@@ -186,10 +187,20 @@ class ServerCurve:
                 found[public] = name
         return found
 
-    def admit(self, name: str, public_key: bytes) -> None:
-        """Admit the holder of ``public_key`` (Z85) as ``name`` for the life of this server process."""
+    def admit(self, name: str, public_key: bytes, *, speaks_for_others: bool = False) -> None:
+        """Admit the holder of ``public_key`` (Z85) as ``name`` for the life of this server process.
+
+        ``speaks_for_others``: the events it sends keep the sender it names (the server's metadata store,
+        which publishes a model-stage change with the authenticated client that asked for it as sender)."""
         with self._lock:
             self._internal[public_key] = name
+            if speaks_for_others:
+                self._spokespersons.add(name)
+
+    def speaks_for_others(self, name: str | None) -> bool:
+        """Whether ``name`` is an in-process client admitted to name the sender of its events."""
+        with self._lock:
+            return name in self._spokespersons
 
     def name_of(self, public_key: bytes) -> str | None:
         """The name of an admitted client key (Z85), or None if it is not admitted (any more)."""

@@ -128,13 +128,20 @@ class EventClient:
 
     @classmethod
     def from_environment(cls, **kwargs) -> EventClient:
-        """A client for ``$AIFLOW_EVENT_URL`` with ``$AIFLOW_EVENT_SERVER_KEY`` (if set) as CURVE key.
+        """A client for ``$AIFLOW_EVENT_URL`` with ``$AIFLOW_EVENT_SERVER_KEY`` (if set) as CURVE key; in a
+        process connected to an ``aiflow server`` (``af.connect``, ``$AIFLOW_SERVER_URL``), for that server.
 
         Inside a job (``$AIFLOW_RUN_ID`` is set by the scheduler) the events it sends belong to the job's
         run: their context names the run (``{"run": 7, "workflow": "ctr", "project": "demo"}``), so the
         rules of that run react to them and other live runs of the same workflow do not. Events sent from
         outside any run (a notebook cell, another service) stay global. ``origin=None`` opts out.
         """
+        from aiflow_notebook.events.connection import connected_client
+
+        connected = connected_client()  # af.connect / $AIFLOW_SERVER_URL: that server's bus (never in a job)
+        if connected is not None:
+            kwargs.setdefault("auth", connected.auth)
+            return cls(connected.url, **kwargs)
         kwargs.setdefault("auth", os.environ.get("AIFLOW_EVENT_SERVER_KEY") or None)
         kwargs.setdefault("origin", run_origin_from_environment())
         return cls(default_event_url(), **kwargs)
@@ -247,6 +254,20 @@ class EventClient:
         listener = Listener(self, flt, since_version, callback)
         self._listeners.add(listener)
         return listener.start()
+
+    # --- calls to a service beside the bus ----------------------------------------------------------------
+
+    def call(self, method: str, args=None, data: bytes = b"", *,
+             deadline: float | None | object = CLIENT_DEADLINE) -> tuple:
+        """Ask the server's call handler (e.g. ``aiflow server``'s metadata store) to run ``method`` with
+        JSON ``args`` and binary ``data``; returns ``(result, data)``. Resent on a timeout like every
+        request, and executed once (the server keeps the answer under this call's id)."""
+        body = protocol.join_body({"call": uuid.uuid4().hex, "method": method, "args": args}, data)
+        kind, reply = self._call(Kind.CALL, body, deadline=deadline)
+        if kind != Kind.RESULT:
+            raise EventRequestError(f"the event server at {self.url} answered a call with message kind {kind}")
+        result, payload = protocol.split_body(reply)
+        return protocol.load_json(result), bytes(payload)
 
     # --- life cycle ----------------------------------------------------------------------------------
 

@@ -40,19 +40,21 @@ class Kind:
     LIST = 3  # body: JSON {"filter": {...}, "limit": int | null}
     LATEST = 4  # body: JSON {"key": str | null, "namespace": str | null}
     SYNC = 5  # body: empty; the server publishes a HEARTBEAT now (a listener's "is my SUB live?")
+    CALL = 6  # body: JSON length (I) | JSON {"call": id, "method": str, "args": ...} | binary data (see encode_call)
 
     WELCOME = 65  # body: JSON {"protocol", "publish", "max_message_bytes", "last_seq", "latest_version", ...}
     ACK = 66  # body: N x (seq, version, create_time) as big-endian signed 64-bit integers
     EVENTS = 67  # body: as_of (Q) | last version in page (Q) | row count (I) | more (B) | JSON rows
     VERSION = 68  # body: version (Q)
     SYNCED = 69  # body: latest version (Q)
+    RESULT = 70  # body: JSON length (I) | JSON result | binary data (the answer to a CALL)
     ERROR = 127  # body: JSON {"code": str, "message": str}
 
     BATCH = 97  # body: first version (Q) | last version (Q) | JSON rows
     HEARTBEAT = 98  # body: latest version (Q)
 
-    REQUESTS = frozenset({HELLO, SEND, LIST, LATEST, SYNC})
-    REPLIES = frozenset({WELCOME, ACK, EVENTS, VERSION, SYNCED, ERROR})
+    REQUESTS = frozenset({HELLO, SEND, LIST, LATEST, SYNC, CALL})
+    REPLIES = frozenset({WELCOME, ACK, EVENTS, VERSION, SYNCED, RESULT, ERROR})
     PUBLICATIONS = frozenset({BATCH, HEARTBEAT})
 
 
@@ -61,6 +63,8 @@ class Kind:
 ROW_FIELDS = ("version", "create_time", "key", "value", "event_type", "namespace", "sender", "context")
 
 _U64 = struct.Struct("!Q")
+_U32 = struct.Struct("!I")
+CALL_DATA_BYTES = 1 << 20  # the binary data one CALL may carry (an upload chunk) beyond the message limit
 _PAGE = struct.Struct("!QQIB")
 _SPAN = struct.Struct("!QQ")
 _ACK_ITEM = struct.Struct("!qqq")
@@ -110,20 +114,24 @@ def load_json(body: bytes | memoryview) -> Any:
 class Request:
     kind: int
     request_id: int
-    payload: Any  # SEND: the 7-field list; HELLO/LIST/LATEST: a dict; SYNC: None
+    payload: Any  # SEND: the 7-field list; HELLO/LIST/LATEST: a dict; CALL: a dict with "data"; SYNC: None
 
 
 def parse_request(message: bytes, max_bytes: int) -> Request:
     """Decode a request frame; anything malformed raises :class:`ProtocolError` (and nothing else)."""
-    if len(message) > max_bytes:
+    is_call = len(message) >= HEADER_SIZE and message[3] == Kind.CALL
+    limit = max_bytes + (CALL_DATA_BYTES if is_call else 0)
+    if len(message) > limit:
         raise ProtocolError("too-large", f"a message of {len(message)} bytes exceeds the server's limit of "
-                                         f"{max_bytes} bytes; send smaller events")
+                                         f"{limit} bytes; send smaller events")
     kind, request_id = read_header(message)
     if kind not in Kind.REQUESTS:
         raise ProtocolError("unknown-kind", f"message kind {kind} is not a request")
     body = message[HEADER_SIZE:]
     if kind == Kind.SYNC:
         return Request(kind, request_id, None)
+    if kind == Kind.CALL:
+        return Request(kind, request_id, _parse_call(body, max_bytes))
     payload = load_json(body)
     if kind == Kind.SEND:
         _check_send(payload, request_id)
@@ -144,6 +152,35 @@ def _check_send(payload: Any, seq: int) -> None:
     problem = event_problem(*payload[1:])
     if problem:
         raise ProtocolError("bad-event", problem)
+
+
+def _parse_call(body: bytes | memoryview, max_json_bytes: int) -> dict:
+    header, data = split_body(body)
+    if len(header) > max_json_bytes:
+        raise ProtocolError("too-large", f"the JSON part of a CALL is {len(header)} bytes; the limit is "
+                                         f"{max_json_bytes}")
+    call = load_json(header)
+    if not (isinstance(call, dict) and isinstance(call.get("call"), str) and 0 < len(call["call"]) <= 64
+            and isinstance(call.get("method"), str) and 0 < len(call["method"]) <= 64):
+        raise ProtocolError("bad-body", 'a CALL body must be {"call": id (1-64 chars), "method": name, "args": ...}')
+    call["data"] = bytes(data)
+    return call
+
+
+def join_body(value: Any, data: bytes = b"") -> bytes:
+    """JSON length (4 bytes) | JSON | binary data: the body of a CALL and of its RESULT."""
+    header = dump_json(value)
+    return _U32.pack(len(header)) + header + data
+
+
+def split_body(body: bytes | memoryview) -> tuple[bytes | memoryview, bytes | memoryview]:
+    """``(JSON part, data)`` of a body laid out by :func:`join_body`."""
+    if len(body) < _U32.size:
+        raise ProtocolError("truncated", "a CALL/RESULT body is shorter than its length field")
+    (size,) = _U32.unpack_from(body)
+    if _U32.size + size > len(body):
+        raise ProtocolError("truncated", "a CALL/RESULT body is shorter than its JSON length says")
+    return body[_U32.size:_U32.size + size], body[_U32.size + size:]
 
 
 def encode_send(seq: int, client_id: str, key: str, value: str, event_type: str, namespace: str,

@@ -1,7 +1,7 @@
 """The event server: one loop that stores sends in group commits, answers reads and publishes updates.
 
 Two sockets:
-- a ROUTER at the URL clients are given, for requests (HELLO, SEND, LIST, LATEST, SYNC);
+- a ROUTER at the URL clients are given, for requests (HELLO, SEND, LIST, LATEST, SYNC, CALL);
 - a PUB socket (its address is told in the HELLO answer) on which every committed batch is published
   with its first and last version, plus a HEARTBEAT with the latest version every ``heartbeat_interval``.
 
@@ -16,6 +16,12 @@ nothing; publications are sent in version order. Anything malformed is answered 
 logged, rate-limited); a database failure is answered with a retryable ``unavailable`` error. Nothing a
 client sends can stop the loop.
 
+CALLs (requests to a service beside the bus, e.g. the remote metadata store: :meth:`EventServer.serve_calls`)
+run on worker threads, since a call may wait on a database or send events to this very bus; their results
+come back to the loop through a queue (woken by a pipe the poller watches), and the loop answers. A call is
+named by its client (``call`` id): a resend after a timeout joins the running call or gets its kept result,
+so a call is executed once however often it is resent.
+
 ``EventServer(...).start()`` runs the loop in a thread (for embedding, e.g. in the scheduler's service);
 ``serve_forever()`` runs it in the calling thread (the CLI).
 """
@@ -26,13 +32,15 @@ import hashlib
 import ipaddress
 import logging
 import os
+import queue
 import secrets
 import shutil
 import stat
 import tempfile
 import threading
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -55,6 +63,21 @@ DEFAULT_MAX_MESSAGE_BYTES = 1 << 20  # one event (or request) at most 1 MiB
 PAGE_EVENTS = 10_000  # events per LIST answer
 PAGE_BYTES = 8 << 20  # ... and about this many bytes of values
 MAX_DRAIN = 4096  # requests taken from the socket per loop turn
+CALL_WORKERS = 4  # threads that run CALLs
+KEPT_RESULTS = 1024  # answers of finished CALLs kept for resends ...
+KEPT_BYTES = 64 << 10  # ... when this small (a bigger one is a read: a resend of it runs it again)
+
+
+class CallError(Exception):
+    """Raised by a call handler: the call failed for a reason the caller should see (``code``, message).
+    Anything else a handler raises is logged and answered as ``internal``."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+CallHandler = Callable[[str | None, str, object, bytes], tuple[object, bytes]]
 
 
 class EventServer:
@@ -94,6 +117,19 @@ class EventServer:
         self._thread: threading.Thread | None = None
         self._control_address = f"inproc://aiflow-event-server-control-{id(self):x}"
         self._rejects = _RateLimitedLog(log)
+        self._call_handler: CallHandler | None = None
+        self._calls: queue.Queue = queue.Queue()  # (key, user, request payload) for the workers
+        self._call_results: queue.Queue = queue.Queue()  # (key, reply body or error) for the loop
+        self._call_waiters: dict[tuple, list[tuple[bytes, int]]] = {}
+        self._call_kept: OrderedDict[tuple, tuple] = OrderedDict()
+        self._call_threads: list[threading.Thread] = []
+        self._wake_read = self._wake_write = -1
+
+    def serve_calls(self, handler: CallHandler) -> None:
+        """Answer CALL requests with ``handler(user, method, args, data) -> (result, data)`` (call before
+        ``start``). ``user``: the authenticated client's name under CURVE, else None. The handler runs on
+        a worker thread; :class:`CallError` becomes an error answer with its code."""
+        self._call_handler = handler
 
     # --- life cycle ----------------------------------------------------------------------------------
 
@@ -192,6 +228,14 @@ class EventServer:
         self._control.bind(self._control_address)
         self.url = _bind(self._router, self.bind_address)
         self.publish_url = _bind(self._pub, self.publish_bind)
+        if self._call_handler is not None:
+            self._wake_read, self._wake_write = os.pipe()
+            os.set_blocking(self._wake_read, False)
+            os.set_blocking(self._wake_write, False)
+            for n in range(CALL_WORKERS):
+                thread = threading.Thread(target=self._call_worker, name=f"aiflow-call-{n}", daemon=True)
+                thread.start()
+                self._call_threads.append(thread)
         if self._private_dir is not None:
             for url in (self.url, self.publish_url):
                 os.chmod(url[len("ipc://"):], 0o600)
@@ -206,6 +250,15 @@ class EventServer:
         return sock
 
     def _tear_down(self) -> None:
+        for _ in self._call_threads:
+            self._calls.put(None)
+        for thread in self._call_threads:
+            thread.join(5)
+        self._call_threads = []
+        for fd in (self._wake_read, self._wake_write):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_read = self._wake_write = -1
         for name in ("_router", "_pub", "_control"):
             sock = getattr(self, name, None)
             if sock is not None:
@@ -229,6 +282,8 @@ class EventServer:
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._control, zmq.POLLIN)
+        if self._wake_read >= 0:
+            poller.register(self._wake_read, zmq.POLLIN)
         next_heartbeat = time.monotonic()
         while not self._stopping.is_set():
             wait_ms = max(0.0, (next_heartbeat - time.monotonic()) * 1000)
@@ -242,6 +297,8 @@ class EventServer:
                     raise  # e.g. another server took the log over: this one must not write any more
                 except Exception:  # noqa: BLE001 - a bug must not take the bus down; clients retry
                     log.exception("event server: unexpected error while serving a batch of requests")
+            if self._wake_read in ready:
+                self._answer_calls()
             now = time.monotonic()
             if now >= next_heartbeat:
                 self._pub.send(protocol.encode_heartbeat(self._last_version))
@@ -271,7 +328,10 @@ class EventServer:
                 self._reject(identity, message, exc)
                 continue
             if curve:
-                _authenticated(request, user)
+                _authenticated(request, user, self.curve)
+            if request.kind == Kind.CALL:
+                self._start_call(identity, request, user)
+                continue
             (sends if request.kind == Kind.SEND else reads).append((identity, request))
         if sends:
             self._store(sends)
@@ -381,6 +441,65 @@ class EventServer:
         self._pub.send(protocol.encode_heartbeat(self._last_version))
         return protocol.encode_u64(Kind.SYNCED, rid, self._last_version)
 
+    # --- calls: run on worker threads, answered by the loop ------------------------------------------
+
+    def _start_call(self, identity: bytes, request: protocol.Request, user: str | None) -> None:
+        if self._call_handler is None:
+            self._router.send_multipart([identity, protocol.encode_error(
+                request.request_id, "unsupported", "this event server serves no calls (start `aiflow server "
+                "start` for the metadata store and uploads)")])
+            return
+        key = (user, request.payload["call"])
+        kept = self._call_kept.get(key)
+        if kept is not None:  # a resend of a finished call: the same answer again
+            self._router.send_multipart([identity, _call_reply(request.request_id, kept)])
+            return
+        waiters = self._call_waiters.get(key)
+        if waiters is not None:  # a resend of a running call: answered when it ends
+            waiters.append((identity, request.request_id))
+            return
+        self._call_waiters[key] = [(identity, request.request_id)]
+        self._calls.put((key, user, request.payload))
+
+    def _call_worker(self) -> None:
+        while True:
+            item = self._calls.get()
+            if item is None:
+                return
+            key, user, payload = item
+            try:
+                result, data = self._call_handler(user, payload["method"], payload.get("args"), payload["data"])
+                outcome = (Kind.RESULT, protocol.join_body(result, data or b""))
+            except CallError as exc:
+                outcome = (Kind.ERROR, (exc.code, str(exc)))
+            except Exception as exc:  # noqa: BLE001 - a bug in a handler must not take the bus down
+                log.exception("event server: call %s failed", payload.get("method"))
+                outcome = (Kind.ERROR, ("internal", f"the server failed on {payload.get('method')!r}: "
+                                                    f"{type(exc).__name__}: {exc}"))
+            self._call_results.put((key, outcome))
+            try:
+                os.write(self._wake_write, b"\0")
+            except (BlockingIOError, OSError):
+                pass  # the pipe is full (the loop will read) or closed (stopping)
+
+    def _answer_calls(self) -> None:
+        try:
+            while os.read(self._wake_read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                key, outcome = self._call_results.get_nowait()
+            except queue.Empty:
+                return
+            if outcome[0] == Kind.ERROR or len(outcome[1]) <= KEPT_BYTES:
+                self._call_kept[key] = outcome
+            while len(self._call_kept) > KEPT_RESULTS:
+                self._call_kept.popitem(last=False)
+            for identity, request_id in self._call_waiters.pop(key, []):
+                self._router.send_multipart([identity, _call_reply(request_id, outcome)])
+
     def _reject(self, identity: bytes, message: bytes, exc: ProtocolError) -> None:
         self.stats["rejected"] += 1
         self._rejects.warning(exc.code, "rejected a message of %d bytes: %s", len(message), exc)
@@ -390,12 +509,22 @@ class EventServer:
         self._router.send_multipart([identity, protocol.encode_error(request_id, exc.code, str(exc))])
 
 
-def _authenticated(request: protocol.Request, user: str) -> None:
-    """On a CURVE server: a SEND's sender is the authenticated client's name, whatever it claims, and its
-    client id is scoped to that name (so one client cannot pre-empt another's idempotent sends)."""
+def _call_reply(request_id: int, outcome: tuple) -> bytes:
+    kind, body = outcome
+    if kind == Kind.ERROR:
+        return protocol.encode_error(request_id, *body)
+    return protocol.frame(kind, request_id, body)
+
+
+def _authenticated(request: protocol.Request, user: str, curve: ServerCurve | None = None) -> None:
+    """On a CURVE server: a SEND's sender is the authenticated client's name, whatever it claims (unless
+    the client is one of the server's own that speaks for others: :meth:`ServerCurve.admit` with
+    ``speaks_for_others``), and its client id is scoped to that name (so one client cannot pre-empt
+    another's idempotent sends)."""
     if request.kind == Kind.SEND:
         request.payload[0] = _scoped_client_id(user, request.payload[0])
-        request.payload[5] = user
+        if not (curve is not None and request.payload[5] and curve.speaks_for_others(user)):
+            request.payload[5] = user
     elif request.kind == Kind.HELLO and isinstance(request.payload.get("client_id"), str):
         request.payload["client_id"] = _scoped_client_id(user, request.payload["client_id"])
 

@@ -6,16 +6,20 @@ job runs are what lineage hangs on (a job run reads datasets and produces model 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from aiflow_notebook.meta import orm
-from aiflow_notebook.meta.errors import NotFoundError
+from aiflow_notebook.meta.errors import MetadataError, NotFoundError
 from aiflow_notebook.meta.models import JobRun, WorkflowRunRecord
 from aiflow_notebook.meta.orm import utcnow
 from aiflow_notebook.vocabulary import FINAL_STATES
+
+MAX_LOG_BYTES = 1 << 20  # the most of a log's end one read takes
+MAX_LOG_LINES = 10_000
 
 
 class RunRegistry:
@@ -122,6 +126,22 @@ class RunRegistry:
                 raise NotFoundError(f"job run {job_run_id} does not exist")
             job_row = session.get(orm.Job, row.job_id)
             return _job_run(row, session.get(orm.Workflow, job_row.workflow_id).name, job_row.name)
+
+    def job_log(self, job_run_id: int, lines: int = 100) -> str:
+        """The last ``lines`` lines of a job run's log (at most its last :data:`MAX_LOG_BYTES`; empty while
+        there is none). Read where the store runs, so a connected notebook sees a remote job's log."""
+        if isinstance(lines, bool) or not isinstance(lines, int) or not 0 < lines <= MAX_LOG_LINES:
+            raise MetadataError(f"lines must be an integer from 1 to {MAX_LOG_LINES}, got {lines!r}")
+        uri = self.get_job_run(job_run_id).log_uri
+        if not uri:
+            return ""
+        try:
+            with open(Path(uri.removeprefix("file://")), "rb") as fh:
+                fh.seek(0, 2)
+                fh.seek(max(0, fh.tell() - MAX_LOG_BYTES))
+                return "\n".join(fh.read().decode("utf-8", "replace").splitlines()[-lines:])
+        except OSError:
+            return ""
 
     def get_workflow_run(self, run_id: int) -> WorkflowRunRecord:
         with self._db.reading() as session:

@@ -56,8 +56,16 @@ _default_lock = threading.Lock()
 
 def default_store() -> MetadataStore:
     """The store that ``af.register_model`` and friends use; re-opened if ``AIFLOW_META_URL``/``AIFLOW_HOME``
-    or ``AIFLOW_EVENT_URL`` changed. With ``AIFLOW_EVENT_URL`` set, model events go onto that event bus."""
+    or ``AIFLOW_EVENT_URL`` changed. With ``AIFLOW_EVENT_URL`` set, model events go onto that event bus.
+
+    In a process connected to an ``aiflow server`` (``af.connect``, ``$AIFLOW_SERVER_URL``): that server's
+    store, a :class:`~aiflow_notebook.meta.remote.RemoteStore` (nothing is written locally)."""
     global _default, _default_key
+    from aiflow_notebook.events.connection import connected_client
+
+    client = connected_client()
+    if client is not None:
+        return _remote_store(client)
     key = _environment_key()
     with _default_lock:
         if _default is None or _default_key != key:
@@ -65,6 +73,19 @@ def default_store() -> MetadataStore:
                 _close_default(_default)
             _default, _default_key = MetadataStore(key[0], publisher=_bus_publisher(key[1])), key
         return _default
+
+
+_remote = None
+
+
+def _remote_store(client):
+    global _remote
+    from aiflow_notebook.meta.remote import RemoteStore
+
+    with _default_lock:
+        if _remote is None or _remote.client is not client:
+            _remote = RemoteStore(client)
+        return _remote
 
 
 def set_default_store(store: MetadataStore | None) -> None:

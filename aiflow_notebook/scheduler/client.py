@@ -44,13 +44,18 @@ class SchedulerClient:
         self.blobs = blob_store or LocalBlobStore()
 
     def submit(self, workflow, project: str = "default", cwd: str | None = None, timeout: float = 60.0) -> WorkflowRun:
-        """Upload ``workflow`` (a compiled ``Workflow``) and ask the scheduler to run it."""
+        """Upload ``workflow`` (a compiled ``Workflow``) and ask the scheduler to run it.
+
+        ``cwd``: the jobs' working directory; default this process's, unless the blob store says the
+        scheduler shares no filesystem with it (a connected server), where the server's own is used."""
         uri = self.blobs.put(workflow.to_bytes())
+        if cwd is None and getattr(self.blobs, "shares_filesystem", True):
+            cwd = os.getcwd()  # (a server reached over a connection runs jobs in its own working directory)
         request_id = uuid.uuid4().hex
         sent = self.client.send_event(Event(
             key=command_key(self.name), event_type=SUBMIT_WORKFLOW, namespace=CONTROL_NAMESPACE,
             sender=self.client.client_id,
-            value=json.dumps({"uri": uri, "request_id": request_id, "project": project, "cwd": cwd or os.getcwd()})))
+            value=json.dumps({"uri": uri, "request_id": request_id, "project": project, "cwd": cwd})))
         reply = self._await_reply(request_id, sent.version, timeout)
         if reply.event_type == SUBMIT_REJECTED:
             raise SchedulerError(f"the scheduler refused workflow {workflow.name!r}: {reply.value}")

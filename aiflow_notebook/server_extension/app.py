@@ -104,8 +104,14 @@ class AIFlowExtension(ExtensionApp):
 
     def _connect(self):
         """(store, event client) of the scheduler this server shows, and its address exported to kernels."""
+        from aiflow_notebook.events.connection import connected_client
         from aiflow_notebook.scheduler.embedded import HOST_URL_VARIABLE
 
+        connected = connected_client()
+        if connected is not None:  # $AIFLOW_SERVER_URL: that server is the truth (its kernels connect too)
+            from aiflow_notebook.meta.remote import RemoteStore
+
+            return RemoteStore(connected), connected
         remote = os.environ.get("AIFLOW_EVENT_URL")
         if remote:
             from aiflow_notebook.events import EventClient

@@ -11,11 +11,9 @@ request, 404 for something that does not exist, 409 for a request that no longer
 from __future__ import annotations
 
 import json
-import os
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from aiflow_notebook.events import Event, EventClient
@@ -27,12 +25,12 @@ from aiflow_notebook.meta import (
     WorkflowRunRecord,
 )
 from aiflow_notebook.meta.models import JobRun
+from aiflow_notebook.meta.remote import RemoteStore
+from aiflow_notebook.meta.runs import MAX_LOG_LINES  # noqa: F401 - the handlers' bound on ?tail=
 from aiflow_notebook.scheduler.client import SchedulerClient
 from aiflow_notebook.scheduler.scheduler import run_of
 from aiflow_notebook.vocabulary import FINAL_STATES
 
-MAX_LOG_BYTES = 1 << 20  # the most of a log's end one request reads
-MAX_LOG_LINES = 10_000
 WORKFLOW_CACHE = 64  # compiled workflows kept in memory, by snapshot
 
 
@@ -134,7 +132,7 @@ class AIFlowService:
         if not attempts:
             raise RequestError(404, f"job {job!r} of run {run_id} has not run (no attempt, so no log)")
         latest = attempts[-1]
-        text = _tail(latest.log_uri, tail) if latest.log_uri else ""
+        text = self.store.job_log(latest.id, tail)  # (read where the store runs: also a connected server's)
         return {"run": run_id, "job": job, "job_run_id": latest.id, "attempt": latest.attempt, "state": latest.state,
                 "log": text}
 
@@ -229,7 +227,14 @@ class AIFlowService:
         return found
 
     def _scheduler(self, run: WorkflowRunRecord) -> SchedulerClient:
-        return SchedulerClient(self.client, run.scheduler or self.scheduler_name)
+        """Commands to the run's scheduler; a re-run's payload goes where that scheduler loads it from: the
+        local blob store, or over the connection into a connected server's (``RemoteStore``)."""
+        blobs = None
+        if isinstance(self.store, RemoteStore):
+            from aiflow_notebook.blobs import RemoteBlobStore
+
+            blobs = RemoteBlobStore(self.client)
+        return SchedulerClient(self.client, run.scheduler or self.scheduler_name, blob_store=blobs)
 
 
 def event_dict(event: Event) -> dict[str, Any]:
@@ -253,18 +258,6 @@ def _job_run(job_run: JobRun) -> dict[str, Any]:
 
 def _time(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
-
-
-def _tail(log_path: str, lines: int) -> str:
-    """The last ``lines`` lines of a log file (at most its last MiB; empty if it is gone)."""
-    path = Path(log_path[len("file://"):] if log_path.startswith("file://") else log_path)
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - MAX_LOG_BYTES))
-            return "\n".join(fh.read().decode("utf-8", "replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:

@@ -27,8 +27,9 @@ class EventServerProcess:
     """``EventServerProcess(db_url).start()``; ``.url`` is the address clients connect to."""
 
     def __init__(self, db_url: str | None, *, port: int | None = None, extra_args: list[str] | None = None,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, cwd: str | os.PathLike | None = None):
         self.db_url = db_url
+        self.cwd = cwd  # the server's working directory (default: the repository)
         self.port = port or free_port()
         self.url = f"tcp://127.0.0.1:{self.port}"
         self.publish_url: str | None = None
@@ -49,7 +50,7 @@ class EventServerProcess:
         env = {**os.environ, **(self.env or {})}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO), env.get("PYTHONPATH")) if p)
         self.process = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=self._stderr, text=True,
-                                        env=env, cwd=_REPO)
+                                        env=env, cwd=self.cwd or _REPO)
         threading.Thread(target=self._read_stdout, args=(self.process,), daemon=True).start()
         deadline = time.monotonic() + timeout
         with self._seen:

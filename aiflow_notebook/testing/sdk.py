@@ -18,4 +18,6 @@ def reset_sdk() -> None:
     _graph.clear_session()
     submission._shutdown()
     submission.disconnect()
+    if "aiflow_notebook.events.connection" in sys.modules:  # also forget disconnect()'s override of the environment
+        sys.modules["aiflow_notebook.events.connection"].reset()
     submission._session_runs.clear()

@@ -86,7 +86,17 @@ class RunTracker:
         return changed
 
     def log_tail(self, job_run: int) -> str:
-        """The last lines of a job run's log ('' when the log is not on this machine)."""
+        """The last lines of a job run's log (from a connected server: its store reads it there)."""
+        from aiflow_notebook.submission import connected
+
+        if connected():
+            from aiflow_notebook.meta import default_store
+            from aiflow_notebook.meta.errors import NotFoundError
+
+            try:
+                return default_store().job_log(job_run, LOG_TAIL_LINES)
+            except NotFoundError:
+                return ""
         path = self._logs.get(job_run)
         if path is None:
             path = _log_path(job_run)  # known once the job's process started
@@ -110,14 +120,10 @@ class RunTracker:
 
 
 def _log_path(job_run: int) -> Path | None:
-    """Where the scheduler writes a job run's log, from the metadata store of this process (None for a
-    remote server's job run, whose log is on the server)."""
+    """Where the scheduler writes a job run's log, from the metadata store of this process."""
     from aiflow_notebook.meta import default_store
     from aiflow_notebook.meta.errors import NotFoundError
-    from aiflow_notebook.submission import connected
 
-    if connected():
-        return None
     try:
         uri = default_store().get_job_run(job_run).log_uri
     except NotFoundError:
