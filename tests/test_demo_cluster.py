@@ -1,0 +1,50 @@
+"""``aiflow demo --cluster`` end to end, twice in a row (SQLite, then --postgres): real JVMs, a CURVE server, a
+kernel as the notebook; every Flink and dl job on the cluster (Flink's REST record), then no process left."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from aiflow_notebook.testing.processes import wait_no_process_left
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+
+DEMO_DIR = "aiflow-demo-cluster-"  # every process the demo starts names its private directory
+
+
+def _demo(tmp_path, *extra: str) -> dict:
+    summary_file = tmp_path / f"summary{len(extra)}.json"
+    result = subprocess.run([sys.executable, "-m", "aiflow_notebook.cli", "demo", "--cluster", "--summary",
+                             str(summary_file), *extra], capture_output=True, text=True, timeout=720)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-6000:]
+    summary = json.loads(summary_file.read_text())
+    assert f"Flink web UI: {summary['flink_web_ui']}" in result.stdout
+    assert summary["flink_web_ui"].startswith("http://127.0.0.1:")
+
+    assert len(summary["jvm_pids"]) == 3  # a JobManager and two TaskManagers were really started...
+    assert [pid for pid in summary["jvm_pids"] if psutil.pid_exists(pid)] == []  # ...and are gone
+    assert wait_no_process_left(cmdline=DEMO_DIR, timeout=10) == []
+
+    states = {}
+    for job in summary["flink_jobs"]:
+        states.setdefault(job["name"], []).append(job["state"])
+        assert job["taskmanagers"], job  # Flink placed its tasks on the cluster's TaskManagers
+    assert states.get("ctr.prep") == ["FINISHED"], states
+    assert states.get("ctr.train") == ["FINISHED"], states
+    # the streaming job ran on the cluster, was restarted once by the validated version, and stopped at the end
+    assert states.get("ctr.serve") == ["CANCELED", "CANCELED"], states
+    versions = {(v["version"], v["stage"]) for v in summary["model_versions"]}
+    assert (1, "GENERATED") in versions and (2, "VALIDATED") in versions, versions
+    return summary
+
+
+def test_the_cluster_demo_runs_the_quickstart_on_the_cluster_twice_and_leaves_nothing(tmp_path):
+    first = _demo(tmp_path)
+    second = _demo(tmp_path, "--postgres")  # idempotent: a second run starts from nothing again
+    assert first["flink_web_ui"] != second["flink_web_ui"] or first["jvm_pids"] != second["jvm_pids"]
+    assert second["database"].startswith("postgresql")
