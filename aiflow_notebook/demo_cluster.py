@@ -121,7 +121,7 @@ class ClusterDemo:
 
     def start(self) -> None:
         from aiflow_notebook.events.auth import allow_client, create_client_keys, create_server_keys
-        from aiflow_notebook.testing.flink_cluster import StandaloneFlinkCluster
+        from aiflow_notebook.flink_cluster import StandaloneFlinkCluster
 
         self.home.mkdir(mode=0o700)
         self.keys.mkdir(mode=0o700)
@@ -137,7 +137,7 @@ class ClusterDemo:
         self.say(f"   Flink web UI: {self.cluster.rest_url} (JVM pids {self.cluster.pids()})")
 
         if self.use_postgres:
-            from aiflow_notebook.testing.postgres import PostgresServer
+            from aiflow_notebook.postgres_server import PostgresServer
 
             self.postgres = PostgresServer().start()
             self.db_url = self.postgres.create_database("aiflow")
