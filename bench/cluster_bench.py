@@ -56,8 +56,9 @@ def ddp_entry(ctx) -> None:
     return None
 
 
-def ddp_on_cluster(cluster, steps: int) -> tuple[float, float]:
-    """(train seconds on rank 0, submit → last entry started) of one pytorch job on the cluster."""
+def ddp_on_cluster(cluster, steps: int) -> tuple[float, float, float]:
+    """(train seconds on rank 0, submit → last entry started, of which: submit → the JobManager has the job)
+    of one pytorch job on the cluster."""
     import aiflow_notebook as af
     from aiflow_notebook.scheduler import EmbeddedScheduler
     from aiflow_notebook.testing.sdk import reset_sdk
@@ -76,7 +77,15 @@ def ddp_on_cluster(cluster, steps: int) -> tuple[float, float]:
         if state != "FINISHED":
             raise RuntimeError(f"the DDP job ended {state}: {run.errors()}")
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
-    return ranks[0]["train_s"], max(r["entry_started"] for r in ranks) - submitted
+    received = _received_at(cluster, next(j["jid"] for j in cluster.jobs() if j["name"] == "ddp_bench.train"
+                                          and j["state"] == "FINISHED" and j["start-time"] / 1000 > submitted))
+    return ranks[0]["train_s"], max(r["entry_started"] for r in ranks) - submitted, received - submitted
+
+
+def _received_at(cluster, job_id: str) -> float:
+    """When the JobManager received the job (its INITIALIZING timestamp), in seconds since the epoch."""
+    stamps = cluster.rest(f"/jobs/{job_id}")["timestamps"]
+    return min(v for k, v in stamps.items() if k in ("INITIALIZING", "CREATED") and v) / 1000
 
 
 PROBE = textwrap.dedent("""\
@@ -86,11 +95,14 @@ PROBE = textwrap.dedent("""\
     from pyflink.datastream import StreamExecutionEnvironment
 
     MARK = Path(sys.argv[1])
+    STOP = MARK.with_name("stop")
 
     def first(x):
         if not MARK.exists():
             MARK.write_text(repr(time.time()))
-        time.sleep(3600)
+        deadline = time.time() + 120
+        while not STOP.exists() and time.time() < deadline:  # a running job until told (or cancelled)
+            time.sleep(0.05)
         return x
 
     config = Configuration()
@@ -100,19 +112,21 @@ PROBE = textwrap.dedent("""\
     env.from_collection([1], type_info=Types.INT()).map(first, output_type=Types.INT()).print()
     if len(sys.argv) > 2:  # local: run in this process and report RUNNING
         client = env.execute_async("submit-bench")
-        while str(client.get_job_status().result()) != "RUNNING":
+        while client.get_job_status().result().name != "RUNNING":
             time.sleep(0.05)
         Path(sys.argv[2]).write_text(repr(time.time()))
         while not MARK.exists():
             time.sleep(0.05)
-        client.cancel().result()
+        STOP.write_text("")
+        client.get_job_execution_result().result()
     else:
         env.execute("submit-bench")  # flink run -d: submits and returns
 """)
 
 
-def submit_to_running(cluster, where: str) -> tuple[float, float]:
-    """(process start → RUNNING, process start → first record) of the probe job, ``where`` local|cluster."""
+def submit_to_running(cluster, where: str) -> tuple[float, float, float | None]:
+    """(process start → RUNNING, process start → first record, JobManager received → RUNNING) of the probe
+    job, ``where`` local|cluster (the last one only for the cluster, from Flink's own timestamps)."""
     import pyflink
 
     tmp = Path(tempfile.mkdtemp(prefix="submit-bench-"))
@@ -122,7 +136,7 @@ def submit_to_running(cluster, where: str) -> tuple[float, float]:
     if where == "local":
         subprocess.run([sys.executable, str(script), str(mark), str(running)], check=True, capture_output=True,
                        timeout=300)
-        return float(running.read_text()) - started, float(mark.read_text()) - started
+        return float(running.read_text()) - started, float(mark.read_text()) - started, None
     flink = Path(pyflink.__file__).parent / "bin" / "flink"
     done = subprocess.run([str(flink), "run", "-d", "-m", cluster.address, "-pyclientexec", sys.executable,
                            "-pyexec", sys.executable, "-py", str(script), str(mark)],
@@ -134,8 +148,11 @@ def submit_to_running(cluster, where: str) -> tuple[float, float]:
         if running_at is None and cluster.rest(f"/jobs/{job_id}").get("state") == "RUNNING":
             running_at = time.time()
         time.sleep(0.05)
+    (tmp / "stop").write_text("")
     cluster.rest(f"/jobs/{job_id}?mode=cancel", "PATCH")
-    return (running_at or float(mark.read_text())) - started, float(mark.read_text()) - started
+    stamps = cluster.rest(f"/jobs/{job_id}")["timestamps"]
+    in_cluster = stamps["RUNNING"] / 1000 - _received_at(cluster, job_id)
+    return (running_at or float(mark.read_text())) - started, float(mark.read_text()) - started, in_cluster
 
 
 def main() -> None:
@@ -157,16 +174,19 @@ def main() -> None:
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     with StandaloneFlinkCluster(taskmanagers=2, slots=2, jobmanager_mb=768, taskmanager_mb=1536) as cluster:
         if "ddp" in only:
-            ratios, startups = [], []
+            ratios, startups, clients = [], [], []
             for _ in range(args.runs):
-                cluster_train, startup = ddp_on_cluster(cluster, args.ddp_steps)
+                cluster_train, startup, client = ddp_on_cluster(cluster, args.ddp_steps)
                 _wall, mp_train = ddp_multiprocessing(args.ddp_steps)
                 ratios.append(cluster_train / mp_train)
                 startups.append(startup)
+                clients.append(client)
             emit("cluster", "ddp_train_ratio", statistics.median(ratios), "ratio", steps=args.ddp_steps,
                  runs=[round(r, 3) for r in ratios], target="<= 1.2")
             emit("cluster", "dl_startup_on_cluster", statistics.median(startups), "s",
                  runs=[round(s, 1) for s in startups], target="<= 20")
+            emit("cluster", "dl_startup_submit_to_jobmanager", statistics.median(clients), "s",
+                 runs=[round(c, 1) for c in clients], note="job process + flink run client")
         if "submit" in only:
             for where in ("cluster", "local"):
                 figures = [submit_to_running(cluster, where) for _ in range(args.runs)]
@@ -174,6 +194,9 @@ def main() -> None:
                      runs=[round(f[0], 2) for f in figures], target="<= 3" if where == "cluster" else None)
                 emit("cluster", f"submit_to_first_record_{where}", statistics.median(f[1] for f in figures), "s",
                      runs=[round(f[1], 2) for f in figures])
+                if where == "cluster":
+                    emit("cluster", "jobmanager_received_to_running", statistics.median(f[2] for f in figures), "s",
+                         runs=[round(f[2], 2) for f in figures], note="Flink's own timestamps")
 
 
 if __name__ == "__main__":
