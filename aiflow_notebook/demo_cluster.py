@@ -92,11 +92,12 @@ def run_demo(*, postgres: bool = False, notebook: str | None = None, summary_fil
 
 
 def quickstart_notebook() -> Path:
-    """The quickstart notebook: the repository's, else the copy shipped inside the package."""
+    """The quickstart notebook: the repository's (a source checkout), else the copy a wheel installs under
+    ``<prefix>/share/aiflow-notebook/notebooks`` (pyproject's data-files)."""
     repo = Path(__file__).resolve().parents[1] / "notebooks" / NOTEBOOK_NAME
     if repo.exists():
         return repo
-    shipped = Path(__file__).resolve().parent / "demo_notebooks" / NOTEBOOK_NAME
+    shipped = Path(sys.prefix) / "share" / "aiflow-notebook" / "notebooks" / NOTEBOOK_NAME
     if shipped.exists():
         return shipped
     raise DemoError(f"cannot find {NOTEBOOK_NAME} (looked at {repo} and {shipped}); pass --notebook PATH")
