@@ -55,7 +55,8 @@ def _environment(spec: dict[str, Any]):
     for node in job["nodes"]:
         if node["kind"] == "predict" and node["name"] not in callables and node.get("model"):
             callables[node["name"]] = serving_predictor(node["model"], node.get("model_version"),
-                                                        node.get("model_stage"), spec, node["name"])
+                                                        node.get("model_stage"), spec, node["name"],
+                                                        with_version=bool((node.get("properties") or {}).get("with_version")))
     build_program(env, job["name"], job["nodes"], callables, streaming=bool(job.get("streaming")),
                   base_dir=spec.get("cwd") or ".")
     return env
