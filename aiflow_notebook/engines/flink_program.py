@@ -88,17 +88,18 @@ def build_program(env, job_name: str, nodes: list[dict[str, Any]], callables: di
             dataset = _dataset(node, job_name)
             source = _single_input(node, streams, job_name)
             if fn is not None:
-                source = source.map(fn, output_type=Types.PICKLED_BYTE_ARRAY()).name(name)
+                source = source.map(fn, output_type=Types.PICKLED_BYTE_ARRAY()).name(name).uid(f"map:{name}")
             uri = dataset["uri"]
             path = dataset_path(uri, base_dir)
             path.mkdir(parents=True, exist_ok=True)
-            lines = source.filter(lambda row: row is not None).map(
-                lambda row, uri=uri: format_row(row, uri), output_type=Types.STRING()).name(f"{name}: format")
+            lines = source.filter(lambda row: row is not None).uid(f"drop-none:{name}").map(
+                lambda row, uri=uri: format_row(row, uri), output_type=Types.STRING()).name(f"{name}: format") \
+                .uid(f"format:{name}")
             sink = (FileSink.for_row_format(str(path), Encoder.simple_string_encoder())
                     .with_bucket_assigner(BucketAssigner.base_path_bucket_assigner())
                     .with_rolling_policy(RollingPolicy.on_checkpoint_rolling_policy())
                     .build())
-            lines.sink_to(sink).name(f"{name} -> {dataset['name']}")
+            lines.sink_to(sink).name(f"{name} -> {dataset['name']}").uid(sink_uid(name))
             written.append(str(path))
         elif kind in ROW_NODE_KINDS:
             if fn is None:
@@ -111,10 +112,10 @@ def build_program(env, job_name: str, nodes: list[dict[str, Any]], callables: di
                 streams[name] = grouped(source, fn, group_by, node_name=name, job_name=job_name, streaming=streaming)
             elif flat:
                 streams[name] = source.flat_map(lambda row, fn=fn: fn(row) or [],
-                                                output_type=Types.PICKLED_BYTE_ARRAY()).name(name)
+                                                output_type=Types.PICKLED_BYTE_ARRAY()).name(name).uid(f"map:{name}")
             else:
-                streams[name] = source.map(fn, output_type=Types.PICKLED_BYTE_ARRAY()).filter(
-                    lambda row: row is not None).name(name)
+                streams[name] = source.map(fn, output_type=Types.PICKLED_BYTE_ARRAY()).uid(f"map:{name}").filter(
+                    lambda row: row is not None).name(name).uid(f"drop-none:{name}")
         else:
             raise FlinkProgramError(f"job {job_name!r}, node {name!r}: node kind {kind!r} is not supported by the "
                                     "flink engine")
@@ -137,7 +138,7 @@ def grouped(stream, fn: Callable, group_by: Any, *, node_name: str, job_name: st
                                 "job); a stream's groups never end")
     key = lambda row, k=group_by: row[k]  # noqa: E731 -- a column index, or a key of dict rows
     return (stream.key_by(lambda row, key=key: str(key(row)), key_type=Types.STRING())
-            .process(_GroupFunction(fn), output_type=Types.PICKLED_BYTE_ARRAY()).name(node_name))
+            .process(_GroupFunction(fn), output_type=Types.PICKLED_BYTE_ARRAY()).name(node_name).uid(f"group:{node_name}"))
 
 
 class _GroupFunction:
@@ -170,6 +171,28 @@ class _GroupFunction:
 _END_OF_TIME = 2**63 - 1
 
 
+def stateful_operators(nodes: list[dict[str, Any]]) -> dict[str, str]:
+    """The operators of a job's program that keep state in a savepoint, uid -> dataset uri: each file
+    source (files done, positions in files) and each file sink (part files in progress). Every operator
+    gets a stable uid from its node's name, so a restarted program maps the savepoint's state back."""
+    found = {}
+    for node in nodes:
+        uri = (node.get("dataset") or {}).get("uri")
+        if node["kind"] == "read_dataset":
+            found[source_uid(node["name"])] = uri
+        elif node["kind"] == "write_dataset":
+            found[sink_uid(node["name"])] = uri
+    return found
+
+
+def source_uid(node: str) -> str:
+    return f"source:{node}"
+
+
+def sink_uid(node: str) -> str:
+    return f"sink:{node}"
+
+
 def read_dataset_stream(env, node: dict[str, Any], job_name: str, fn: Callable | None = None, *,
                         streaming: bool, base_dir: str | Path):
     """The rows of a ``read_dataset`` node as a stream of pickled Python rows (see ``parse_line``).
@@ -192,12 +215,13 @@ def read_dataset_stream(env, node: dict[str, Any], job_name: str, fn: Callable |
     builder = FileSource.for_record_stream_format(StreamFormat.text_line_format(), str(path))
     if streaming:
         builder = builder.monitor_continuously(Duration.of_seconds(STREAM_MONITOR_INTERVAL_S))
-    lines = env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), f"{name} <- {dataset['name']}")
+    lines = env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), f"{name} <- {dataset['name']}") \
+        .uid(source_uid(name))
     uri, schema = dataset["uri"], dataset.get("schema")
     rows = lines.map(lambda line, uri=uri, schema=schema: parse_line(line, uri, schema),
-                     output_type=Types.PICKLED_BYTE_ARRAY()).name(f"{name}: parse")
+                     output_type=Types.PICKLED_BYTE_ARRAY()).name(f"{name}: parse").uid(f"parse:{name}")
     if fn is not None:
-        rows = rows.map(fn, output_type=Types.PICKLED_BYTE_ARRAY()).name(name)
+        rows = rows.map(fn, output_type=Types.PICKLED_BYTE_ARRAY()).name(name).uid(f"map:{name}")
     return rows
 
 
