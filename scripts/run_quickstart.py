@@ -162,7 +162,8 @@ def _first_scored_time(scores: Path) -> dict[int, float]:
 
 
 def _phases(status: list, validated: list, first_scored: dict[int, float]) -> dict[str, float]:
-    """Seconds per phase: each batch job's first and second run, serve's start, the v2 restart."""
+    """Seconds per phase: each batch job's runs (STARTING → FINISHED), serve coming up on v1 and the v2
+    restart (from the MODEL_VALIDATED event to serve RUNNING, and to the first v2 score committed)."""
     phases: dict[str, float] = {}
     starts: dict[int, int] = {}
     seen: Counter = Counter()
@@ -170,13 +171,15 @@ def _phases(status: list, validated: list, first_scored: dict[int, float]) -> di
         job, job_run = e.key.split(".", 1)[1], json.loads(e.context or "{}").get("job_run")
         if e.value == "STARTING":
             starts[job_run] = e.create_time
-        elif e.value in ("FINISHED", "RUNNING") and job_run in starts and (job == "serve") == (e.value == "RUNNING"):
+        elif e.value == "FINISHED" and job != "serve" and job_run in starts:
             seen[job] += 1
-            name = "serve start" if job == "serve" else job
-            phases[f"{name} ({'v' + str(seen[job])})"] = (e.create_time - starts.pop(job_run)) / 1000
+            phases[f"{job} (v{seen[job]})"] = (e.create_time - starts.pop(job_run)) / 1000
+    running = [e.create_time for e in status if e.key.endswith(".serve") and e.value == "RUNNING"]
+    if validated and 1 in first_scored:
+        phases["serve up on v1 (MODEL_VALIDATED v1 -> first v1 score committed)"] = \
+            (first_scored[1] - validated[0].create_time) / 1000
     if len(validated) >= 2:
-        v2_at = validated[1][1]
-        running = [e.create_time for e in status if e.key.endswith(".serve") and e.value == "RUNNING"]
+        v2_at = validated[1].create_time
         if len(running) >= 2:
             phases["restart to RUNNING (MODEL_VALIDATED v2 -> serve RUNNING)"] = (running[1] - v2_at) / 1000
         if 2 in first_scored:
