@@ -163,6 +163,17 @@ def test_group_by_on_a_flink_batch_job_joins_per_key_aggregates_back_to_every_ro
     assert len(rows) == 9
     assert {(r[0], round(r[2], 3)) for r in rows} == {("u0", 1.0), ("u1", 0.333), ("u2", 0.0)}
 
+    # the batch job runs again (new data arrived): its output replaces the dataset, it does not add to it
+    (tmp_path / "rates" / "README").write_text("mine")
+    (tmp_path / "clicks.csv").write_text("u0,0\nu0,1\n")
+    env = StreamExecutionEnvironment.get_execution_environment(config)
+    env.set_parallelism(2)
+    build_program(env, "prep", nodes, {"rate": rate}, streaming=False, base_dir=tmp_path)
+    env.execute("prep")
+    assert sorted(af.read_rows(tmp_path / "rates")) == \
+        [["mine"], ["u0", "0", "0.5"], ["u0", "1", "0.5"]]
+    assert (tmp_path / "rates" / "README").read_text() == "mine"
+
 
 # --- the scheduler: wait_for and the evaluation gate -----------------------------------------------------
 

@@ -92,6 +92,8 @@ def build_program(env, job_name: str, nodes: list[dict[str, Any]], callables: di
             uri = dataset["uri"]
             path = dataset_path(uri, base_dir)
             path.mkdir(parents=True, exist_ok=True)
+            if not streaming:
+                clear_part_files(path)  # a batch job's output replaces the dataset (a new run, new data)
             lines = source.filter(lambda row: row is not None).uid(f"drop-none:{name}").map(
                 lambda row, uri=uri: format_row(row, uri), output_type=Types.STRING()).name(f"{name}: format") \
                 .uid(f"format:{name}")
@@ -123,6 +125,15 @@ def build_program(env, job_name: str, nodes: list[dict[str, Any]], callables: di
         raise FlinkProgramError(f"job {job_name!r} writes no dataset: a Flink program needs a sink "
                                 "(add af.write_dataset(...))")
     return written
+
+
+def clear_part_files(path: Path) -> None:
+    """Remove the part files a previous run of a job wrote into dataset directory ``path`` (and their
+    in-progress/hidden forms), so a batch job that runs again replaces the dataset instead of adding to it.
+    Only Flink's part files go: anything else a user put there stays."""
+    for part in path.iterdir():
+        if part.is_file() and part.name.lstrip(".").startswith("part-"):
+            part.unlink()
 
 
 def grouped(stream, fn: Callable, group_by: Any, *, node_name: str, job_name: str, streaming: bool):
