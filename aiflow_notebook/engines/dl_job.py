@@ -16,9 +16,10 @@ mini-cluster:
   worker 0 is the chief), ``epochs`` (``max_epoch``, default 1), ``max_failover`` (default 3); every
   other property is a cluster property (``ctx.get_property(k)``, a string);
 - the model: the trainer returns the trained model on rank 0 (TensorFlow: worker 0); the other nodes
-  return None. The entry wrapper saves it with ``model_io.save_model`` in that node's process (a
+  return None; returning ``(model, metrics)`` registers the dict of training metrics with the version.
+  The entry wrapper saves it with ``model_io.save_model`` in that node's process (a
   ``torch.nn.Module`` — a DistributedDataParallel is unwrapped to its ``.module`` — is saved as a
-  ``model_io.TorchModel`` so ``af.predict`` can apply it) and writes the URI into this job run's
+  ``model_io.TorchModel`` so ``af.predict`` can apply it) and writes the URI (and metrics) into this job run's
   directory; when the Flink job has finished, the URI is registered as a new version (GENERATED) of the
   node's model, with lineage to this job run.
 """
@@ -34,11 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from aiflow_notebook.capture import load_payload
-from aiflow_notebook.engines.model_io import TorchModel, save_model
+from aiflow_notebook.engines.model_io import TorchModel, save_model, split_trained
 from aiflow_notebook.errors import AIFlowError
 
 DEFAULT_WORKERS = 2
-RESULT_FILE = "model.uri"
+RESULT_FILE = "model.json"  # {"uri": ..., "metrics": ...} written by the chief
 ERROR_TAIL_LINES = 12
 _RESERVED = {"workers", "ps", "epochs", "max_failover"}
 _SCHEMA_TYPES = {
@@ -96,7 +97,9 @@ def _run(spec: dict[str, Any], framework: str) -> None:
 
     store = default_store()
     store.register_model(node["model"])
-    version = store.register_model_version(node["model"], uri=result.read_text().strip(), job_run=spec.get("job_run_id"))
+    saved = json.loads(result.read_text())
+    version = store.register_model_version(node["model"], uri=saved["uri"], metrics=saved.get("metrics"),
+                                           job_run=spec.get("job_run_id"))
     print(f"[aiflow] registered model {node['model']} version {version.version}", flush=True)
 
 
@@ -176,12 +179,12 @@ class TrainerEntry:
             from dl_on_flink.tensorflow import TFContext
 
             framework_ctx = TFContext(ctx)
-        trained = self.trainer(framework_ctx)
+        trained, metrics = split_trained(self.trainer(framework_ctx))
         chief = ctx.get_node_type() == "worker" and ctx.get_index() == 0
         if chief and trained is not None:
             uri = save_model(as_model(trained), self.model or "unnamed", getattr(self, "home", None))
             tmp = f"{self.result_path}.{os.getpid()}.tmp"
-            Path(tmp).write_text(uri)
+            Path(tmp).write_text(json.dumps({"uri": uri, "metrics": metrics}))
             os.replace(tmp, self.result_path)  # atomic: a later attempt's model replaces an earlier one whole
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from aiflow_notebook.capture import load_payload
-from aiflow_notebook.engines.flink_program import build_program
+from aiflow_notebook.engines.flink_program import build_program, stateful_operators
+from aiflow_notebook.engines.flink_savepoints import run_streaming
 from aiflow_notebook.engines.model_io import serving_predictor
 from aiflow_notebook.errors import AIFlowError
 
@@ -35,31 +36,37 @@ def run_job(spec: dict[str, Any]) -> None:
     platform = spec["job"].get("platform") or "local"
     if platform.startswith(REMOTE_PREFIX):
         run_on_cluster(spec, platform[len(REMOTE_PREFIX):])
+    elif spec["job"].get("streaming") and spec.get("savepoint_dir"):
+        run_streaming(spec, lambda extra: _environment(spec, extra), stateful_operators(spec["job"]["nodes"]))
     else:
         env = _environment(spec)
         env.execute(f"{spec['workflow']}.{spec['job']['name']}")
 
 
-def new_environment(spec: dict[str, Any]):
-    """A local execution environment for the job: its Python workers run this interpreter."""
+def new_environment(spec: dict[str, Any], extra: dict[str, str] | None = None):
+    """A local execution environment for the job: its Python workers run this interpreter. ``extra``:
+    more Flink settings (e.g. the savepoint a streaming job resumes from)."""
     from pyflink.common import Configuration
     from pyflink.datastream import StreamExecutionEnvironment
 
     config = Configuration()
     config.set_string("python.executable", sys.executable)  # else workers run `python` from PATH
+    for key, value in (extra or {}).items():
+        config.set_string(key, value)
     env = StreamExecutionEnvironment.get_execution_environment(config)
     env.set_parallelism(int(spec["job"].get("parallelism") or 1))
     return env
 
 
-def _environment(spec: dict[str, Any]):
-    env = new_environment(spec)
+def _environment(spec: dict[str, Any], extra: dict[str, str] | None = None):
+    env = new_environment(spec, extra)
     job = spec["job"]
     callables = dict(load_payload(base64.b64decode(job["payload"]))["callables"])
     for node in job["nodes"]:
         if node["kind"] == "predict" and node["name"] not in callables and node.get("model"):
             callables[node["name"]] = serving_predictor(node["model"], node.get("model_version"),
-                                                        node.get("model_stage"), spec, node["name"])
+                                                        node.get("model_stage"), spec, node["name"],
+                                                        with_version=bool((node.get("properties") or {}).get("with_version")))
     build_program(env, job["name"], job["nodes"], callables, streaming=bool(job.get("streaming")),
                   base_dir=spec.get("cwd") or ".")
     return env

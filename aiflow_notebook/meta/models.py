@@ -76,6 +76,7 @@ class JobRun:
     log_uri: str | None
     error: str | None
     workflow_run_id: int | None
+    savepoint: str | None = None  # the savepoint a stop left (streaming Flink jobs), for the next start
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,8 @@ class JobRun(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     log_uri: Mapped[str | None] = mapped_column(Text, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # where a stopped streaming job saved its state (migration savepoints_0001); its next start resumes there
+    savepoint: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Dataset(Base):

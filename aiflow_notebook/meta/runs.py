@@ -230,4 +230,4 @@ def _job_row(session: Session, workflow: str, name: str, project: str, engine: s
 def _job_run(row: orm.JobRun, workflow: str, job: str) -> JobRun:
     return JobRun(id=row.id, workflow=workflow, job=job, state=row.state, attempt=row.attempt,
                   started_at=row.started_at, ended_at=row.ended_at, log_uri=row.log_uri, error=row.error,
-                  workflow_run_id=row.workflow_run_id)
+                  workflow_run_id=row.workflow_run_id, savepoint=row.savepoint)

@@ -70,6 +70,7 @@ SUBMIT_REJECTED = "WORKFLOW_SUBMIT_REJECTED"
 SENDER = "scheduler"
 MAX_BATCH = 512  # events decided in one transaction at most
 RUN_SCOPED_TYPES = frozenset({JOB_STATUS_CHANGED, RUN_STATUS_CHANGED})  # a run's own status events
+OUTCOME_KEYS = ("savepoint", "savepoint_error", "resumed_from", "resume_note")  # see Scheduler._outcome
 WATCH_POLL_S = 0.5  # how often a watcher thread looks whether the scheduler has stopped
 # The interpreter's thread switch interval while a scheduler runs in the process (Python's default: 5 ms).
 # The loop shares the GIL with the event server and the listeners; a thread woken by a commit or a
@@ -443,7 +444,9 @@ class Scheduler:
             self._publish_status(run, job.name, job_run_id, attempt, "STARTING")
         process = self._launch(run, job, job_run_id, attempt, self._trigger(run, action))
         self.state.job_started(job_run_id, json.loads(process.record.to_json()), process.record.log_path, action.id)
-        self._publish_status(run, job.name, job_run_id, attempt, "RUNNING")
+        resume_from = self.state.previous_savepoint(run.run_id, job.name, job_run_id)
+        self._publish_status(run, job.name, job_run_id, attempt, "RUNNING",
+                             **({"resume_from": resume_from} if resume_from else {}))
         self._watch(_Running(run.run_id, job.name, job_run_id, attempt, process))
 
     def _trigger(self, run: RunState, action: PendingAction) -> dict[str, Any] | None:
@@ -474,6 +477,12 @@ class Scheduler:
                 "cwd": properties.get("cwd"), "meta_url": public_url, "event_url": self.client.url}
         spec.update(self._payload_reference(job, properties.get("uri")))
         spec["trigger"] = trigger  # the event that fired the rule, for the job runtime
+        # A job that can save its state on stop (a streaming Flink job) saves it under a directory of its
+        # own run and job (never shared by two live runs), reports the path in its outcome file, and its
+        # next start in this run gets that path back.
+        spec["savepoint_dir"] = str(self.home / "savepoints" / run.workflow / str(run.run_id) / job.name)
+        spec["resume_from"] = self.state.previous_savepoint(run.run_id, job.name, job_run_id)
+        spec["outcome_path"] = str(base.with_suffix(".outcome.json"))
         spec_path = base.with_suffix(".spec.json")
         spec["spec_path"] = str(spec_path)
         if full_url != public_url:
@@ -578,12 +587,14 @@ class Scheduler:
             why = f"exit code {status.returncode}" if status.returncode is not None else "the process was killed"
             error = f"{why}; log tail:\n{running.process.log_tail(20)}"
         run = self._runs.get(running.run_id)
+        outcome = self._outcome(running)
         lost = state == "FAILED" and status.returncode is None  # gone without an exit status
         restart = lost and run is not None and self._job_property(run, running.job, "on_lost") == "restart"
         if restart:
             error += "\n(the process was lost; on_lost='restart' starts a new attempt)"
         self.state.job_ended(running.job_run_id, state, error,
-                             restart=(running.run_id, running.job) if restart else None)
+                             restart=(running.run_id, running.job) if restart else None,
+                             savepoint=outcome.get("savepoint"))
         self._running.pop(running.job_run_id, None)  # only now: a retried commit above finds it again
         if run is None:
             return
@@ -591,11 +602,26 @@ class Scheduler:
             self._record_outputs(run, running)
         extra = {"stop_seconds": round(time.monotonic() - running.stop_requested, 3)} \
             if running.stop_requested is not None else {}
+        extra.update(outcome)
         self._publish_status(run, running.job, running.job_run_id, running.attempt, state, error, **extra)
         if run.run_id in self._stopping_runs:
             self._continue_stop(run)
         else:
             self._execute_pending(run.run_id)  # a STOP/RESTART that waited for this process, a lost-job restart
+
+    def _outcome(self, running: _Running) -> dict[str, Any]:
+        """What the job process reported on its way out (``outcome_path`` of its spec): the savepoint a
+        streaming job's stop left (``savepoint``: a path, or None with ``savepoint_error``). Recorded on the
+        job run and put in its final status event; the engine decides what it means, the scheduler only
+        keeps the path and hands it to the job's next start (``resume_from``)."""
+        path = Path(running.process.record.log_path).with_suffix(".outcome.json")
+        try:
+            outcome = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(outcome, dict):
+            return {}
+        return {key: outcome[key] for key in OUTCOME_KEYS if key in outcome}
 
     def _record_outputs(self, run: RunState, running: _Running) -> None:
         job = self._workflow(run).jobs.get(running.job)

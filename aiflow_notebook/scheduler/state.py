@@ -234,19 +234,32 @@ class SchedulerState:
         self._db.transaction(work)
 
     def job_ended(self, job_run_id: int, state: str, error: str | None,
-                  restart: tuple[int, str] | None = None) -> None:
-        """Record a job run's final state; ``restart`` = (run id, job) also queues a START, atomically."""
+                  restart: tuple[int, str] | None = None, savepoint: str | None = None) -> None:
+        """Record a job run's final state (and the savepoint its stop left, if any); ``restart`` =
+        (run id, job) also queues a START, atomically."""
 
         def work(session: Session) -> None:
             row = session.get(orm.JobRun, job_run_id)
             row.state, row.ended_at = state, utcnow()
             if error is not None:
                 row.error = error
+            if savepoint is not None:
+                row.savepoint = savepoint
             if restart is not None:
                 session.add(orm.SchedulerAction(workflow_run_id=restart[0], job=restart[1], action="START",
                                                 state="PENDING"))
 
         self._db.transaction(work)
+
+    def previous_savepoint(self, run_id: int, job: str, job_run_id: int) -> str | None:
+        """The savepoint of the job run of ``job`` in this run just before ``job_run_id`` (None when that one
+        left none: a failed savepoint, a crash, a batch job), which the next start resumes from."""
+        with self._db.reading() as session:
+            return session.scalar(select(orm.JobRun.savepoint)
+                                  .join(orm.Job, orm.Job.id == orm.JobRun.job_id)
+                                  .where(orm.JobRun.workflow_run_id == run_id, orm.Job.name == job,
+                                         orm.JobRun.id < job_run_id)
+                                  .order_by(orm.JobRun.id.desc()).limit(1))
 
     def active_job_runs(self, run_id: int | None = None) -> list[ActiveJobRun]:
         with self._db.reading() as session:
