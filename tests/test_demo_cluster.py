@@ -21,7 +21,7 @@ DEMO_DIR = "aiflow-demo-cluster-"  # every process the demo starts names its pri
 def _demo(tmp_path, *extra: str) -> dict:
     summary_file = tmp_path / f"summary{len(extra)}.json"
     result = subprocess.run([sys.executable, "-m", "aiflow_notebook.cli", "demo", "--cluster", "--summary",
-                             str(summary_file), *extra], capture_output=True, text=True, timeout=720)
+                             str(summary_file), *extra], capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-6000:]
     summary = json.loads(summary_file.read_text())
     assert f"Flink web UI: {summary['flink_web_ui']}" in result.stdout
@@ -35,12 +35,12 @@ def _demo(tmp_path, *extra: str) -> dict:
     for job in summary["flink_jobs"]:
         states.setdefault(job["name"], []).append(job["state"])
         assert job["taskmanagers"], job  # Flink placed its tasks on the cluster's TaskManagers
-    assert states.get("ctr.prep") == ["FINISHED"], states
+    assert states.get("ctr.prep") and set(states["ctr.prep"]) == {"FINISHED"}, states
     on_cluster = {job["name"]: (job["engine"], len(job["flink_jobs"])) for run in summary["runs"] for job in run["jobs"]}
     assert all(count > 0 for engine, count in on_cluster.values() if engine in ("flink", "pytorch", "tensorflow")), \
         on_cluster  # every Flink and dl job of the notebook's run ran on the cluster
     if on_cluster["train"][0] == "pytorch":
-        assert states.get("ctr.train") == ["FINISHED"], states
+        assert states.get("ctr.train") and set(states["ctr.train"]) == {"FINISHED"}, states
     # the streaming job ran on the cluster (restarted by a validated version) and was stopped at the end
     assert states.get("ctr.serve") and set(states["ctr.serve"]) == {"CANCELED"}, states
     assert "VALIDATED" in {v["stage"] for v in summary["model_versions"] if v["model"] == "ctr"}, summary
