@@ -16,6 +16,8 @@ COMMAND_MODULES = [
     "aiflow_notebook.server",
     "aiflow_notebook.events.cli",
     "aiflow_notebook.schedule_cli",
+    "aiflow_notebook.demo_cluster",
+    "aiflow_notebook.doctor",
 ]
 
 

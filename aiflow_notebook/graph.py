@@ -258,7 +258,8 @@ def job_config(name: str, engine: str | None = None, parallelism: int | None = N
     """The execution block of job ``name``: nodes defined inside belong to that job.
 
     A setting left as ``None`` is inherited from the enclosing blocks, finally from the built-in
-    defaults (engine ``python``, parallelism 1, platform ``local``, not streaming, no properties).
+    defaults (engine ``python``, parallelism 1, platform ``$AIFLOW_PLATFORM`` or ``local``, not streaming, no
+    properties).
     ``periodic`` (``"cron@*/5 * * * *"``, ``"interval@0 0 1 0"``, a cron string, seconds or a timedelta)
     makes the job rerun at every tick while its run lives (the job property ``periodic``; docs/schedules.md).
     """
@@ -438,7 +439,7 @@ class _Session:
 
     def inherited_settings(self) -> dict[str, Any]:
         """Job settings from the built-in defaults, then every open global/engine block, outer to inner."""
-        settings = {**BUILTIN_JOB_DEFAULTS, "properties": {}}
+        settings = {**BUILTIN_JOB_DEFAULTS, "platform": default_platform(), "properties": {}}
         for frame in self.frames:
             if frame.kind == "global":
                 settings.update({k: v for k, v in frame.value.items() if k != "properties"})
@@ -449,6 +450,15 @@ class _Session:
 
 
 _session = _Session()
+
+PLATFORM_VARIABLE = "AIFLOW_PLATFORM"
+
+
+def default_platform() -> str:
+    """``$AIFLOW_PLATFORM`` (e.g. ``flink://127.0.0.1:8081``: flink, pytorch and tensorflow jobs run on that
+    cluster), else ``local``. Read when a job is declared; python and bash jobs run where the scheduler
+    runs them whatever their platform."""
+    return os.environ.get(PLATFORM_VARIABLE) or BUILTIN_JOB_DEFAULTS["platform"]
 
 
 def check_name(name: Any, what: str) -> None:

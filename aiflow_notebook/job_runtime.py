@@ -27,6 +27,8 @@ from aiflow_notebook.capture import load_payload
 from aiflow_notebook.errors import AIFlowError
 from aiflow_notebook.graph import DatasetSpec
 
+MODEL_STEPS = ("evaluate", "model_validate")
+
 
 class JobRunError(AIFlowError):
     """A node of a job could not run (a missing built-in, a wrong number of outputs...)."""
@@ -146,9 +148,21 @@ def _run_node(job: str, node: dict[str, Any], fn: Any, inputs: list[Any], contex
             return fn(inputs[0], dataset, **kwargs)
         context.write_dataset(dataset, inputs[0])
         return None
+    if kind in MODEL_STEPS and node_ctx.model and hasattr(context, "run_model_step"):
+        return context.run_model_step(node_ctx, fn, inputs)  # an engine that gates model versions
     if fn is None:
         return context.run_builtin(node_ctx, inputs)
+    if kind == "transform" and node_ctx.properties.get("group_by") is not None:
+        return _grouped(fn, inputs, node_ctx.properties["group_by"], kwargs)
     return fn(*inputs, **kwargs)
+
+
+def _grouped(fn: Any, inputs: list[Any], key: Any, kwargs: dict[str, Any]) -> list[Any]:
+    """``transform(..., group_by=K)`` in-process: ``fn(rows)`` per key, the outputs concatenated."""
+    groups: dict[Any, list[Any]] = {}
+    for row in inputs[0]:
+        groups.setdefault(row[key], []).append(row)
+    return [out for rows in groups.values() for out in (fn(rows, **kwargs) or [])]
 
 
 def _output(result: Any, index: int, nodes: list[dict[str, Any]], source: str) -> Any:

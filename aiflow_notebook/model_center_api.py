@@ -20,8 +20,9 @@ def register_model_version(model: str, uri: str, metrics: dict[str, Any] | None 
     return default_store().register_model_version(model, uri, metrics=metrics, job_run=job_run)
 
 
-def update_model_version(model: str, version: int, stage: Stage | str) -> ModelVersion:
-    return default_store().update_model_version(model, version, stage)
+def update_model_version(model: str, version: int, stage: Stage | str | None = None, *,
+                         metrics: dict[str, Any] | None = None) -> ModelVersion:
+    return default_store().update_model_version(model, version, stage, metrics=metrics)
 
 
 def get_model_version(model: str, version: int) -> ModelVersion:

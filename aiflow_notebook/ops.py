@@ -44,10 +44,18 @@ def write_dataset(input: Channel, name_or_meta: str | Any, uri: str | None = Non
 
 
 def transform(input_or_list: Inputs, fn: Callable[..., Any], name: str | None = None,
-              output_num: int = 1) -> Outputs:
-    """``fn(*inputs)``: feature engineering, cleaning... Returns ``output_num`` channels."""
+              output_num: int = 1, *, group_by: int | str | None = None) -> Outputs:
+    """``fn(*inputs)``: feature engineering, cleaning... Returns ``output_num`` channels.
+
+    ``group_by=K`` (a column index, or a key of dict rows; flink batch jobs): ``fn(rows)`` is called once per
+    key with all the rows of that key and returns the rows to emit — per-key aggregates joined back to
+    each row (a user's click-through rate on each of their impressions)."""
+    if group_by is not None and (isinstance(group_by, bool) or not isinstance(group_by, int | str)):
+        raise InvalidArgumentError(f"transform {name or _fn_name(fn, 'transform')!r}: group_by must be a column "
+                                   f"index or a key name, got {group_by!r}")
     return _add("transform", name, _fn_name(fn, "transform"), fn=fn, inputs=input_or_list,
-                output_num=output_num, fn_required=True)
+                output_num=output_num, fn_required=True,
+                properties=None if group_by is None else {"group_by": group_by})
 
 
 def train(input: Inputs, trainer: Callable[..., Any], model: str | Any, name: str | None = None) -> Channel:
@@ -74,7 +82,8 @@ def model_validate(input: Inputs, model: str | Any, validator: Callable[..., Any
 
 
 def predict(input: Inputs, model: str | Any, version: str | int | None = None, stage: str | None = None, *,
-            predictor: Callable[..., Any] | None = None, name: str | None = None) -> Channel:
+            predictor: Callable[..., Any] | None = None, name: str | None = None,
+            with_version: bool = False) -> Channel:
     """Predict with a version of ``model``; ``predictor(*inputs)`` when given, else the engine's built-in
     prediction. Which version the built-in serves, decided when the job starts:
 
@@ -83,13 +92,17 @@ def predict(input: Inputs, model: str | Any, version: str | int | None = None, s
       ``MODEL_*`` event names (when it is in ``stage``, if given);
     - ``stage="DEPLOYED"`` (any stage): the newest version in that stage;
     - neither: the newest VALIDATED or DEPLOYED version, else the newest GENERATED one (noted in the job log).
+
+    ``with_version=True`` appends the served version's number to each output row, so that a stream's
+    scores say which model version made them (the built-in prediction only).
     """
     model_name = _model(model, "predict")
     if version is not None and (isinstance(version, bool) or not str(version).isdigit() or int(version) < 1):
         raise InvalidArgumentError(f"predict of model {model_name!r}: version must be a version number "
                                    f"(1, 2, ...), got {version!r}")
     return _add("predict", name, f"predict_{model_name}", fn=predictor, inputs=input, model=model_name,
-                model_version=version, model_stage=_model_stage(stage, model_name), output_num=1)
+                model_version=version, model_stage=_model_stage(stage, model_name), output_num=1,
+                properties={"with_version": True} if with_version else None)
 
 
 def push_model(model: str | Any, pusher: Callable[..., Any] | None = None, version: str | int | None = None,

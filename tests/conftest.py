@@ -69,6 +69,24 @@ def meta_url(request, tmp_path) -> str:
     return server.create_database(f"t{os.getpid()}_{next(_db_counter)}")
 
 
+@pytest.fixture(scope="session")
+def flink_cluster():
+    """A real standalone Flink cluster (1 JobManager + 2 TaskManagers with 2 slots each, small JVMs), shared
+    by the modules that test "on a real cluster" (≈ 15 s to start and stop). Its JVMs must be gone after."""
+    import psutil
+
+    from aiflow_notebook.testing.flink_cluster import StandaloneFlinkCluster
+
+    cluster = StandaloneFlinkCluster(taskmanagers=2, slots=2, jobmanager_mb=768, taskmanager_mb=1536).start()
+    jvms = cluster.pids()
+    assert len(jvms) == 3, jvms
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        assert [pid for pid in jvms if psutil.pid_exists(pid)] == [], "a JVM of the cluster outlived stop()"
+
+
 @pytest.fixture
 def no_dl_child_left_behind():
     """After a dl_on_flink test: no node child process (of this session) outlived its job."""

@@ -16,9 +16,10 @@ mini-cluster:
   worker 0 is the chief), ``epochs`` (``max_epoch``, default 1), ``max_failover`` (default 3); every
   other property is a cluster property (``ctx.get_property(k)``, a string);
 - the model: the trainer returns the trained model on rank 0 (TensorFlow: worker 0); the other nodes
-  return None. The entry wrapper saves it with ``model_io.save_model`` in that node's process (a
+  return None; returning ``(model, metrics)`` registers the dict of training metrics with the version.
+  The entry wrapper saves it with ``model_io.save_model`` in that node's process (a
   ``torch.nn.Module`` — a DistributedDataParallel is unwrapped to its ``.module`` — is saved as a
-  ``model_io.TorchModel`` so ``af.predict`` can apply it) and writes the URI into this job run's
+  ``model_io.TorchModel`` so ``af.predict`` can apply it) and writes the URI (and metrics) into this job run's
   directory; when the Flink job has finished, the URI is registered as a new version (GENERATED) of the
   node's model, with lineage to this job run.
 """
@@ -34,11 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from aiflow_notebook.capture import load_payload
-from aiflow_notebook.engines.model_io import TorchModel, save_model
+from aiflow_notebook.engines.model_io import TorchModel, save_model, split_trained
 from aiflow_notebook.errors import AIFlowError
 
 DEFAULT_WORKERS = 2
-RESULT_FILE = "model.uri"
+RESULT_FILE = "model.json"  # {"uri": ..., "metrics": ...} written by the chief
 ERROR_TAIL_LINES = 12
 _RESERVED = {"workers", "ps", "epochs", "max_failover"}
 _SCHEMA_TYPES = {
@@ -63,6 +64,51 @@ def run_tensorflow_job(spec: dict[str, Any]) -> None:
 
 
 def _run(spec: dict[str, Any], framework: str) -> None:
+    from aiflow_notebook.engines.flink_job import REMOTE_PREFIX, ClusterJobFailed, run_on_cluster
+
+    job = spec["job"]
+    where = f"job {spec['workflow']}.{job['name']} (engine {framework})"
+    node = _train_node(job, where)
+    result = _run_dir(spec) / RESULT_FILE
+    result.unlink(missing_ok=True)
+    platform = job.get("platform") or "local"
+    if platform.startswith(REMOTE_PREFIX):
+        # the program is built by `flink run` (flink_job.main → build_program) and its roles run in the
+        # cluster's TaskManagers; they find the AM through the event bus, not through files
+        try:
+            run_on_cluster(spec, platform[len(REMOTE_PREFIX):])
+        except ClusterJobFailed as exc:
+            raise _training_failed(exc, where, node["name"]) from None
+    else:
+        env = build_program(spec, framework)
+        try:
+            env.execute(f"{spec['workflow']}.{job['name']}")
+        except Exception as exc:
+            raise _training_failed(exc, where, node["name"]) from None
+
+    if not result.exists():
+        print(f"[aiflow] {where}: the trainer of node {node['name']!r} returned no model on rank 0; "
+              "no model version registered", flush=True)
+        return
+    if not node.get("model"):
+        return
+    # the job process has AIFLOW_META_URL and AIFLOW_EVENT_URL: MODEL_GENERATED reaches the scheduler's bus
+    from aiflow_notebook.meta import default_store
+
+    store = default_store()
+    store.register_model(node["model"])
+    saved = json.loads(result.read_text())
+    version = store.register_model_version(node["model"], uri=saved["uri"], metrics=saved.get("metrics"),
+                                           job_run=spec.get("job_run_id"))
+    print(f"[aiflow] registered model {node['model']} version {version.version}", flush=True)
+
+
+def build_program(spec: dict[str, Any], framework: str, address_book: Any = None):
+    """The job's PyFlink program (a ``StreamExecutionEnvironment``): its inputs feeding a dl_on_flink cluster.
+
+    ``address_book``: where the AM publishes its address (None: dl_on_flink's default, files on this
+    machine); a job on a Flink cluster passes a ``BusAddressBook``.
+    """
     from aiflow_notebook.engines.flink_job import new_environment
 
     job = spec["job"]
@@ -80,11 +126,7 @@ def _run(spec: dict[str, Any], framework: str) -> None:
     if framework == "pytorch" and ps:
         raise DLJobError(f"{where}: 'ps' (parameter servers) is for the tensorflow engine; pytorch has only workers")
 
-    out_dir = _run_dir(spec)
-    result = out_dir / RESULT_FILE
-    result.unlink(missing_ok=True)
-    entry = TrainerEntry(trainer, framework, node.get("model"), str(result))
-
+    entry = TrainerEntry(trainer, framework, node.get("model"), str(_run_dir(spec) / RESULT_FILE))
     env = new_environment(spec)
     feed = _input_stream(env, spec, job, node, callables, where)
     if framework == "pytorch":
@@ -100,6 +142,8 @@ def _run(spec: dict[str, Any], framework: str) -> None:
     for key, value in properties.items():
         if key not in _RESERVED and value is not None:
             builder = builder.set_property(key, value)
+    if address_book is not None:
+        builder = builder.set_address_book(address_book)
     from dl_on_flink.errors import ConfigError
 
     try:
@@ -109,24 +153,7 @@ def _run(spec: dict[str, Any], framework: str) -> None:
     train(env, config, input=feed, max_epoch=epochs)
     print(f"[aiflow] {where}: training node {node['name']!r} on {workers} worker(s)"
           + (f" and {ps} ps" if ps else "") + f", {epochs} epoch(s)", flush=True)
-    try:
-        env.execute(f"{spec['workflow']}.{job['name']}")
-    except Exception as exc:
-        raise _training_failed(exc, where, node["name"]) from None
-
-    if not result.exists():
-        print(f"[aiflow] {where}: the trainer of node {node['name']!r} returned no model on rank 0; "
-              "no model version registered", flush=True)
-        return
-    if not node.get("model"):
-        return
-    # the job process has AIFLOW_META_URL and AIFLOW_EVENT_URL: MODEL_GENERATED reaches the scheduler's bus
-    from aiflow_notebook.meta import default_store
-
-    store = default_store()
-    store.register_model(node["model"])
-    version = store.register_model_version(node["model"], uri=result.read_text().strip(), job_run=spec.get("job_run_id"))
-    print(f"[aiflow] registered model {node['model']} version {version.version}", flush=True)
+    return env
 
 
 class TrainerEntry:
@@ -136,7 +163,12 @@ class TrainerEntry:
     """
 
     def __init__(self, trainer: Any, framework: str, model: str | None, result_path: str) -> None:
+        from aiflow_notebook.config import aiflow_home
+
         self.trainer, self.framework, self.model, self.result_path = trainer, framework, model, result_path
+        # the submitting side's home: on a Flink cluster the node runs in a TaskManager, whose own
+        # AIFLOW_HOME (if any) is not the job's
+        self.home = str(aiflow_home())
 
     def __call__(self, ctx: Any) -> None:
         if self.framework == "pytorch":
@@ -147,12 +179,12 @@ class TrainerEntry:
             from dl_on_flink.tensorflow import TFContext
 
             framework_ctx = TFContext(ctx)
-        trained = self.trainer(framework_ctx)
+        trained, metrics = split_trained(self.trainer(framework_ctx))
         chief = ctx.get_node_type() == "worker" and ctx.get_index() == 0
         if chief and trained is not None:
-            uri = save_model(as_model(trained), self.model or "unnamed")
+            uri = save_model(as_model(trained), self.model or "unnamed", getattr(self, "home", None))
             tmp = f"{self.result_path}.{os.getpid()}.tmp"
-            Path(tmp).write_text(uri)
+            Path(tmp).write_text(json.dumps({"uri": uri, "metrics": metrics}))
             os.replace(tmp, self.result_path)  # atomic: a later attempt's model replaces an earlier one whole
 
 

@@ -38,10 +38,14 @@ from aiflow_notebook.errors import AIFlowError
 REMOTE_PREFIX = "flink://"
 
 
+class ClusterJobFailed(AIFlowError):
+    """The job on the Flink cluster ended FAILED; the message carries the cluster's root exception."""
+
+
 def run_job(spec: dict[str, Any]) -> None:
     platform = spec["job"].get("platform") or "local"
     if platform.startswith(REMOTE_PREFIX):
-        _run_on_cluster(spec, platform[len(REMOTE_PREFIX):])
+        run_on_cluster(spec, platform[len(REMOTE_PREFIX):])
     elif spec["job"].get("streaming") and spec.get("savepoint_dir"):
         run_streaming(spec, lambda extra: _environment(spec, extra), stateful_operators(spec["job"]["nodes"]))
     else:
@@ -71,23 +75,28 @@ def _environment(spec: dict[str, Any], extra: dict[str, str] | None = None):
     for node in job["nodes"]:
         if node["kind"] == "predict" and node["name"] not in callables and node.get("model"):
             callables[node["name"]] = serving_predictor(node["model"], node.get("model_version"),
-                                                        node.get("model_stage"), spec, node["name"])
+                                                        node.get("model_stage"), spec, node["name"],
+                                                        with_version=bool((node.get("properties") or {}).get("with_version")))
     build_program(env, job["name"], job["nodes"], callables, streaming=bool(job.get("streaming")),
                   base_dir=spec.get("cwd") or ".")
     return env
 
 
-def _run_on_cluster(spec: dict[str, Any], address: str) -> None:
-    """Submit with ``flink run -d``, then poll the REST API. SIGTERM stops a streaming job with a savepoint
-    (REST ``POST /jobs/<id>/stop``; its next start resumes with ``flink run -s``, see ``flink_savepoints``)
-    and cancels any other job."""
+def run_on_cluster(spec: dict[str, Any], address: str) -> None:
+    """Submit with ``flink run -d``, then poll the REST API. SIGTERM stops a streaming flink-engine job with
+    a savepoint (REST ``POST /jobs/<id>/stop``; its next start resumes with ``flink run -s``, see
+    ``flink_savepoints``) and cancels any other job.
+
+    ``flink run`` calls :func:`main` in a client process of its own, which builds the program for the
+    job's engine (flink, pytorch, tensorflow) and hands it to the cluster.
+    """
     import pyflink
 
     flink = Path(pyflink.__file__).parent / "bin" / "flink"
     spec_path = Path(spec["spec_path"]) if "spec_path" in spec else None
     if spec_path is None:
         raise AIFlowError("internal: remote submission needs the spec file path")
-    if spec["job"].get("streaming") and spec.get("savepoint_dir"):
+    if spec["job"].get("engine", "flink") == "flink" and spec["job"].get("streaming") and spec.get("savepoint_dir"):
         _run_streaming_on_cluster(spec, address, flink, spec_path)
         return
     submit = subprocess.run(
@@ -114,7 +123,7 @@ def _run_on_cluster(spec: dict[str, Any], address: str) -> None:
         if state in ("FAILED", "CANCELED"):
             if cancelled:
                 sys.exit(143)
-            raise AIFlowError(f"Flink job {job_id} on {address} ended {state}; see the cluster's logs")
+            raise ClusterJobFailed(f"Flink job {job_id} on {address} ended {state}: {_root_exception(address, job_id)}")
         time.sleep(0.5)
 
 
@@ -141,7 +150,7 @@ def _run_streaming_on_cluster(spec: dict[str, Any], address: str, flink: Path, s
         if state == "FINISHED":
             return
         if state in ("FAILED", "CANCELED"):
-            raise AIFlowError(f"Flink job {job_id} on {address} ended {state}; see the cluster's logs")
+            raise ClusterJobFailed(f"Flink job {job_id} on {address} ended {state}: {_root_exception(address, job_id)}")
     began = time.monotonic()
     savepoint, error = _stop_on_cluster(address, job_id, spec["savepoint_dir"], savepoint_deadline(spec))
     if savepoint is not None:
@@ -190,6 +199,15 @@ def _stop_on_cluster(address: str, job_id: str, directory: str, seconds: float) 
     return None, error
 
 
+def _root_exception(address: str, job_id: str) -> str:
+    """The cluster's record of why the job failed (its root exception), or a pointer to its logs."""
+    try:
+        text = _rest(address, f"/jobs/{job_id}/exceptions").get("root-exception")
+    except OSError:
+        text = None
+    return text or "see the cluster's logs"
+
+
 def _rest(address: str, path: str, method: str = "GET", body: dict | None = None) -> dict:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(f"http://{address}{path}", method=method, data=data,
@@ -204,7 +222,15 @@ def main(argv: list[str]) -> None:
     from aiflow_notebook.engines.job_spec import read_spec
 
     spec = read_spec(argv[0])
-    _environment(spec).execute(f"{spec['workflow']}.{spec['job']['name']}")
+    engine = spec["job"].get("engine")
+    if engine in ("pytorch", "tensorflow"):
+        from aiflow_notebook.engines import dl_job
+        from dl_on_flink.framework.address_book import BusAddressBook
+
+        env = dl_job.build_program(spec, engine, address_book=BusAddressBook.from_environment())
+    else:
+        env = _environment(spec)
+    env.execute(f"{spec['workflow']}.{spec['job']['name']}")
 
 
 if __name__ == "__main__":

@@ -92,6 +92,8 @@ def build_program(env, job_name: str, nodes: list[dict[str, Any]], callables: di
             uri = dataset["uri"]
             path = dataset_path(uri, base_dir)
             path.mkdir(parents=True, exist_ok=True)
+            if not streaming:
+                clear_part_files(path)  # a batch job's output replaces the dataset (a new run, new data)
             lines = source.filter(lambda row: row is not None).uid(f"drop-none:{name}").map(
                 lambda row, uri=uri: format_row(row, uri), output_type=Types.STRING()).name(f"{name}: format") \
                 .uid(f"format:{name}")
@@ -107,7 +109,10 @@ def build_program(env, job_name: str, nodes: list[dict[str, Any]], callables: di
                                         f"engine every {kind} needs one (it is applied to each row)")
             source = _single_input(node, streams, job_name)
             flat = bool(node.get("properties", {}).get("flat"))
-            if flat:
+            group_by = node.get("properties", {}).get("group_by")
+            if group_by is not None:
+                streams[name] = grouped(source, fn, group_by, node_name=name, job_name=job_name, streaming=streaming)
+            elif flat:
                 streams[name] = source.flat_map(lambda row, fn=fn: fn(row) or [],
                                                 output_type=Types.PICKLED_BYTE_ARRAY()).name(name).uid(f"map:{name}")
             else:
@@ -120,6 +125,61 @@ def build_program(env, job_name: str, nodes: list[dict[str, Any]], callables: di
         raise FlinkProgramError(f"job {job_name!r} writes no dataset: a Flink program needs a sink "
                                 "(add af.write_dataset(...))")
     return written
+
+
+def clear_part_files(path: Path) -> None:
+    """Remove the part files a previous run of a job wrote into dataset directory ``path`` (and their
+    in-progress/hidden forms), so a batch job that runs again replaces the dataset instead of adding to it.
+    Only Flink's part files go: anything else a user put there stays."""
+    for part in path.iterdir():
+        if part.is_file() and part.name.lstrip(".").startswith("part-"):
+            part.unlink()
+
+
+def grouped(stream, fn: Callable, group_by: Any, *, node_name: str, job_name: str, streaming: bool):
+    """``transform(..., properties={"group_by": key})`` on a batch job: the rows are grouped by key (a
+    column index, or a key of dict rows) and ``fn(rows)`` is called once per group with all its rows;
+    it returns the group's output rows (a list). This is how per-key aggregates are computed and joined
+    back to each row (a user's click-through rate on every impression of that user). The groups are spread
+    over the job's parallelism by key."""
+    from pyflink.common import Types
+
+    if streaming:
+        raise FlinkProgramError(f"job {job_name!r}, node {node_name!r}: group_by needs a bounded input (a batch "
+                                "job); a stream's groups never end")
+    key = lambda row, k=group_by: row[k]  # noqa: E731 -- a column index, or a key of dict rows
+    return (stream.key_by(lambda row, key=key: str(key(row)), key_type=Types.STRING())
+            .process(_GroupFunction(fn), output_type=Types.PICKLED_BYTE_ARRAY()).name(node_name).uid(f"group:{node_name}"))
+
+
+class _GroupFunction:
+    """A keyed process function collecting a key's rows; when the key's input ends (a batch job processes
+    its input sorted by key and fires a key's end-of-time timer when the key is done) it emits
+    ``fn(rows)``. The rows are held in the operator's memory, not in Flink state: in batch mode only the
+    current key's rows are held at a time (and PyFlink 2.3's list state loses rows here). Built lazily so
+    that importing this module does not import PyFlink."""
+
+    def __new__(cls, fn: Callable):
+        from pyflink.datastream import KeyedProcessFunction
+
+        class GroupFunction(KeyedProcessFunction):
+            def open(self, runtime_context):
+                self.groups: dict[str, list] = {}
+
+            def process_element(self, row, ctx):
+                key = ctx.get_current_key()
+                if key not in self.groups:
+                    self.groups[key] = []
+                    ctx.timer_service().register_event_time_timer(_END_OF_TIME)
+                self.groups[key].append(row)
+
+            def on_timer(self, timestamp, ctx):
+                yield from fn(self.groups.pop(ctx.get_current_key(), [])) or []
+
+        return GroupFunction()
+
+
+_END_OF_TIME = 2**63 - 1
 
 
 def stateful_operators(nodes: list[dict[str, Any]]) -> dict[str, str]:

@@ -25,17 +25,22 @@ from aiflow_notebook.errors import AIFlowError
 from aiflow_notebook.vocabulary import Stage, model_event_type
 
 
-def save_model(obj: Any, model: str) -> str:
-    """Pickle ``obj`` into the model directory; returns its ``file://`` URI."""
-    path = aiflow_home() / "models" / model / f"{uuid.uuid4().hex}.pkl"
+def save_model(obj: Any, model: str, home: str | Path | None = None) -> str:
+    """Pickle ``obj`` into the model directory of ``home`` (default: ``aiflow_home()``); returns its ``file://``
+    URI (``af.save_model``).
+
+    Register it with ``af.register_model_version(model, uri=af.save_model(obj, model))``."""
+    path = Path(home or aiflow_home()) / "models" / model / f"{uuid.uuid4().hex}.pkl"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(cloudpickle.dumps(obj))
     return path.as_uri()
 
 
-def load_model(uri: str) -> Any:
-    """The model object at ``uri``; one uploaded into a blob store (``af.save_model`` while connected) is
-    read through that store, so its content is checked against its hash first."""
+def load_model(uri: str | Any) -> Any:
+    """The model object at ``uri``, or of a model version (anything with ``.uri``) (``af.load_model``); one
+    uploaded into a blob store (``af.save_model`` while connected) is read through that store, so its
+    content is checked against its hash first."""
+    uri = getattr(uri, "uri", uri)
     parsed = urlparse(uri)
     path = Path(parsed.path if parsed.scheme == "file" else uri)
     try:
@@ -46,6 +51,14 @@ def load_model(uri: str) -> Any:
         return cloudpickle.loads(path.read_bytes())
     except FileNotFoundError:
         raise AIFlowError(f"model file {uri} does not exist") from None
+
+
+def split_trained(result: Any) -> tuple[Any, dict[str, Any] | None]:
+    """A trainer returns the model, or ``(model, metrics)`` with a dict of training metrics (loss, rows...)
+    that are registered with the version."""
+    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict):
+        return result[0], result[1]
+    return result, None
 
 
 SERVABLE_STAGES = ("VALIDATED", "DEPLOYED")  # what a predict without version=/stage= prefers
@@ -136,7 +149,7 @@ def _triggering_version(trigger: dict[str, Any] | None, model: str) -> int | Non
 
 
 def serving_predictor(model: str, version: int | str | None, stage: str | None, spec: dict[str, Any],
-                      node: str) -> Predictor:
+                      node: str, with_version: bool = False) -> Predictor:
     """In the job process, once per predict node: choose the version (see :func:`choose_model_version`),
     say which in the job log, record that this job run consumed it, and return a predictor pinned to it."""
     from aiflow_notebook.meta import default_store
@@ -146,7 +159,7 @@ def serving_predictor(model: str, version: int | str | None, stage: str | None, 
     print(f"[aiflow] {node}: serving model {model} version {chosen.version} ({chosen.stage}): {why}", flush=True)
     if spec.get("job_run_id") is not None:
         store.record_model_consumer(model, chosen.version, spec["job_run_id"])
-    return Predictor(model, chosen.version, uri=chosen.uri)
+    return Predictor(model, chosen.version, uri=chosen.uri, with_version=with_version)
 
 
 class Predictor:
@@ -156,15 +169,17 @@ class Predictor:
     is chosen on first use (a pinned ``version``, else by :func:`choose_model_version`'s default).
     """
 
-    def __init__(self, model: str, version: int | str | None = None, uri: str | None = None):
-        self.model, self.version, self.uri = model, version, uri
+    def __init__(self, model: str, version: int | str | None = None, uri: str | None = None,
+                 with_version: bool = False):
+        self.model, self.version, self.uri, self.with_version = model, version, uri, with_version
         self._loaded = None
 
     def __getstate__(self) -> dict:
-        return {"model": self.model, "version": self.version, "uri": self.uri, "_loaded": None}
+        return {"model": self.model, "version": self.version, "uri": self.uri, "with_version": self.with_version,
+                "_loaded": None}
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update({"uri": None, **state})
+        self.__dict__.update({"uri": None, "with_version": False, **state})
 
     def load(self) -> Any:
         if self._loaded is None:
@@ -177,7 +192,10 @@ class Predictor:
 
     def __call__(self, row: Any) -> Any:
         model = self.load()
-        return model.predict(row) if hasattr(model, "predict") else model(row)
+        output = model.predict(row) if hasattr(model, "predict") else model(row)
+        if not self.with_version:
+            return output
+        return [*output, int(self.version)] if isinstance(output, list | tuple) else [output, int(self.version)]
 
 
 class TorchModel:

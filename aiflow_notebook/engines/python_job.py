@@ -12,7 +12,7 @@ import base64
 from pathlib import Path
 from typing import Any
 
-from aiflow_notebook.engines.model_io import save_model, serving_predictor
+from aiflow_notebook.engines.model_io import save_model, serving_predictor, split_trained
 from aiflow_notebook.graph import DatasetSpec
 from aiflow_notebook.job_runtime import LocalContext, NodeContext, run_job_payload
 
@@ -26,21 +26,26 @@ class EngineContext(LocalContext):
     def read_dataset(self, dataset: DatasetSpec) -> Any:
         if dataset.name not in self.datasets and dataset.uri:
             path = Path(dataset.uri.removeprefix("file://"))
-            if path.is_dir():  # written by Flink: one line per row in part files
-                import csv
+            if path.is_dir():  # written by Flink: one line per row in part files, typed by the schema if any
+                from aiflow_notebook.datasets import read_rows
 
-                rows: list[Any] = []
-                for part in sorted(p for p in path.iterdir() if not p.name.startswith(".")):
-                    with part.open(newline="") as fh:
-                        rows.extend(csv.reader(fh))
-                return rows
+                return read_rows(dataset.uri, dataset.schema)
         return super().read_dataset(dataset)
 
     def run_builtin(self, node: NodeContext, inputs: list[Any]) -> Any:
         if node.kind == "predict" and node.model:
-            predictor = serving_predictor(node.model, node.model_version, node.model_stage, self.spec, node.node)
+            predictor = serving_predictor(node.model, node.model_version, node.model_stage, self.spec, node.node,
+                                          with_version=bool(node.properties.get("with_version")))
             return [predictor(row) for row in inputs[0]]
         return super().run_builtin(node, inputs)
+
+    def run_model_step(self, node: NodeContext, fn: Any, inputs: list[Any]) -> Any:
+        """``evaluate`` and ``model_validate`` of a model: see ``model_gate``."""
+        from aiflow_notebook.engines.model_gate import evaluate_version, validate_version
+
+        if node.kind == "evaluate":
+            return evaluate_version(node, fn, inputs)
+        return validate_version(node, fn, inputs)
 
 
 def run_job(spec: dict[str, Any]) -> None:
@@ -52,6 +57,7 @@ def run_job(spec: dict[str, Any]) -> None:
 
             store = default_store()
             store.register_model(node["model"])
-            version = store.register_model_version(node["model"], uri=save_model(results[node["name"]], node["model"]),
-                                                   job_run=spec["job_run_id"])
+            model, metrics = split_trained(results[node["name"]])
+            version = store.register_model_version(node["model"], uri=save_model(model, node["model"]),
+                                                   metrics=metrics, job_run=spec["job_run_id"])
             print(f"[aiflow] registered model {node['model']} version {version.version}", flush=True)

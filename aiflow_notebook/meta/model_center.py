@@ -99,24 +99,36 @@ class ModelCenter:
         self._publish(version)
         return version
 
-    def update_model_version(self, model: str, version: int, stage: Stage | str) -> ModelVersion:
-        """Move a version to ``stage`` if the lifecycle allows it; the same stage again is a no-op."""
-        target = _stage(stage)
+    def update_model_version(self, model: str, version: int, stage: Stage | str | None = None, *,
+                             metrics: dict[str, Any] | None = None) -> ModelVersion:
+        """Move a version to ``stage`` if the lifecycle allows it (the same stage again is a no-op), and/or
+        merge ``metrics`` into its metrics (an evaluation's AUC, a validation's verdict), in one transaction.
+        A stage change publishes ``MODEL_<STAGE>``; metrics alone publish nothing."""
+        target = None if stage is None else _stage(stage)
+        metrics = _check_metrics(metrics)
+        if target is None and metrics is None:
+            raise MetadataError(f"update_model_version({model!r}, {version}): give a stage, metrics or both")
 
         def work(session: Session) -> tuple[orm.ModelVersion, bool]:
             row = _version_row(session, model, version, lock=True)
             current = Stage(row.stage)
-            if current == target:
-                return row, False
-            if target not in ALLOWED_TRANSITIONS[current]:
+            if target is not None and current != target and target not in ALLOWED_TRANSITIONS[current]:
                 allowed = ", ".join(sorted(ALLOWED_TRANSITIONS[current])) or "none: it is final"
                 raise StageTransitionError(
                     f"model {model!r} version {version} cannot go from {current} to {target} "
                     f"(allowed from {current}: {allowed})"
                 )
-            row.stage = target.value
+            if metrics:
+                row.metrics = {**(row.metrics or {}), **metrics}
+                for key, value in metrics.items():
+                    if isinstance(value, int | float) and not isinstance(value, bool):
+                        session.add(orm.Metric(name=key, value=float(value), job_run_id=row.job_run_id,
+                                               model_version_id=row.id))
+            changed = target is not None and current != target
+            if changed:
+                row.stage = target.value
             session.flush()
-            return row, True
+            return row, changed
 
         row, changed = self._db.transaction(work)
         result = _version(row, model)

@@ -193,6 +193,56 @@ class WorkflowRun:
         finally:
             listener.stop()
 
+    def wait_for(self, job: str, state: str, timeout: float = 120.0, count: int = 1) -> Event:
+        """Block until ``job`` has reached ``state`` ``count`` times in this run (``count=2``: the second
+        ``RUNNING``, i.e. after one restart); returns that status event.
+
+        Follows the bus like :meth:`wait`. Raises ``TimeoutError`` after ``timeout`` seconds, and
+        :class:`SchedulerError` when the run ends first; both name the job, the state waited for, the state
+        the job is in and its error with the log tail, if it failed."""
+        state = str(state).upper()
+        if job not in self.workflow.jobs:
+            raise SchedulerError(f"workflow {self.workflow.name!r} has no job {job!r}; its jobs: "
+                                 f"{', '.join(self.workflow.jobs)}")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"count must be an integer >= 1, got {count!r}")
+        key = f"{self.workflow.name}.{job}"
+        deadline = time.monotonic() + timeout
+
+        def reached() -> Event | None:
+            hits = [e for e in self._job_events if e.key == key and e.value == state]
+            return hits[count - 1] if len(hits) >= count else None
+
+        def stuck(how: str) -> str:
+            seen = sum(1 for e in self._job_events if e.key == key and e.value == state)
+            error = self.errors().get(job)
+            return (f"job {job!r} of run {self.run_id} ({self.workflow.name!r}) did not reach {state}"
+                    f"{f' for the {_ordinal(count)} time' if count > 1 else ''} {how}: it is "
+                    f"{self._states()[job]} (reached {state} {seen} time(s)); run {self._status}"
+                    + (f"; its error: {error}" if error else ""))
+
+        self._catch_up()
+        with self._changed:
+            found = reached()
+        if found is not None:
+            return found
+        listener = self.client.listen(self._keys, since_version=self._seen, callback=self._apply)
+        try:
+            with self._changed:
+                while (found := reached()) is None:
+                    if listener.error is not None:
+                        raise SchedulerError(f"lost track of run {self.run_id} of {self.workflow.name!r}: "
+                                             f"{listener.error}")
+                    if self._status in FINAL_RUN_STATES:
+                        raise SchedulerError(stuck("before the run ended"))
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(stuck(f"within {timeout:g} s"))
+                    self._changed.wait(min(0.5, remaining))
+                return found
+        finally:
+            listener.stop()
+
     def _states(self) -> dict[str, str]:
         states = {job: "INIT" for job in self.workflow.jobs}
         for event in self._job_events:
@@ -233,3 +283,6 @@ class WorkflowRun:
         bundle["text/plain"] = repr(self)
         return bundle
 
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"

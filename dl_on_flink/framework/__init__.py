@@ -3,7 +3,12 @@
 Nothing here imports PyFlink, PyTorch or TensorFlow.
 """
 
-from dl_on_flink.framework.address_book import AddressBook, FileAddressBook, default_address_book
+from dl_on_flink.framework.address_book import (
+    AddressBook,
+    BusAddressBook,
+    FileAddressBook,
+    default_address_book,
+)
 from dl_on_flink.framework.cluster import ClusterConfig
 from dl_on_flink.framework.codec import FieldType, RowCodec, Schema
 from dl_on_flink.framework.context import Context
@@ -13,6 +18,7 @@ from dl_on_flink.framework.status import StatusEvent, logging_publisher
 __all__ = [
     "AMStateMachine",
     "AddressBook",
+    "BusAddressBook",
     "ClusterConfig",
     "ClusterState",
     "Context",

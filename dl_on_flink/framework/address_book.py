@@ -1,10 +1,14 @@
 """Where the application master publishes its address, so that nodes on any process or machine find it.
 
 dl-on-flink kept this in the memory of one JVM, which breaks as soon as roles run in more than one
-process. Here the store is an interface with a file-backed default: a shared directory (local disk in the
-mini-cluster; NFS or similar across machines), written by atomic rename so a reader never sees half an
-address. An event-bus implementation (``aiflow_notebook.events``) plugs in later by implementing the same
-two methods; nothing else in dl_on_flink needs to change.
+process. Here the store is an interface with two implementations:
+
+- :class:`FileAddressBook` (the default for local runs): a directory on local disk, written by atomic
+  rename so a reader never sees half an address. All roles must see the same directory, which holds in
+  the local mini-cluster and not across the TaskManagers of a real cluster.
+- :class:`BusAddressBook` (jobs on a Flink cluster): the AM publishes its address as an event on the
+  aiflow event bus the job already reaches, and nodes look it up there — no shared filesystem. It is
+  the only place dl_on_flink imports ``aiflow_notebook`` (its event client), lazily.
 """
 
 from __future__ import annotations
@@ -89,6 +93,101 @@ class FileAddressBook(AddressBook):
 
     def __repr__(self) -> str:
         return f"FileAddressBook({str(self.root)!r})"
+
+
+class BusAddressBook(AddressBook):
+    """The AM's address as an event (key ``<job_key>``, namespace :data:`BUS_NAMESPACE`, type
+    :data:`BUS_EVENT_TYPE`, value ``{"attempt": n, "address": "tcp://..."}``) on the aiflow event bus.
+
+    It travels pickled with the cluster config to the TaskManagers, so it carries the bus URL and the
+    CURVE keys themselves (the server's public key and the job's key pair, in memory), not paths that
+    exist only where the job was submitted: build it with :meth:`from_environment` on the submitting side.
+    """
+
+    def __init__(self, url: str, auth=None) -> None:
+        self.url, self.auth = url, auth
+        self._client = None
+
+    @classmethod
+    def from_environment(cls) -> BusAddressBook:
+        """The bus of this job (``$AIFLOW_EVENT_URL``, ``$AIFLOW_EVENT_SERVER_KEY``, ``$AIFLOW_EVENT_CLIENT_KEY``),
+        with the key files read now."""
+        from aiflow_notebook.events.auth import CurveAuth
+        from aiflow_notebook.events.client import default_event_url
+
+        auth = CurveAuth.coerce(os.environ.get("AIFLOW_EVENT_SERVER_KEY") or None)
+        if auth is not None:
+            certificate = auth.certificate()
+            if certificate is not None:
+                import zmq.auth
+
+                public, secret = zmq.auth.load_certificate(certificate)
+                if secret is None:
+                    raise RendezvousError(f"{certificate} holds no secret key; the job needs its .key_secret file")
+                auth = CurveAuth(auth.server_public_key, client_keypair=(public, secret))
+        return cls(default_event_url(), auth)
+
+    def __getstate__(self) -> dict:
+        return {"url": self.url, "auth": self.auth, "_client": None}
+
+    def _events(self):
+        if self._client is None:
+            from aiflow_notebook.events.client import EventClient
+
+            self._client = EventClient(self.url, auth=self.auth, deadline=30.0)
+        return self._client
+
+    def publish(self, job_key: str, attempt: int, address: str) -> None:
+        import json
+
+        self._events().send_event(key=job_key, value=json.dumps({"attempt": attempt, "address": address}),
+                                  event_type=BUS_EVENT_TYPE, namespace=BUS_NAMESPACE)
+
+    def wait_for(self, job_key: str, attempt: int | None = None, timeout: float = 60.0) -> tuple[int, str]:
+        import json
+
+        deadline = time.monotonic() + timeout
+        delay, since = 0.05, 0
+        newest: tuple[int, str] | None = None
+        while True:
+            for event in self._events().list_events(key=job_key, namespace=BUS_NAMESPACE,
+                                                    event_type=BUS_EVENT_TYPE, since_version=since):
+                since = event.version
+                try:
+                    record = json.loads(event.value)
+                except ValueError:
+                    continue
+                if record.get("address") is None:  # withdrawn by remove()
+                    newest = None
+                    continue
+                found = (int(record["attempt"]), str(record["address"]))
+                if attempt is not None and found[0] == attempt:
+                    return found
+                newest = found
+            if attempt is None and newest is not None:
+                return newest
+            if time.monotonic() >= deadline:
+                which = "any attempt" if attempt is None else f"attempt {attempt}"
+                raise RendezvousError(f"no application master published for job {job_key!r} ({which}) on the "
+                                      f"event bus {self.url} within {timeout:.0f} s")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.25)
+
+    def remove(self, job_key: str) -> None:
+        import json
+
+        try:
+            self._events().send_event(key=job_key, value=json.dumps({"address": None}),
+                                      event_type=BUS_EVENT_TYPE, namespace=BUS_NAMESPACE)
+        except Exception:  # noqa: BLE001 - best effort: the cluster is over either way
+            pass
+
+    def __repr__(self) -> str:
+        return f"BusAddressBook({self.url!r})"
+
+
+BUS_NAMESPACE = "dl_on_flink"
+BUS_EVENT_TYPE = "DL_AM_ADDRESS"
 
 
 def default_address_book() -> AddressBook:
