@@ -31,7 +31,7 @@ from aiflow_notebook.testing.processes import wait_no_process_left
 REPO = Path(__file__).resolve().parents[1]
 RUNNER = REPO / "scripts" / "run_quickstart.py"
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3300)]  # two runs of the notebook, minutes each
 
 
 def test_make_demo_runs_the_quickstart_story_twice_with_the_promised_outcomes(tmp_path, aiflow_home):
