@@ -256,6 +256,10 @@ def test_the_savepoint_deadline_leaves_time_to_cancel_within_the_stop_grace_peri
     assert savepoint_deadline({"job": {"properties": {}}}) == 7.0
     assert savepoint_deadline({"job": {"properties": {"stop_grace": 30}}}) == 27.0
     assert savepoint_deadline({"job": {"properties": {"stop_grace": 1}}}) == 0.5
+    # A streaming Flink job gets a minute by default: a savepoint on a busy machine can outlast 10 s.
+    assert savepoint_deadline({"job": {"engine": "flink", "streaming": True, "properties": {}}}) == 57.0
+    assert savepoint_deadline({"job": {"engine": "flink", "streaming": True,
+                                       "properties": {"stop_grace": 20}}}) == 17.0
 
 
 def test_a_savepoint_complete_before_the_job_failed_while_stopping_is_kept():

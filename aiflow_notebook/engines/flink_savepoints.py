@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aiflow_notebook.engines.process import STOP_GRACE_S
+from aiflow_notebook.engines.process import stop_grace
 
 RESTORE_PATH_KEY = "execution.state-recovery.path"  # Flink 2.x (1.x: execution.savepoint.path)
 RESTORE_IGNORE_UNCLAIMED_KEY = "execution.state-recovery.ignore-unclaimed-state"  # allowNonRestoredState
@@ -127,8 +127,8 @@ def savepoint_created(message: str) -> str | None:
 
 def savepoint_deadline(spec: dict[str, Any]) -> float:
     """Seconds a stop may spend on its savepoint: the job's stop grace period less a margin."""
-    grace = (spec["job"].get("properties") or {}).get("stop_grace")
-    grace = float(grace) if grace is not None else STOP_GRACE_S
+    job = spec["job"]
+    grace = stop_grace(job.get("engine", "flink"), bool(job.get("streaming")), job.get("properties"))
     return max(0.5, grace - STOP_MARGIN_S)
 
 

@@ -22,8 +22,20 @@ from pathlib import Path
 import psutil
 
 STOP_GRACE_S = 10.0
+# A streaming Flink job stops with a savepoint; on a busy machine that can take longer than 10 s, and a job
+# killed before it finishes restarts fresh (re-reading its input). Give it a minute unless told otherwise.
+STREAMING_FLINK_STOP_GRACE_S = 60.0
 # Run by path, not with -m: the launcher needs the standard library only, not this package's imports.
 LAUNCHER = str(Path(__file__).with_name("launcher.py"))
+
+
+def stop_grace(engine: str | None, streaming: bool, properties: dict | None) -> float:
+    """Seconds a job's process gets between SIGTERM and SIGKILL: the job property ``stop_grace``, else
+    the default for its kind (longer for a streaming Flink job, which stops with a savepoint)."""
+    grace = (properties or {}).get("stop_grace")
+    if grace is not None:
+        return float(grace)
+    return STREAMING_FLINK_STOP_GRACE_S if (engine or "python") == "flink" and streaming else STOP_GRACE_S
 
 
 @dataclass(frozen=True)

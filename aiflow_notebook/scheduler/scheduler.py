@@ -43,7 +43,7 @@ from typing import Any
 from aiflow_notebook.blobs import BlobStore, LocalBlobStore
 from aiflow_notebook.config import aiflow_home
 from aiflow_notebook.engines import engine_runner
-from aiflow_notebook.engines.process import STOP_GRACE_S, ExitStatus, JobProcess, ProcessRecord
+from aiflow_notebook.engines.process import STOP_GRACE_S, ExitStatus, JobProcess, ProcessRecord, stop_grace
 from aiflow_notebook.errors import AIFlowError
 from aiflow_notebook.events import Event, EventClient
 from aiflow_notebook.meta.store import MetadataStore
@@ -533,8 +533,8 @@ class Scheduler:
             return
         running.stop_requested = time.monotonic()
         run = self._runs.get(running.run_id)
-        grace = self._job_property(run, running.job, "stop_grace") if run is not None else None
-        grace = float(grace) if grace is not None else STOP_GRACE_S
+        found = self._workflow(run).jobs.get(running.job) if run is not None else None
+        grace = stop_grace(found.engine, found.streaming, found.properties) if found is not None else STOP_GRACE_S
 
         def stop() -> None:
             try:
