@@ -253,7 +253,8 @@ def _run(run: WorkflowRunRecord) -> dict[str, Any]:
 
 def _job_run(job_run: JobRun) -> dict[str, Any]:
     return {"id": job_run.id, "attempt": job_run.attempt, "state": job_run.state,
-            "started_at": _time(job_run.started_at), "ended_at": _time(job_run.ended_at), "error": job_run.error}
+            "started_at": _time(job_run.started_at), "ended_at": _time(job_run.ended_at), "error": job_run.error,
+            "savepoint": job_run.savepoint}  # where a streaming Flink job's next start resumes (docs/streaming.md)
 
 
 def _time(moment: datetime | None) -> str | None:
