@@ -41,8 +41,9 @@ def _demo(tmp_path, *extra: str) -> dict:
         on_cluster  # every Flink and dl job of the notebook's run ran on the cluster
     if on_cluster["train"][0] == "pytorch":
         assert states.get("ctr.train") and set(states["ctr.train"]) == {"FINISHED"}, states
-    # the streaming job ran on the cluster (restarted by a validated version) and was stopped at the end
-    assert states.get("ctr.serve") and set(states["ctr.serve"]) == {"CANCELED"}, states
+    # the streaming job ran on the cluster, was restarted by a validated version and stopped at the end: each
+    # of its Flink jobs stopped with a savepoint (FINISHED) or, if that failed, was cancelled
+    assert len(states.get("ctr.serve", [])) >= 2 and set(states["ctr.serve"]) <= {"FINISHED", "CANCELED"}, states
     assert "VALIDATED" in {v["stage"] for v in summary["model_versions"] if v["model"] == "ctr"}, summary
     return summary
 

@@ -249,8 +249,10 @@ class WorkflowRun:
             states[event.key[len(self.workflow.name) + 1:]] = event.value
         return states
 
-    def stop(self, timeout: float = 60.0) -> str:
-        """Stop every job of the run; returns the final status (KILLED, or how it had already ended)."""
+    def stop(self, timeout: float = 120.0) -> str:
+        """Stop every job of the run; returns the final status (KILLED, or how it had already ended).
+
+        The default deadline outlasts a streaming Flink job's stop (a savepoint, up to 60 s by default)."""
         if self.status() in FINAL_RUN_STATES:
             return self.status()
         self.request_stop()
