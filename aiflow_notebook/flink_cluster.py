@@ -52,7 +52,13 @@ class StandaloneFlinkCluster:
         return f"http://{self.address}"
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "FLINK_HOME": str(self.home), "FLINK_CONF_DIR": str(self.conf_dir),
+        """The environment of the cluster's scripts and JVMs: without what PyFlink's loopback mode left in this
+        process (a local job run here earlier). Inherited, it makes the TaskManagers run their Python
+        operators back in this process instead of in their own workers."""
+        from aiflow_notebook.engines.process import PYFLINK_WORKER_VARIABLES
+
+        inherited = {key: value for key, value in os.environ.items() if key not in PYFLINK_WORKER_VARIABLES}
+        return {**inherited, "FLINK_HOME": str(self.home), "FLINK_CONF_DIR": str(self.conf_dir),
                 "FLINK_LOG_DIR": str(self.base / "log"), "FLINK_PID_DIR": str(self.base / "pid")}
 
     def start(self, timeout: float = 120) -> StandaloneFlinkCluster:

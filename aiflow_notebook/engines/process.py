@@ -21,6 +21,16 @@ from pathlib import Path
 
 import psutil
 
+# Set by PyFlink's Python worker in the process that ran a local job (loopback mode) and inherited by
+# every child: a job process that inherits them believes it is a UDF worker and refuses to start Flink, and
+# a Flink cluster's JVMs that inherit them run their Python operators back in that process.
+PYFLINK_WORKER_VARIABLES = frozenset({
+    "PYFLINK_GATEWAY_DISABLED", "PYFLINK_GATEWAY_PORT", "_PYFLINK_CONN_INFO_PATH", "PYTHON_LOOPBACK_SERVER_ADDRESS",
+    "SEMI_PERSISTENT_DIRECTORY", "BOOT_LOG_DIR", "_PYTHON_WORKER_MEMORY_LIMIT", "TABLE_LOCAL_TIME_ZONE", "WORKER_ID",
+    "PIPELINE_OPTIONS", "LOGGING_API_SERVICE_DESCRIPTOR", "CONTROL_API_SERVICE_DESCRIPTOR", "FLINK_BOOT_TESTING",
+    "python",
+})
+
 STOP_GRACE_S = 10.0
 # A streaming Flink job stops with a savepoint; on a busy machine that can take longer than 10 s, and a job
 # killed before it finishes restarts fresh (re-reading its input). Give it a minute unless told otherwise.

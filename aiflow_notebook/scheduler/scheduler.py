@@ -43,7 +43,14 @@ from typing import Any
 from aiflow_notebook.blobs import BlobStore, LocalBlobStore
 from aiflow_notebook.config import aiflow_home
 from aiflow_notebook.engines import engine_runner
-from aiflow_notebook.engines.process import STOP_GRACE_S, ExitStatus, JobProcess, ProcessRecord, stop_grace
+from aiflow_notebook.engines.process import (
+    PYFLINK_WORKER_VARIABLES,
+    STOP_GRACE_S,
+    ExitStatus,
+    JobProcess,
+    ProcessRecord,
+    stop_grace,
+)
 from aiflow_notebook.errors import AIFlowError
 from aiflow_notebook.events import Event, EventClient
 from aiflow_notebook.meta.store import MetadataStore
@@ -77,14 +84,6 @@ WATCH_POLL_S = 0.5  # how often a watcher thread looks whether the scheduler has
 # message waited up to the whole interval for the GIL, which was most of the decision p99
 # (bench/scheduler_bench.py: p99 6-7 ms at 5 ms, 4.5-4.8 ms at 0.5 ms). Only ever lowered, never raised.
 SWITCH_INTERVAL_S = 0.0005
-# Set by PyFlink's Python worker in the process that ran a local job (loopback mode) and inherited by
-# every child: a job process that inherits them believes it is a UDF worker and refuses to start Flink.
-PYFLINK_WORKER_VARIABLES = frozenset({
-    "PYFLINK_GATEWAY_DISABLED", "PYFLINK_GATEWAY_PORT", "_PYFLINK_CONN_INFO_PATH", "PYTHON_LOOPBACK_SERVER_ADDRESS",
-    "SEMI_PERSISTENT_DIRECTORY", "BOOT_LOG_DIR", "_PYTHON_WORKER_MEMORY_LIMIT", "TABLE_LOCAL_TIME_ZONE", "WORKER_ID",
-    "PIPELINE_OPTIONS", "LOGGING_API_SERVICE_DESCRIPTOR", "CONTROL_API_SERVICE_DESCRIPTOR", "FLINK_BOOT_TESTING",
-    "python",
-})
 
 
 def command_key(name: str) -> str:
