@@ -26,6 +26,7 @@ from aiflow_notebook.engines.flink_savepoints import (
     Outcome,
     StopRequest,
     local_path,
+    report_stop,
     resume_decision,
     run_streaming,
     savepoint_created,
@@ -99,15 +100,7 @@ def run_on_cluster(spec: dict[str, Any], address: str) -> None:
     if spec["job"].get("engine", "flink") == "flink" and spec["job"].get("streaming") and spec.get("savepoint_dir"):
         _run_streaming_on_cluster(spec, address, flink, spec_path)
         return
-    submit = subprocess.run(
-        [str(flink), "run", "-d", "-m", address, "-pyclientexec", sys.executable, "-pyexec", sys.executable,
-         "-pym", "aiflow_notebook.engines.flink_job", str(spec_path)],
-        capture_output=True, text=True, timeout=300)
-    print(submit.stdout, submit.stderr, flush=True)
-    match = re.search(r"JobID ([0-9a-f]{32})", submit.stdout + submit.stderr)
-    if submit.returncode != 0 or not match:
-        raise AIFlowError(f"flink run to {address} failed (exit {submit.returncode}); see the log above")
-    job_id = match.group(1)
+    job_id = _submit(flink, address, spec_path)
     cancelled = False
 
     def cancel(_signum, _frame) -> None:
@@ -136,15 +129,7 @@ def _run_streaming_on_cluster(spec: dict[str, Any], address: str, flink: Path, s
           flush=True)
     outcome.update(resumed_from=resume_from, **({"resume_note": note} if note else {}))
     restore = ["-s", resume_from, "-n"] if resume_from else []  # -n: allowNonRestoredState (see resume_decision)
-    submit = subprocess.run(
-        [str(flink), "run", "-d", "-m", address, *restore, "-pyclientexec", sys.executable, "-pyexec", sys.executable,
-         "-pym", "aiflow_notebook.engines.flink_job", str(spec_path)],
-        capture_output=True, text=True, timeout=300)
-    print(submit.stdout, submit.stderr, flush=True)
-    match = re.search(r"JobID ([0-9a-f]{32})", submit.stdout + submit.stderr)
-    if submit.returncode != 0 or not match:
-        raise AIFlowError(f"flink run to {address} failed (exit {submit.returncode}); see the log above")
-    job_id = match.group(1)
+    job_id = _submit(flink, address, spec_path, restore)
     while not stop.wait(0.5):
         state = _rest(address, f"/jobs/{job_id}").get("state")
         if state == "FINISHED":
@@ -158,14 +143,21 @@ def _run_streaming_on_cluster(spec: dict[str, Any], address: str, flink: Path, s
             write_program(savepoint, stateful)
         except OSError as exc:  # the cluster wrote it where this machine cannot: the next start is fresh
             print(f"[aiflow] cannot annotate savepoint {savepoint}: {exc}", flush=True)
-        print(f"[aiflow] stopped with savepoint {savepoint} in {time.monotonic() - began:.1f} s"
-              + (f"; note: {error}" if error else ""), flush=True)
-        outcome.update(savepoint=savepoint, **({"savepoint_note": error} if error else {}))
-    else:
-        print(f"[aiflow] savepoint failed: {error}; the job was cancelled and its next start is fresh "
-              "(it reads its input from the beginning)", flush=True)
-        outcome.update(savepoint=None, savepoint_error=error)
+    report_stop(outcome, savepoint, error, began)
     sys.exit(143)
+
+
+def _submit(flink: Path, address: str, spec_path: Path, options: list[str] | None = None) -> str:
+    """``flink run -d`` of this module's :func:`main` for the spec at ``spec_path``; returns the job id."""
+    submit = subprocess.run(
+        [str(flink), "run", "-d", "-m", address, *(options or []), "-pyclientexec", sys.executable,
+         "-pyexec", sys.executable, "-pym", "aiflow_notebook.engines.flink_job", str(spec_path)],
+        capture_output=True, text=True, timeout=300)
+    print(submit.stdout, submit.stderr, flush=True)
+    match = re.search(r"JobID ([0-9a-f]{32})", submit.stdout + submit.stderr)
+    if submit.returncode != 0 or not match:
+        raise AIFlowError(f"flink run to {address} failed (exit {submit.returncode}); see the log above")
+    return match.group(1)
 
 
 def _stop_on_cluster(address: str, job_id: str, directory: str, seconds: float) -> tuple[str | None, str | None]:

@@ -74,6 +74,13 @@ def run_streaming(spec: dict[str, Any], build_environment, stateful: dict[str, s
     savepoint, error = stop_with_savepoint(client, spec["savepoint_dir"], savepoint_deadline(spec))
     if savepoint is not None:
         write_program(savepoint, stateful)
+    report_stop(outcome, savepoint, error, began)
+    raise SystemExit(143)  # stopped on request, as a SIGTERM would have ended it
+
+
+def report_stop(outcome: Outcome, savepoint: str | None, error: str | None, began: float) -> None:
+    """Say in the job log and the outcome file how the stop went: the savepoint (and a note), or why none."""
+    if savepoint is not None:
         print(f"[aiflow] stopped with savepoint {savepoint} in {time.monotonic() - began:.1f} s"
               + (f"; note: {error}" if error else ""), flush=True)
         outcome.update(savepoint=savepoint, **({"savepoint_note": error} if error else {}))
@@ -81,7 +88,6 @@ def run_streaming(spec: dict[str, Any], build_environment, stateful: dict[str, s
         print(f"[aiflow] savepoint failed: {error}; the job was cancelled and its next start is fresh "
               "(it reads its input from the beginning)", flush=True)
         outcome.update(savepoint=None, savepoint_error=error)
-    raise SystemExit(143)  # stopped on request, as a SIGTERM would have ended it
 
 
 def stop_with_savepoint(client, directory: str, seconds: float) -> tuple[str | None, str | None]:
