@@ -3,7 +3,7 @@
 
 demo:
 	@scripts/setup.sh
-	@.venv/bin/python scripts/run_quickstart.py
+	@.venv/bin/python scripts/run_quickstart.py $(if $(IMPRESSIONS),--impressions $(IMPRESSIONS))
 
 test:
 	@scripts/setup.sh --test

@@ -52,20 +52,24 @@ def add_demo_arguments(demo) -> None:
     demo.add_argument("--keep", action="store_true", help="keep the demo's directory (logs, database) afterwards")
     demo.add_argument("--timeout", type=float, default=900, metavar="SECONDS",
                       help="the notebook's deadline (default 900)")
+    demo.add_argument("--impressions", type=int, default=None, metavar="N",
+                      help="the quickstart's day-1 click log size (default 200,000; fewer for a quicker look)")
 
 
 def add_commands(commands) -> None:
     demo = commands.add_parser("demo", help="run the quickstart end to end (--cluster: on a real Flink cluster)")
     add_demo_arguments(demo)
     demo.set_defaults(func=lambda args: run_demo(postgres=args.postgres, notebook=args.notebook,
-                                                 summary_file=args.summary, keep=args.keep, timeout=args.timeout))
+                                                 summary_file=args.summary, keep=args.keep, timeout=args.timeout,
+                                                 impressions=args.impressions))
 
 
 def run_demo(*, postgres: bool = False, notebook: str | None = None, summary_file: str | None = None,
-             keep: bool = False, timeout: float = 900, say: Callable[[str], None] = print) -> int:
+             keep: bool = False, timeout: float = 900, impressions: int | None = None,
+             say: Callable[[str], None] = print) -> int:
     """Start the pieces, run the notebook, print the summary, stop everything. Returns 0 on success."""
     base = Path(tempfile.mkdtemp(prefix="aiflow-demo-cluster-"))  # 0700
-    demo = ClusterDemo(base, postgres=postgres, say=say)
+    demo = ClusterDemo(base, postgres=postgres, say=say, impressions=impressions)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM cleans up like Ctrl-C
     try:
         demo.start()
@@ -106,8 +110,9 @@ def quickstart_notebook() -> Path:
 class ClusterDemo:
     """The demo's services; :meth:`stop` is safe to call at any point, and more than once."""
 
-    def __init__(self, base: Path, *, postgres: bool, say: Callable[[str], None]) -> None:
+    def __init__(self, base: Path, *, postgres: bool, say: Callable[[str], None], impressions: int | None = None) -> None:
         self.base, self.use_postgres, self.say = base, postgres, say
+        self.impressions = impressions  # the quickstart's click log size (QUICKSTART_IMPRESSIONS), None: its default
         self.home = base / "home"
         self.keys = base / "keys"
         self.cluster = None
@@ -181,7 +186,8 @@ class ClusterDemo:
         return {**self._env(), "AIFLOW_HOME": str(self.base / "notebook-home"),
                 "AIFLOW_SERVER_URL": self.server_url, "AIFLOW_SERVER_KEY": str(self.keys / "server.key"),
                 "AIFLOW_CLIENT_KEY": str(self.keys / "clients-private" / f"{CLIENT_NAME}.key_secret"),
-                "AIFLOW_PLATFORM": f"flink://{self.cluster.address}", "AIFLOW_DEMO_STOP_AT_END": "1"}
+                "AIFLOW_PLATFORM": f"flink://{self.cluster.address}", "AIFLOW_DEMO_STOP_AT_END": "1",
+                **({"QUICKSTART_IMPRESSIONS": str(self.impressions)} if self.impressions else {})}
 
     # --- the notebook --------------------------------------------------------------------------------
 

@@ -18,9 +18,10 @@ import argparse
 import logging
 import os
 import signal
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from aiflow_notebook.stop_signal import StopSignal
 
 SCHEDULER_CLIENT = "scheduler"  # the scheduler's name on a CURVE bus (the sender of its events)
 STORE_CLIENT = "aiflow-store"  # the metadata store's publisher on a CURVE bus (names the client it acts for)
@@ -95,8 +96,7 @@ def run_services(services: Sequence, announce: Callable[[], None] | None = None)
     """Start ``services`` in order, wait for SIGINT/SIGTERM, stop them in reverse order."""
     from aiflow_notebook.events.errors import EventServerError
 
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stop = StopSignal((signal.SIGINT, signal.SIGTERM))  # not a threading.Event: see stop_signal
     started = []
     try:
         for service in services:
@@ -111,8 +111,7 @@ def run_services(services: Sequence, announce: Callable[[], None] | None = None)
     finally:
         for service in reversed(started):
             service.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        stop.restore()
 
 
 class MetadataService:

@@ -33,13 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, default=DEMO / "aiflow_home", help="AIFLOW_HOME for the run (emptied first)")
     parser.add_argument("--out", type=Path, default=DEMO / "00_quickstart.ipynb", help="where the executed notebook goes")
+    parser.add_argument("--impressions", type=int, default=None, metavar="N",
+                        help="day-1 click log size (default 200,000; fewer for a quicker look)")
     args = parser.parse_args(argv)
     home, out = args.home.resolve(), args.out.resolve()
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     started = time.monotonic()
     print(f"== running {NOTEBOOK.relative_to(REPO)} headless, AIFLOW_HOME={home}", flush=True)
-    ok, nb = run_notebook(home)
+    ok, nb = run_notebook(home, args.impressions)
     out.parent.mkdir(parents=True, exist_ok=True)
     import nbformat
 
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_notebook(home: Path):
+def run_notebook(home: Path, impressions: int | None = None):
     """Execute the quickstart in a fresh kernel with ``AIFLOW_HOME=home``; returns (ok, executed notebook)."""
     import nbformat
     from jupyter_client.manager import KernelManager
@@ -63,6 +65,8 @@ def run_notebook(home: Path):
 
     env = dict(os.environ, AIFLOW_HOME=str(home))
     env.pop("AIFLOW_META_URL", None)
+    if impressions:
+        env["QUICKSTART_IMPRESSIONS"] = str(impressions)
     # The kernel is the venv's python: put it first on PATH for the kernelspec's plain "python".
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     nb = nbformat.read(NOTEBOOK, as_version=4)

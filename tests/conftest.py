@@ -94,3 +94,17 @@ def no_dl_child_left_behind():
     from dl_on_flink.testing import CHILD_MODULE
 
     assert wait_no_process_left(cmdline=CHILD_MODULE) == [], "a node child process outlived its job"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test that ran jobs shows the tail of each job's log in its report: on CI, where the
+    temporary AIFLOW_HOME is gone afterwards, that is the only way to see why a job did what it did."""
+    outcome = yield
+    report = outcome.get_result()
+    home = item.funcargs.get("aiflow_home") if hasattr(item, "funcargs") else None
+    if not report.failed or not isinstance(home, Path) or not (home / "runs").is_dir():
+        return
+    for log in sorted((home / "runs").glob("*/*.log"), key=lambda p: p.stat().st_mtime)[-12:]:
+        lines = log.read_text(errors="replace").splitlines()
+        report.sections.append((f"job log {log.relative_to(home)} (last 60 lines)", "\n".join(lines[-60:])))

@@ -23,7 +23,6 @@ from aiflow_notebook.engines.flink_savepoints import (
     savepoint_created,
     savepoint_deadline,
 )
-from aiflow_notebook.testing.flink_cluster import StandaloneFlinkCluster
 from aiflow_notebook.testing.flink_output import read_part_files
 from aiflow_notebook.testing.waiting import wait_for
 
@@ -193,30 +192,30 @@ def test_a_failed_savepoint_cancels_the_job_and_the_next_start_is_fresh(tmp_path
 
 
 @pytest.mark.slow
-def test_a_streaming_job_on_a_standalone_cluster_restarts_from_its_savepoint(tmp_path, aiflow_home):
+def test_a_streaming_job_on_a_standalone_cluster_restarts_from_its_savepoint(tmp_path, aiflow_home, flink_cluster):
     data, size = tmp_path / "data", 30
     (data / "in").mkdir(parents=True)
-    with StandaloneFlinkCluster() as cluster:
-        with af.workflow("remote_sp"):
-            with af.job_config(JOB, engine="flink", streaming=True, platform=f"flink://{cluster.address}"):
-                rows = af.read_dataset("numbers", uri=str(data / "in"), schema={"n": "int"})
-                af.write_dataset(af.transform(rows, untagged, name="tag"), "tagged", uri=str(data / "out"))
-        run = af.submit("remote_sp")
-        try:
-            wait_for(lambda: run.jobs()[JOB] == "RUNNING", timeout=START_TIMEOUT, what="the job to run")
-            _phase(data, run, 0, size, files=2)
-            _restart(run, 1)
-            _write(data, "p1.csv", range(size, 2 * size))
-            wait_for(lambda: len(_records(data)) >= 2 * size, timeout=START_TIMEOUT, what="every record")
-            assert run.stop() == "KILLED"
-            assert sorted(n for n, _ in _records(data)) == list(range(2 * size))
-            killed = _events(run, "KILLED")
-            assert all(_savepoint_dir(aiflow_home, "remote_sp", run.run_id) in Path(c["savepoint"]).parents
-                       for c in killed)
-            assert _events(run, "RUNNING")[1]["resume_from"] == killed[0]["savepoint"]
-            assert [job["state"] for job in cluster.jobs()] == ["FINISHED", "FINISHED"]  # stopped, not cancelled
-        finally:
-            run.stop()
+    with af.workflow("remote_sp"):
+        with af.job_config(JOB, engine="flink", streaming=True, platform=f"flink://{flink_cluster.address}"):
+            rows = af.read_dataset("numbers", uri=str(data / "in"), schema={"n": "int"})
+            af.write_dataset(af.transform(rows, untagged, name="tag"), "tagged", uri=str(data / "out"))
+    run = af.submit("remote_sp")
+    try:
+        wait_for(lambda: run.jobs()[JOB] == "RUNNING", timeout=START_TIMEOUT, what="the job to run")
+        _phase(data, run, 0, size, files=2)
+        _restart(run, 1)
+        _write(data, "p1.csv", range(size, 2 * size))
+        wait_for(lambda: len(_records(data)) >= 2 * size, timeout=START_TIMEOUT, what="every record")
+        assert run.stop() == "KILLED"
+        assert sorted(n for n, _ in _records(data)) == list(range(2 * size))
+        killed = _events(run, "KILLED")
+        assert all(_savepoint_dir(aiflow_home, "remote_sp", run.run_id) in Path(c["savepoint"]).parents
+                   for c in killed)
+        assert _events(run, "RUNNING")[1]["resume_from"] == killed[0]["savepoint"]
+        ours = [job["state"] for job in flink_cluster.jobs() if job["name"] == f"remote_sp.{JOB}"]
+        assert ours == ["FINISHED", "FINISHED"]  # stopped with a savepoint, not cancelled
+    finally:
+        run.stop()
 
 
 def untagged(row):

@@ -35,17 +35,21 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(3300)]  # two runs of the no
 
 
 def test_make_demo_runs_the_quickstart_story_twice_with_the_promised_outcomes(tmp_path, aiflow_home):
-    for attempt in (1, 2):
+    # The story as shipped (200,000 impressions), then again in the same home at a quarter of the size:
+    # the second run shows that a run after a run works (the home is emptied, nothing of the first is in
+    # the way) at a cost the suite can afford.
+    for attempt, impressions in ((1, None), (2, 50_000)):
         home, out = tmp_path / "demo_home", tmp_path / f"executed-{attempt}.ipynb"
-        result = subprocess.run([sys.executable, str(RUNNER), "--home", str(home), "--out", str(out)],
+        size = ["--impressions", str(impressions)] if impressions else []
+        result = subprocess.run([sys.executable, str(RUNNER), "--home", str(home), "--out", str(out), *size],
                                 capture_output=True, text=True, timeout=1500, cwd=REPO)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
         assert wait_no_process_left(home=home) == [], f"run {attempt} left processes behind"
-        _assert_story(home)
+        _assert_story(home, impressions or 200_000)
         _assert_summary(result.stdout, out)
 
 
-def _assert_story(home: Path) -> None:
+def _assert_story(home: Path, impressions: int) -> None:
     db_url = f"sqlite:///{home / 'meta.db'}"
     with MetadataStore(db_url) as store:
         versions = store.list_model_versions("ctr")
@@ -55,7 +59,7 @@ def _assert_story(home: Path) -> None:
     for v in versions:
         gate = float(re.fullmatch(r"auc [0-9.]+ >= ([0-9.]+)", v.metrics["validation"]).group(1))
         assert v.metrics["auc"] >= gate > 0.5, v.metrics
-        assert v.metrics["train_rows"] > 100_000 and "train_loss" in v.metrics
+        assert v.metrics["train_rows"] >= 0.8 * impressions and "train_loss" in v.metrics  # 80 % of day 1 (+ day 2)
 
     with EventServer(db_url, bind=f"ipc://{home / 'test.sock'}").start() as server, EventClient(server.url) as client:
         validated = client.list_events(key="ctr", event_type="MODEL_VALIDATED")

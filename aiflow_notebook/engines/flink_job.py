@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +23,6 @@ from aiflow_notebook.capture import load_payload
 from aiflow_notebook.engines.flink_program import build_program, stateful_operators
 from aiflow_notebook.engines.flink_savepoints import (
     Outcome,
-    StopRequest,
     local_path,
     report_stop,
     resume_decision,
@@ -35,6 +33,7 @@ from aiflow_notebook.engines.flink_savepoints import (
 )
 from aiflow_notebook.engines.model_io import serving_predictor
 from aiflow_notebook.errors import AIFlowError
+from aiflow_notebook.stop_signal import StopSignal
 
 REMOTE_PREFIX = "flink://"
 
@@ -100,28 +99,20 @@ def run_on_cluster(spec: dict[str, Any], address: str) -> None:
     if spec["job"].get("engine", "flink") == "flink" and spec["job"].get("streaming") and spec.get("savepoint_dir"):
         _run_streaming_on_cluster(spec, address, flink, spec_path)
         return
+    stop = StopSignal()
     job_id = _submit(flink, address, spec_path)
-    cancelled = False
-
-    def cancel(_signum, _frame) -> None:
-        nonlocal cancelled
-        cancelled = True
-        _rest(address, f"/jobs/{job_id}?mode=cancel", "PATCH")
-
-    signal.signal(signal.SIGTERM, cancel)
-    while True:
+    while not stop.wait(0.5):
         state = _rest(address, f"/jobs/{job_id}").get("state")
         if state == "FINISHED":
             return
         if state in ("FAILED", "CANCELED"):
-            if cancelled:
-                sys.exit(143)
             raise ClusterJobFailed(f"Flink job {job_id} on {address} ended {state}: {_root_exception(address, job_id)}")
-        time.sleep(0.5)
+    _rest(address, f"/jobs/{job_id}?mode=cancel", "PATCH")
+    sys.exit(143)  # stopped on request, as a SIGTERM would have ended it
 
 
 def _run_streaming_on_cluster(spec: dict[str, Any], address: str, flink: Path, spec_path: Path) -> None:
-    stop = StopRequest()
+    stop = StopSignal()
     stateful = stateful_operators(spec["job"]["nodes"])
     outcome = Outcome(spec.get("outcome_path"))
     resume_from, note = resume_decision(spec.get("resume_from"), stateful)
@@ -148,9 +139,14 @@ def _run_streaming_on_cluster(spec: dict[str, Any], address: str, flink: Path, s
 
 
 def _submit(flink: Path, address: str, spec_path: Path, options: list[str] | None = None) -> str:
-    """``flink run -d`` of this module's :func:`main` for the spec at ``spec_path``; returns the job id."""
+    """``flink run -d`` of this module's :func:`main` for the spec at ``spec_path``; returns the job id.
+
+    The client runs with SIGTERM ignored (its JVM and Python client inherit that): a stop that arrives
+    while it submits must not kill it half way, which could leave a job on the cluster that nobody
+    follows. The caller sees the stop once the job id is known, and stops that job. SIGKILL still ends it."""
+    ignoring_sigterm = ["/bin/sh", "-c", 'trap "" TERM; exec "$@"', "sh"]  # an ignored signal stays so across exec
     submit = subprocess.run(
-        [str(flink), "run", "-d", "-m", address, *(options or []), "-pyclientexec", sys.executable,
+        [*ignoring_sigterm, str(flink), "run", "-d", "-m", address, *(options or []), "-pyclientexec", sys.executable,
          "-pyexec", sys.executable, "-pym", "aiflow_notebook.engines.flink_job", str(spec_path)],
         capture_output=True, text=True, timeout=300)
     print(submit.stdout, submit.stderr, flush=True)
@@ -162,30 +158,40 @@ def _submit(flink: Path, address: str, spec_path: Path, options: list[str] | Non
 
 def _stop_on_cluster(address: str, job_id: str, directory: str, seconds: float) -> tuple[str | None, str | None]:
     """REST stop-with-savepoint (no drain), its trigger polled until ``seconds``; a failure or a timeout
-    cancels the job. Returns like ``flink_savepoints.stop_with_savepoint``."""
+    cancels the job. A stop refused because the job's tasks are not all running yet (a stop right after
+    the start) is tried again until the deadline. Returns like ``flink_savepoints.stop_with_savepoint``."""
     deadline = time.monotonic() + seconds
     error = f"the savepoint took longer than {seconds:.1f} s"
+
+    def rest(path: str, method: str = "GET", body: dict | None = None) -> dict:
+        return _rest(address, path, method, body, timeout=min(10.0, max(1.0, deadline - time.monotonic())))
+
     try:
-        trigger = _rest(address, f"/jobs/{job_id}/stop", "POST", {"targetDirectory": directory, "drain": False})
         while time.monotonic() < deadline:
-            answer = _rest(address, f"/jobs/{job_id}/savepoints/{trigger['request-id']}")
-            if answer.get("status", {}).get("id") == "COMPLETED":
-                operation = answer.get("operation") or {}
-                if operation.get("location"):
-                    return local_path(operation["location"]), None
-                failure = (operation.get("failure-cause") or {}).get("stack-trace") or json.dumps(operation)
-                created = savepoint_created(failure)
-                if created is not None:
-                    _rest(address, f"/jobs/{job_id}?mode=cancel", "PATCH")
-                    return created, "the job failed while stopping, after its savepoint was complete"
-                error = next((line.strip() for line in failure.splitlines() if "Caused by" in line),
-                             failure[:500])[:500]
+            trigger = rest(f"/jobs/{job_id}/stop", "POST", {"targetDirectory": directory, "drain": False})
+            while time.monotonic() < deadline:
+                answer = rest(f"/jobs/{job_id}/savepoints/{trigger['request-id']}")
+                if answer.get("status", {}).get("id") == "COMPLETED":
+                    break
+                time.sleep(0.25)
+            else:
+                break
+            operation = answer.get("operation") or {}
+            if operation.get("location"):
+                return local_path(operation["location"]), None
+            failure = (operation.get("failure-cause") or {}).get("stack-trace") or json.dumps(operation)
+            created = savepoint_created(failure)
+            if created is not None:
+                rest(f"/jobs/{job_id}?mode=cancel", "PATCH")
+                return created, "the job failed while stopping, after its savepoint was complete"
+            error = next((line.strip() for line in failure.splitlines() if "Caused by" in line), failure[:500])[:500]
+            if "not all required tasks" not in failure.lower() or rest(f"/jobs/{job_id}").get("state") != "RUNNING":
                 break
             time.sleep(0.25)
     except OSError as exc:
         error = f"{type(exc).__name__}: {exc}"
     try:
-        _rest(address, f"/jobs/{job_id}?mode=cancel", "PATCH")
+        _rest(address, f"/jobs/{job_id}?mode=cancel", "PATCH", timeout=3)
     except OSError:
         pass
     return None, error
@@ -200,11 +206,11 @@ def _root_exception(address: str, job_id: str) -> str:
     return text or "see the cluster's logs"
 
 
-def _rest(address: str, path: str, method: str = "GET", body: dict | None = None) -> dict:
+def _rest(address: str, path: str, method: str = "GET", body: dict | None = None, timeout: float = 10.0) -> dict:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(f"http://{address}{path}", method=method, data=data,
                                      headers={"Content-Type": "application/json"} if data else {})
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         body = response.read()
     return json.loads(body) if body else {}
 

@@ -26,12 +26,12 @@ import json
 import os
 import re
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from aiflow_notebook.engines.process import stop_grace
+from aiflow_notebook.stop_signal import StopSignal
 
 RESTORE_PATH_KEY = "execution.state-recovery.path"  # Flink 2.x (1.x: execution.savepoint.path)
 RESTORE_IGNORE_UNCLAIMED_KEY = "execution.state-recovery.ignore-unclaimed-state"  # allowNonRestoredState
@@ -46,7 +46,7 @@ def run_streaming(spec: dict[str, Any], build_environment, stateful: dict[str, s
 
     ``stateful``: the program's stateful operators, uid -> dataset uri (``flink_program.stateful_operators``).
     """
-    stop = StopRequest()
+    stop = StopSignal()  # SIGTERM: the scheduler's stop (the launcher forwards it too)
     outcome = Outcome(spec.get("outcome_path"))
     resume_from, note = resume_decision(spec.get("resume_from"), stateful)
     extra: dict[str, str] = {}
@@ -180,21 +180,6 @@ def jvm_ignores_sigterm() -> None:
 
     launch.aiflow_ignores_sigterm = True
     gateway.launch_gateway_server_process = launch
-
-
-class StopRequest:
-    """SIGTERM (the scheduler's stop; the launcher forwards it too) as a flag the main loop looks at."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        signal.signal(signal.SIGTERM, lambda _signum, _frame: self._event.set())
-
-    @property
-    def requested(self) -> bool:
-        return self._event.is_set()
-
-    def wait(self, seconds: float) -> bool:
-        return self._event.wait(seconds)
 
 
 class Outcome:

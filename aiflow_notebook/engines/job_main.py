@@ -4,13 +4,17 @@ SPEC is a JSON file the scheduler writes (mode 0600): the job (as ``Job.to_dict(
 from the blob store, hash verified, see :mod:`~aiflow_notebook.engines.job_spec`), the workflow and run it
 belongs to, the working directory, and the engine's runner (``module:function``). The runner
 is imported and called with the spec; an exception becomes exit code 1 with its traceback in the log.
+SIGUSR1 writes every thread's stack to the log: the scheduler sends it to a job that outlived its stop
+grace period, just before SIGKILL, so the log says where the job was stuck.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import json
 import os
+import signal
 import sys
 import traceback
 
@@ -23,6 +27,7 @@ def main(argv: list[str]) -> int:
         return 2
     with open(argv[0]) as fh:
         spec = json.load(fh)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # stacks into the log (see the docstring)
     receive_secrets(spec)  # first: the database password is on stdin, nowhere else
     try:
         attach_payload(spec)  # from the blob store, hash verified

@@ -153,6 +153,7 @@ class JobProcess:
         if self.is_alive():
             _signal_group(self.record.pid, signal.SIGTERM)
             if self.wait(grace) is None:
+                _dump_job_stacks(self.record.pid)
                 _signal_group(self.record.pid, signal.SIGKILL)
         _kill_group_leftovers(self.record.pid)
         return self.wait(5) or ExitStatus(None, signal.SIGKILL)
@@ -172,6 +173,19 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _dump_job_stacks(launcher: int) -> None:
+    """Ask the job under ``launcher`` to write its threads' stacks to its log (``job_main`` registers
+    SIGUSR1 for that) before it is killed: the log then says where a job that ignored its stop was stuck."""
+    try:
+        jobs = [p for p in psutil.Process(launcher).children() if "aiflow_notebook.engines.job_main" in p.cmdline()]
+        for job in jobs:
+            job.send_signal(signal.SIGUSR1)
+    except (psutil.Error, OSError):
+        return
+    if jobs:
+        time.sleep(0.5)
 
 
 def _kill_group_leftovers(pgid: int, timeout: float = 5.0) -> None:
