@@ -7,19 +7,18 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from aiflow_notebook.datasets import wait_until
+
 T = TypeVar("T")
 
 
 def wait_for(predicate: Callable[[], T], timeout: float = 60.0, what: str = "condition", interval: float = 0.05) -> T:
-    """Return ``predicate()``'s first truthy value; raise ``AssertionError`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
+    """Return ``predicate()``'s first truthy value; raise ``AssertionError`` after ``timeout`` seconds
+    (the public :func:`aiflow_notebook.wait_until`, failing as a test fails)."""
+    try:
+        return wait_until(predicate, timeout=timeout, what=what, interval=interval)
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 async def wait_for_async(predicate: Callable[[], Awaitable[T]], timeout: float = 60.0, what: str = "condition",
