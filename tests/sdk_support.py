@@ -43,8 +43,15 @@ def new_shell(ipython_dir: str) -> Any:
 
 
 def close_shell() -> None:
+    """Forget the shell, and its exit hook: every shell registers one that resets it and runs a full
+    ``gc.collect()`` at interpreter exit, which after the whole suite (hundreds of threads, PyFlink's
+    objects) kept pytest from exiting for minutes."""
+    import atexit
+
     from IPython.core.interactiveshell import InteractiveShell
 
+    if InteractiveShell.initialized():
+        atexit.unregister(InteractiveShell.instance().atexit_operations)
     InteractiveShell.clear_instance()
 
 

@@ -14,7 +14,6 @@ import aiflow_notebook as af
 from aiflow_notebook.engines.model_io import save_model
 from aiflow_notebook.meta import orm
 from aiflow_notebook.scheduler import EmbeddedScheduler
-from aiflow_notebook.testing.flink_cluster import StandaloneFlinkCluster
 from aiflow_notebook.testing.flink_output import read_part_files
 from aiflow_notebook.testing.processes import our_processes
 from aiflow_notebook.testing.waiting import wait_for
@@ -120,14 +119,15 @@ def test_prep_train_serve_and_a_validated_version_restarts_serving_once(tmp_path
 
 
 @pytest.mark.slow
-def test_the_same_prep_job_on_a_standalone_flink_cluster(tmp_path, aiflow_home):
+def test_the_same_prep_job_on_a_standalone_flink_cluster(tmp_path, aiflow_home, flink_cluster):
     data = tmp_path / "data"
     data.mkdir()
     (data / "clicks.csv").write_text('u1,1\nu2,2\n"u,3",3\n')
-    with StandaloneFlinkCluster() as cluster, EmbeddedScheduler() as scheduler:
+    with EmbeddedScheduler() as scheduler:
         with af.workflow("remote_prep"):
-            _define_prep(data, platform=f"flink://{cluster.address}")
+            _define_prep(data, platform=f"flink://{flink_cluster.address}")
         run = scheduler.submit(af.compile("remote_prep"))
         assert run.wait(240) == "FINISHED", run.errors()
         assert _lines(data / "features.csv") == ['"u,3",30', "u1,10", "u2,20"]
-        assert [job["state"] for job in cluster.jobs()] == ["FINISHED"]  # it really ran on the cluster
+        ours = [job["state"] for job in flink_cluster.jobs() if job["name"].startswith("remote_prep.")]
+        assert ours == ["FINISHED"]  # it really ran on the cluster
