@@ -59,12 +59,19 @@ class StandaloneFlinkCluster:
 
         inherited = {key: value for key, value in os.environ.items() if key not in PYFLINK_WORKER_VARIABLES}
         return {**inherited, "FLINK_HOME": str(self.home), "FLINK_CONF_DIR": str(self.conf_dir),
+                "FLINK_LIB_DIR": str(self.base / "lib"),
                 "FLINK_LOG_DIR": str(self.base / "log"), "FLINK_PID_DIR": str(self.base / "pid")}
 
     def start(self, timeout: float = 120) -> StandaloneFlinkCluster:
         shutil.copytree(self.home / "conf", self.conf_dir)
-        for sub in ("log", "pid", "tmp"):
+        for sub in ("log", "pid", "tmp", "lib"):
             (self.base / sub).mkdir()
+        # Flink's lib, plus flink-python (PEMJA, Python in the JVM): loaded once by the TaskManagers'
+        # own class loader, not again by each job's. A second job in thread mode
+        # (flink.python.execution-mode=thread) failed otherwise: PEMJA cannot load its native library
+        # in a second class loader on Java 17 ("NoSuchFieldException: loadedLibraryNames").
+        for jar in [*(self.home / "lib").glob("*.jar"), *(self.home / "opt").glob("flink-python*.jar")]:
+            (self.base / "lib" / jar.name).symlink_to(jar)
         config = yaml.safe_load((self.conf_dir / "config.yaml").read_text())
         config["jobmanager"].update({"bind-host": "127.0.0.1",
                                      "rpc": {"address": "127.0.0.1", "port": self.rpc_port},
@@ -78,6 +85,7 @@ class StandaloneFlinkCluster:
         config["taskmanager"]["load-balance"] = {"mode": "SLOTS"}
         config["rest"] = {"address": "127.0.0.1", "bind-address": "127.0.0.1", "port": self.rest_port}
         config["blob"] = {"server": {"port": "0"}}
+        config["classloader"] = {"parent-first-patterns": {"additional": "pemja."}}  # see the lib above
         config["io"] = {"tmp": {"dirs": str(self.base / "tmp")}}
         config.setdefault("env", {}).update({"log": {"dir": str(self.base / "log")}, "pid": {"dir": str(self.base / "pid")}})
         (self.conf_dir / "config.yaml").write_text(yaml.safe_dump(config))
