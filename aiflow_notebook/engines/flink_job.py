@@ -127,8 +127,22 @@ def run_on_cluster(spec: dict[str, Any], address: str) -> None:
             return
         if state in ("FAILED", "CANCELED"):
             raise ClusterJobFailed(f"Flink job {job_id} on {address} ended {state}: {_root_exception(address, job_id)}")
-    _rest(address, f"/jobs/{job_id}?mode=cancel", "PATCH")
+    _cancel_on_cluster(address, job_id)
     sys.exit(143)  # stopped on request, as a SIGTERM would have ended it
+
+
+def _cancel_on_cluster(address: str, job_id: str, seconds: float = 8.0) -> None:
+    """Cancel the cluster job and wait until Flink says it ended, asking again if a request failed (a busy
+    JobManager); within the default stop grace period (10 s) of a batch job."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if _rest(address, f"/jobs/{job_id}", timeout=3).get("state") in ("CANCELED", "FAILED", "FINISHED"):
+                return
+            _rest(address, f"/jobs/{job_id}?mode=cancel", "PATCH", timeout=3)
+        except OSError:
+            pass
+        time.sleep(0.5)
 
 
 def _run_streaming_on_cluster(spec: dict[str, Any], address: str, flink: Path, spec_path: Path) -> None:
