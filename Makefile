@@ -5,9 +5,12 @@ demo:
 	@scripts/setup.sh
 	@.venv/bin/python scripts/run_quickstart.py $(if $(IMPRESSIONS),--impressions $(IMPRESSIONS))
 
+# Two workers: half the suite waits on JVMs, kernels and streams, so two share this 2-core machine well.
+WORKERS ?= 2
+
 test:
 	@scripts/setup.sh --test
-	@.venv/bin/python -m pytest $(PYTEST_ARGS)
+	@.venv/bin/python -m pytest -n $(WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 setup:
 	@scripts/setup.sh --test

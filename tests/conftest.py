@@ -12,12 +12,32 @@ import pytest
 
 from aiflow_notebook.meta import set_default_store
 from aiflow_notebook.testing.postgres import PostgresServer, postgres_bin_dir
-from aiflow_notebook.testing.processes import mark_session, wait_no_process_left
+from aiflow_notebook.testing.processes import SESSION_VARIABLE, mark_session, wait_no_process_left
 from aiflow_notebook.testing.sdk import reset_sdk
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # A worker of `pytest -n`: it inherited the controller's mark, but "no process of ours left" must not
+    # count the processes of the test that the other worker runs at the same time.
+    os.environ.pop(SESSION_VARIABLE, None)
 mark_session()  # before any fixture starts a process: every process this session starts carries the mark
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order the run for `make test`'s two workers (`pytest -n 2 --dist loadgroup`): the slow tests first,
+    the longest (by their timeout mark) at the very front, so that no worker starts a long test when the
+    other one is nearly done; and every test of the session's Flink cluster in one group, on one worker,
+    so that the cluster is started once."""
+    def weight(item: pytest.Item) -> tuple[bool, float]:
+        timeout = item.get_closest_marker("timeout")
+        return item.get_closest_marker("slow") is None, -(timeout.args[0] if timeout and timeout.args else 0)
+
+    items.sort(key=weight)  # stable: within one weight, the files' order
+    for item in items:
+        if "flink_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("flink_cluster"))
 
 
 @pytest.fixture(autouse=True)
