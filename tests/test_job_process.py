@@ -61,3 +61,11 @@ def test_sigkill_of_the_launcher_is_reported_as_lost(tmp_path):
     os.killpg(job.pid, signal.SIGKILL)
     status = job.wait(10)
     assert status is not None and status.returncode is None and status.signal == signal.SIGKILL
+
+
+def test_a_job_known_only_by_its_status_file_reports_its_exit_and_stop_signals_nothing(tmp_path):
+    finished = JobProcess.launch(["bash", "-c", "exit 4"], tmp_path / "e.log")
+    assert finished.wait(30).returncode == 4
+    ended = JobProcess.ended(finished.record.log_path, finished.record.status_path)  # its pid was never recorded
+    assert not ended.is_alive() and ended.poll().returncode == 4
+    assert ended.stop(grace=1).returncode == 4  # and it signals no process group (pid 0 would be ours)

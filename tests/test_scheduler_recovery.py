@@ -121,3 +121,46 @@ def test_a_job_lost_while_the_scheduler_was_down_fails_or_restarts_per_policy(tm
         client.close()
         store.close()
         server.stop()
+
+
+def count_start(context):
+    with Path(context.properties["marker"]).open("a") as fh:
+        fh.write("start\n")
+
+
+class DiesRightAfterLaunching(Scheduler):
+    """Dies between starting a job's process and committing its pid, and only once the job has ended: the
+    few milliseconds a real kill -9 rarely hits (test_schedules_recovery's kill -9 test hit it once, and the
+    restarted scheduler ran the job again)."""
+
+    def _launch(self, *args, **kwargs):
+        process = super()._launch(*args, **kwargs)
+        process.wait(60)
+        self.stop()
+        raise RuntimeError("simulated crash between launching a job and recording its process")
+
+
+def test_a_job_that_ended_before_its_process_was_recorded_is_not_run_again(tmp_path):
+    db = f"sqlite:///{tmp_path / 'launched.db'}"
+    marker = tmp_path / "starts.txt"
+    with af.workflow("launched"):
+        with af.job_config("once"):
+            af.user_define_operation(count_start, name="once", properties={"marker": str(marker)})
+    server = EventServer(db, bind="tcp://127.0.0.1:0").start()
+    client = EventClient(server.url)
+    store = MetadataStore(db, publisher=EventBusPublisher(client))
+    try:
+        first = DiesRightAfterLaunching(store, client, home=tmp_path).start()
+        run = SchedulerClient(client, blob_store=LocalBlobStore(tmp_path / "blobs")).submit(af.compile("launched"))
+        first._thread.join(60)
+        assert not first.alive and marker.read_text() == "start\n"
+
+        second = Scheduler(store, client, home=tmp_path).start()
+        assert run.wait(60) == "FINISHED"
+        assert marker.read_text() == "start\n", "the restarted scheduler ran the job again"
+        assert [e.value for e in run.job_events()] == ["STARTING", "RUNNING", "FINISHED"]
+        second.stop()
+    finally:
+        client.close()
+        store.close()
+        server.stop()

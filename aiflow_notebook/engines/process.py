@@ -50,7 +50,8 @@ def stop_grace(engine: str | None, streaming: bool, properties: dict | None) -> 
 
 @dataclass(frozen=True)
 class ProcessRecord:
-    """What the scheduler stores to find a job process again after a restart."""
+    """What the scheduler stores to find a job process again after a restart. ``pid`` 0: a process that
+    had ended before anyone recorded its pid, known only by its status file."""
 
     pid: int
     create_time: float
@@ -108,6 +109,12 @@ class JobProcess:
         """Take over a job process started by an earlier scheduler (it may have finished meanwhile)."""
         return cls(record)
 
+    @classmethod
+    def ended(cls, log_path: str | Path, status_path: str | Path) -> JobProcess:
+        """A job process that ended before its pid was recorded (a crash of the scheduler that started it):
+        only its status file is left, and that is all :meth:`poll` needs."""
+        return cls(ProcessRecord(0, 0.0, str(log_path), str(status_path)))
+
     @property
     def pid(self) -> int:
         return self.record.pid
@@ -115,6 +122,8 @@ class JobProcess:
     def is_alive(self) -> bool:
         if self._popen is not None:
             return self._popen.poll() is None
+        if self.record.pid <= 0:
+            return False
         try:
             proc = psutil.Process(self.record.pid)
             return abs(proc.create_time() - self.record.create_time) < 0.01 and proc.status() != psutil.STATUS_ZOMBIE
@@ -155,7 +164,8 @@ class JobProcess:
             if self.wait(grace) is None:
                 _dump_job_stacks(self.record.pid)
                 _signal_group(self.record.pid, signal.SIGKILL)
-        _kill_group_leftovers(self.record.pid)
+        if self.record.pid > 0:  # (0 would be "our own process group")
+            _kill_group_leftovers(self.record.pid)
         return self.wait(5) or ExitStatus(None, signal.SIGKILL)
 
     def log_tail(self, lines: int = 20) -> str:

@@ -515,14 +515,18 @@ class Scheduler:
         return self.home / "runs" / str(run_id) / f"{job}-{job_run_id}"
 
     def _find_process(self, run_id: int, job: str, job_run_id: int) -> JobProcess | None:
-        """A job process started just before a crash, before its record was committed."""
+        """A job process started just before a crash, before its record was committed: still running (its
+        launcher names its status file), or already ended (the status file is there; launching removes an
+        old one). None: it was never started."""
         import psutil
 
         status_path = str(self._paths(run_id, job, job_run_id).with_suffix(".status.json"))
+        log_path = str(self._paths(run_id, job, job_run_id).with_suffix(".log"))
         for proc in psutil.process_iter(["pid", "cmdline", "create_time"]):
             if status_path in (proc.info["cmdline"] or []):
-                log_path = str(self._paths(run_id, job, job_run_id).with_suffix(".log"))
                 return JobProcess.adopt(ProcessRecord(proc.info["pid"], proc.info["create_time"], log_path, status_path))
+        if Path(status_path).exists():  # it ran and ended while no scheduler was there to record it
+            return JobProcess.ended(log_path, status_path)
         return None
 
     def _stop_job(self, running: _Running) -> None:
