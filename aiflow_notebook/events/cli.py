@@ -1,7 +1,8 @@
 """``aiflow events send|list|latest|listen`` (``aiflow server`` lives in :mod:`aiflow_notebook.server`).
 
-Client commands take the server from ``--url`` (default ``$AIFLOW_EVENT_URL``, else
-``tcp://127.0.0.1:50052``), its CURVE public key from ``--server-key`` (default
+Client commands take the server from ``--url``; else, like a notebook, the ``aiflow server`` that
+``$AIFLOW_SERVER_URL`` names (keys ``$AIFLOW_SERVER_KEY``, ``$AIFLOW_CLIENT_KEY``); else ``$AIFLOW_EVENT_URL``,
+else ``tcp://127.0.0.1:50052``. Its CURVE public key comes from ``--server-key`` (default
 ``$AIFLOW_EVENT_SERVER_KEY``) and this client's listed key from ``--client-key`` (default
 ``$AIFLOW_EVENT_CLIENT_KEY``).
 """
@@ -22,8 +23,8 @@ def connection_options() -> argparse.ArgumentParser:
     """The options that say how a client command reaches the server (``--url``, keys, ``--deadline``,
     ``--json``), as a parent parser; :func:`client_from_args` makes the client."""
     connection = argparse.ArgumentParser(add_help=False)
-    connection.add_argument("--url", default=None, help="event server (default: $AIFLOW_EVENT_URL or "
-                                                        "tcp://127.0.0.1:50052)")
+    connection.add_argument("--url", default=None, help="event server (default: $AIFLOW_SERVER_URL, else "
+                                                        "$AIFLOW_EVENT_URL, else tcp://127.0.0.1:50052)")
     connection.add_argument("--server-key", metavar="PATH", default=None,
                             help="the server's CURVE public key file (default: $AIFLOW_EVENT_SERVER_KEY)")
     connection.add_argument("--client-key", metavar="PATH", default=None,
@@ -75,11 +76,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def client_from_args(args):
-    from aiflow_notebook.events.client import EventClient, default_event_url
+    """``--url`` and keys; else the server ``$AIFLOW_SERVER_URL`` connects to (as in a notebook); else the
+    event bus of ``$AIFLOW_EVENT_URL`` (default ``tcp://127.0.0.1:50052``)."""
+    from aiflow_notebook.events.client import default_event_url
+    from aiflow_notebook.events.connection import command_line_client
 
-    server_key = args.server_key or os.environ.get("AIFLOW_EVENT_SERVER_KEY") or None
-    auth = (server_key, args.client_key) if server_key and args.client_key else server_key
-    return EventClient(args.url or default_event_url(), auth=auth, deadline=args.deadline)
+    return command_line_client(args.url, args.server_key, args.client_key, default_url=default_event_url(),
+                               default_server_key=os.environ.get("AIFLOW_EVENT_SERVER_KEY") or None,
+                               deadline=args.deadline)
 
 
 def _events_send(args) -> None:

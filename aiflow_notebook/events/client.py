@@ -510,7 +510,8 @@ class _Exchange:
 
     def _unavailable(self) -> EventServerUnavailableError:
         client = self.channel._client
-        key_hint = (" and that auth= is the server's public key" if client.auth is not None
+        key_hint = (", that auth= is the server's public key and that this client's key is listed on the server "
+                    "(aiflow server keys DIR --client NAME)" if client.auth is not None
                     else "; if the server runs with --curve, pass auth=<its server.key>")
         return EventServerUnavailableError(
             f"no answer from the event server at {client.url} within {time.monotonic() - self.started:.1f}s "

@@ -103,6 +103,41 @@ def connected_client():
     return client
 
 
+def server_from_environment() -> str | None:
+    """``$AIFLOW_SERVER_URL`` when it connects this process (as :func:`connected_client` would), else None:
+    unset, or inside a job. Command-line tools use it so that a terminal set up like the notebook talks to
+    the same server."""
+    url = os.environ.get(SERVER_URL_ENV)
+    return url if url and not os.environ.get("AIFLOW_RUN_ID") else None
+
+
+def command_line_client(url: str | None, server_key: str | None, client_key: str | None,
+                        default_url: str | None = None, default_server_key: str | None = None,
+                        deadline: float = CONNECT_TIMEOUT):
+    """The client of a command-line tool: ``url`` with the keys given; else the server the environment
+    connects to (``$AIFLOW_SERVER_URL`` with ``$AIFLOW_SERVER_KEY``/``$AIFLOW_CLIENT_KEY``, keys given on
+    the command line taking precedence); else ``default_url``. ``default_server_key`` serves when no server
+    key is given for a URL that is not the environment's. None when there is no URL at all. The keys are paths; a secret key file others may read is refused."""
+    from aiflow_notebook.events.client import EventClient
+
+    if url is None and (environment_url := server_from_environment()) is not None:
+        url = environment_url
+        environment_auth = auth_from_environment() or (None, None)
+        server_key = server_key or environment_auth[0]
+        client_key = client_key or environment_auth[1]
+    else:
+        url, server_key = url or default_url, server_key or default_server_key
+    if url is None:
+        return None
+    if client_key:
+        if not server_key:
+            raise CurveKeyError("a client key was given but not the server's public key: add --server-key "
+                                "PATH (the server's server.key)")
+        check_secret_key_file(client_key)
+    return EventClient(url, auth=(server_key, client_key) if server_key and client_key else server_key or None,
+                       deadline=deadline)
+
+
 def auth_from_environment():
     """``(server.key, client.key_secret)`` from ``$AIFLOW_SERVER_KEY``/``$AIFLOW_CLIENT_KEY``, or None."""
     server_key, client_key = os.environ.get(SERVER_KEY_ENV), os.environ.get(CLIENT_KEY_ENV)

@@ -1,8 +1,16 @@
-"""``aiflow db ...`` and ``aiflow models ...``."""
+"""``aiflow db ...`` and ``aiflow models ...``.
+
+``aiflow models`` works where a notebook would: on the ``aiflow server`` that ``--server`` or
+``$AIFLOW_SERVER_URL`` names (its store, through the authenticated connection: a stage change there is the
+server's event, sent by this client's listed name), else on the local store (``--db``, ``$AIFLOW_META_URL``,
+``$AIFLOW_HOME/meta.db``).
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from aiflow_notebook.config import default_meta_url
 from aiflow_notebook.console import print_json, print_table
@@ -18,6 +26,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                         help="metadata database URL (default: $AIFLOW_META_URL, else $AIFLOW_HOME/meta.db)")
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    store = argparse.ArgumentParser(add_help=False, parents=[db_url])
+    store.add_argument("--server", metavar="URL", default=None,
+                       help="an aiflow server's address (default: $AIFLOW_SERVER_URL; without either, the local store)")
+    store.add_argument("--server-key", metavar="PATH", default=None,
+                       help="the server's CURVE public key file (default: $AIFLOW_SERVER_KEY)")
+    store.add_argument("--client-key", metavar="PATH", default=None,
+                       help="this client's listed CURVE key, NAME.key_secret (default: $AIFLOW_CLIENT_KEY)")
 
     db = commands.add_parser("db", help="create or upgrade the metadata database")
     db_commands = db.add_subparsers(title="db commands", metavar="ACTION", required=True)
@@ -29,13 +44,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     models = commands.add_parser("models", help="list models and versions, change a version's stage")
     model_commands = models.add_subparsers(title="models commands", metavar="ACTION", required=True)
-    listing = model_commands.add_parser("list", parents=[db_url, as_json], help="list registered models")
+    listing = model_commands.add_parser("list", parents=[store, as_json], help="list registered models")
     listing.set_defaults(func=_models_list)
-    versions = model_commands.add_parser("versions", parents=[db_url, as_json], help="list a model's versions")
+    versions = model_commands.add_parser("versions", parents=[store, as_json], help="list a model's versions")
     versions.add_argument("model")
     versions.add_argument("--stage", default=None, help="only versions in this stage")
     versions.set_defaults(func=_models_versions)
-    stage = model_commands.add_parser("stage", parents=[db_url, as_json], help="move a version to a stage")
+    stage = model_commands.add_parser("stage", parents=[store, as_json], help="move a version to a stage")
     stage.add_argument("model")
     stage.add_argument("version", type=int)
     stage.add_argument("stage", help="GENERATED, VALIDATED, DEPLOYED, DEPRECATED or DELETED")
@@ -63,8 +78,30 @@ def _db_current(args) -> None:
         db.dispose()
 
 
-def _models_list(args) -> None:
+@contextmanager
+def _store(args) -> Iterator[MetadataStore]:
+    """``--db``; else the server (``--server`` or ``$AIFLOW_SERVER_URL``); else the local default store."""
+    from aiflow_notebook.errors import AIFlowError
+
+    if args.db is None:
+        from aiflow_notebook.events.connection import command_line_client
+        from aiflow_notebook.meta.remote import RemoteStore
+
+        client = command_line_client(args.server, args.server_key, args.client_key)
+        if client is not None:
+            try:
+                yield RemoteStore(client)
+            finally:
+                client.close()
+            return
+    elif args.server is not None:
+        raise AIFlowError("give --db (a database) or --server (an aiflow server), not both")
     with MetadataStore(args.db) as store:
+        yield store
+
+
+def _models_list(args) -> None:
+    with _store(args) as store:
         rows = []
         for model in store.list_models():
             latest = store.get_latest_model_version(model.name)
@@ -77,7 +114,7 @@ def _models_list(args) -> None:
 
 
 def _models_versions(args) -> None:
-    with MetadataStore(args.db) as store:
+    with _store(args) as store:
         versions = [v.to_dict() for v in store.list_model_versions(args.model, args.stage)]
     if args.json:
         print_json(versions)
@@ -86,7 +123,7 @@ def _models_versions(args) -> None:
 
 
 def _models_stage(args) -> None:
-    with MetadataStore(args.db) as store:
+    with _store(args) as store:
         version = store.update_model_version(args.model, args.version, args.stage)
     if args.json:
         print_json(version.to_dict())
