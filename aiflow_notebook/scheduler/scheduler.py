@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import queue
+import shutil
 import stat
 import sys
 import threading
@@ -77,6 +78,7 @@ SUBMIT_REJECTED = "WORKFLOW_SUBMIT_REJECTED"
 SENDER = "scheduler"
 MAX_BATCH = 512  # events decided in one transaction at most
 RUN_SCOPED_TYPES = frozenset({JOB_STATUS_CHANGED, RUN_STATUS_CHANGED})  # a run's own status events
+SAVEPOINTS_KEPT = 2  # per job of a run: the one its next start resumes from, and the one before
 OUTCOME_KEYS = ("savepoint", "savepoint_error", "savepoint_note", "resumed_from", "resume_note")  # see Scheduler._outcome
 WATCH_POLL_S = 0.5  # how often a watcher thread looks whether the scheduler has stopped
 # The interpreter's thread switch interval while a scheduler runs in the process (Python's default: 5 ms).
@@ -479,7 +481,7 @@ class Scheduler:
         # A job that can save its state on stop (a streaming Flink job) saves it under a directory of its
         # own run and job (never shared by two live runs), reports the path in its outcome file, and its
         # next start in this run gets that path back.
-        spec["savepoint_dir"] = str(self.home / "savepoints" / run.workflow / str(run.run_id) / job.name)
+        spec["savepoint_dir"] = str(self._savepoint_dir(run, job.name))
         spec["resume_from"] = resume_from
         spec["outcome_path"] = str(base.with_suffix(".outcome.json"))
         spec_path = base.with_suffix(".spec.json")
@@ -601,6 +603,8 @@ class Scheduler:
         self._running.pop(running.job_run_id, None)  # only now: a retried commit above finds it again
         if run is None:
             return
+        if outcome.get("savepoint"):
+            self._prune_savepoints(run, running.job)
         if state == "FINISHED":
             self._record_outputs(run, running)
         extra = {"stop_seconds": round(time.monotonic() - running.stop_requested, 3)} \
@@ -625,6 +629,30 @@ class Scheduler:
         if not isinstance(outcome, dict):
             return {}
         return {key: outcome[key] for key in OUTCOME_KEYS if key in outcome}
+
+    def _savepoint_dir(self, run: RunState, job: str) -> Path:
+        """Where a job of a run puts its savepoints: its own, never shared by two live runs."""
+        return self.home / "savepoints" / run.workflow / str(run.run_id) / job
+
+    def _prune_savepoints(self, run: RunState, job: str) -> None:
+        """Delete a job's savepoints beyond the newest ``savepoints_kept`` (job property, default 2; 0 keeps
+        every one): a streaming job restarted on every validated model for weeks must not fill the disk.
+        Only directories under this run's own savepoint directory are ever deleted."""
+        kept = self._job_property(run, job, "savepoints_kept")
+        kept = SAVEPOINTS_KEPT if kept is None else int(kept)
+        if kept <= 0:
+            return
+        own = self._savepoint_dir(run, job).resolve()
+        for savepoint in self.state.savepoints(run.run_id, job)[kept:]:
+            path = Path(savepoint.removeprefix("file://").removeprefix("file:")).resolve()
+            if path.parent != own or not path.name.startswith("savepoint-") or not path.is_dir():
+                continue
+            try:
+                shutil.rmtree(path)
+                log.info("run %s: deleted the savepoint %s of job %r (older than the %d kept)", run.run_id, path,
+                         job, kept)
+            except OSError as exc:
+                log.warning("run %s: could not delete the old savepoint %s: %s", run.run_id, path, exc)
 
     def _record_outputs(self, run: RunState, running: _Running) -> None:
         job = self._workflow(run).jobs.get(running.job)

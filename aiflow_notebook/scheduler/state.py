@@ -261,6 +261,15 @@ class SchedulerState:
                                          orm.JobRun.id < job_run_id)
                                   .order_by(orm.JobRun.id.desc()).limit(1))
 
+    def savepoints(self, run_id: int, job: str) -> list[str]:
+        """The savepoints the job runs of ``job`` in this run left, newest first."""
+        with self._db.reading() as session:
+            return list(session.scalars(select(orm.JobRun.savepoint)
+                                        .join(orm.Job, orm.Job.id == orm.JobRun.job_id)
+                                        .where(orm.JobRun.workflow_run_id == run_id, orm.Job.name == job,
+                                               orm.JobRun.savepoint.is_not(None))
+                                        .order_by(orm.JobRun.id.desc())))
+
     def active_job_runs(self, run_id: int | None = None) -> list[ActiveJobRun]:
         with self._db.reading() as session:
             query = (select(orm.JobRun, orm.Job.name, orm.JobProcessRecord)
