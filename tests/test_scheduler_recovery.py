@@ -26,6 +26,20 @@ from aiflow_notebook.scheduler import Scheduler, SchedulerClient
 from aiflow_notebook.testing.waiting import wait_for
 
 
+@pytest.fixture
+def bus(tmp_path):
+    """A real event server on a SQLite file, a client of it, and the store the schedulers share."""
+    server = EventServer(f"sqlite:///{tmp_path / 'meta.db'}", bind="tcp://127.0.0.1:0").start()
+    client = EventClient(server.url)
+    store = MetadataStore(server.db_url, publisher=EventBusPublisher(client))
+    try:
+        yield client, store
+    finally:
+        client.close()
+        store.close()
+        server.stop()
+
+
 def make():
     return [[1]]
 
@@ -38,8 +52,7 @@ class DiesBeforePublishingFinished(Scheduler):
         super()._publish_status(run, job, job_run_id, attempt, state, error)
 
 
-def test_a_final_state_committed_but_not_published_is_published_after_restart(tmp_path):
-    db = f"sqlite:///{tmp_path / 'r.db'}"
+def test_a_final_state_committed_but_not_published_is_published_after_restart(tmp_path, bus):
     with af.workflow("recover"):
         with af.job_config("a"):
             af.write_dataset(af.user_define_operation(make, name="make"), "x", uri=str(tmp_path / "x.json"))
@@ -47,26 +60,19 @@ def test_a_final_state_committed_but_not_published_is_published_after_restart(tm
             af.write_dataset(af.transform(af.read_dataset("x"), lambda rows: rows, name="copy"), "y",
                              uri=str(tmp_path / "y.json"))
         af.action_on_job_status("b", upstream="a")
-    server = EventServer(db, bind="tcp://127.0.0.1:0").start()
-    client = EventClient(server.url)
-    store = MetadataStore(db, publisher=EventBusPublisher(client))
-    try:
-        first = DiesBeforePublishingFinished(store, client, home=tmp_path).start()
-        api = SchedulerClient(client, blob_store=LocalBlobStore(tmp_path / "blobs"))
-        run = api.submit(af.compile("recover"))
-        first._thread.join(60)
-        assert not first.alive and run.jobs() == {"a": "RUNNING", "b": "INIT"}  # FINISHED never reached the bus
+    client, store = bus
+    first = DiesBeforePublishingFinished(store, client, home=tmp_path).start()
+    api = SchedulerClient(client, blob_store=LocalBlobStore(tmp_path / "blobs"))
+    run = api.submit(af.compile("recover"))
+    first._thread.join(60)
+    assert not first.alive and run.jobs() == {"a": "RUNNING", "b": "INIT"}  # FINISHED never reached the bus
 
-        second = Scheduler(store, client, home=tmp_path).start()
-        assert run.wait(60) == "FINISHED"
-        finished_a = [e for e in run.job_events() if e.key == "recover.a" and e.value == "FINISHED"]
-        assert len(finished_a) == 1
-        assert json.loads(Path(tmp_path / "y.json").read_text()) == [[1]]
-        second.stop()
-    finally:
-        client.close()
-        store.close()
-        server.stop()
+    second = Scheduler(store, client, home=tmp_path).start()
+    assert run.wait(60) == "FINISHED"
+    finished_a = [e for e in run.job_events() if e.key == "recover.a" and e.value == "FINISHED"]
+    assert len(finished_a) == 1
+    assert json.loads(Path(tmp_path / "y.json").read_text()) == [[1]]
+    second.stop()
 
 
 def work_until_lost(context):
@@ -86,41 +92,33 @@ def _gone(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("policy", ["restart", None])
-def test_a_job_lost_while_the_scheduler_was_down_fails_or_restarts_per_policy(tmp_path, policy):
-    db = f"sqlite:///{tmp_path / 'lost.db'}"
+def test_a_job_lost_while_the_scheduler_was_down_fails_or_restarts_per_policy(tmp_path, policy, bus):
     marker = tmp_path / "starts.txt"
     with af.workflow("lossy"):
         with af.job_config("work", properties={"on_lost": policy} if policy else None):
             af.user_define_operation(work_until_lost, name="work", properties={"marker": str(marker)})
-    server = EventServer(db, bind="tcp://127.0.0.1:0").start()
-    client = EventClient(server.url)
-    store = MetadataStore(db, publisher=EventBusPublisher(client))
-    try:
-        first = Scheduler(store, client, home=tmp_path).start()
-        run = SchedulerClient(client, blob_store=LocalBlobStore(tmp_path / "blobs")).submit(af.compile("lossy"))
-        wait_for(lambda: marker.exists(), what="the job to start")
-        leader = first.state.active_job_runs()[0].record["pid"]
-        first.stop(kill_jobs=False)
-        os.killpg(leader, signal.SIGKILL)  # the job and its launcher vanish: no exit status is written
-        wait_for(lambda: _gone(leader), timeout=10, what="the job to vanish")
+    client, store = bus
+    first = Scheduler(store, client, home=tmp_path).start()
+    run = SchedulerClient(client, blob_store=LocalBlobStore(tmp_path / "blobs")).submit(af.compile("lossy"))
+    wait_for(lambda: marker.exists(), what="the job to start")
+    leader = first.state.active_job_runs()[0].record["pid"]
+    first.stop(kill_jobs=False)
+    os.killpg(leader, signal.SIGKILL)  # the job and its launcher vanish: no exit status is written
+    wait_for(lambda: _gone(leader), timeout=10, what="the job to vanish")
 
-        second = Scheduler(store, client, home=tmp_path).start()
-        states = None
-        if policy == "restart":
-            assert run.wait(60) == "FINISHED"
-            assert marker.read_text().count("start") == 2
-            states = [e.value for e in run.job_events()]
-            assert states == ["STARTING", "RUNNING", "FAILED", "STARTING", "RUNNING", "FINISHED"]
-            assert [json.loads(e.context)["attempt"] for e in run.job_events()][-1] == 1
-        else:
-            assert run.wait(60) == "FAILED"
-            assert "the process was killed" in run.errors()["work"]
-            assert marker.read_text().count("start") == 1
-        second.stop()
-    finally:
-        client.close()
-        store.close()
-        server.stop()
+    second = Scheduler(store, client, home=tmp_path).start()
+    states = None
+    if policy == "restart":
+        assert run.wait(60) == "FINISHED"
+        assert marker.read_text().count("start") == 2
+        states = [e.value for e in run.job_events()]
+        assert states == ["STARTING", "RUNNING", "FAILED", "STARTING", "RUNNING", "FINISHED"]
+        assert [json.loads(e.context)["attempt"] for e in run.job_events()][-1] == 1
+    else:
+        assert run.wait(60) == "FAILED"
+        assert "the process was killed" in run.errors()["work"]
+        assert marker.read_text().count("start") == 1
+    second.stop()
 
 
 def count_start(context):
@@ -140,27 +138,19 @@ class DiesRightAfterLaunching(Scheduler):
         raise RuntimeError("simulated crash between launching a job and recording its process")
 
 
-def test_a_job_that_ended_before_its_process_was_recorded_is_not_run_again(tmp_path):
-    db = f"sqlite:///{tmp_path / 'launched.db'}"
+def test_a_job_that_ended_before_its_process_was_recorded_is_not_run_again(tmp_path, bus):
     marker = tmp_path / "starts.txt"
     with af.workflow("launched"):
         with af.job_config("once"):
             af.user_define_operation(count_start, name="once", properties={"marker": str(marker)})
-    server = EventServer(db, bind="tcp://127.0.0.1:0").start()
-    client = EventClient(server.url)
-    store = MetadataStore(db, publisher=EventBusPublisher(client))
-    try:
-        first = DiesRightAfterLaunching(store, client, home=tmp_path).start()
-        run = SchedulerClient(client, blob_store=LocalBlobStore(tmp_path / "blobs")).submit(af.compile("launched"))
-        first._thread.join(60)
-        assert not first.alive and marker.read_text() == "start\n"
+    client, store = bus
+    first = DiesRightAfterLaunching(store, client, home=tmp_path).start()
+    run = SchedulerClient(client, blob_store=LocalBlobStore(tmp_path / "blobs")).submit(af.compile("launched"))
+    first._thread.join(60)
+    assert not first.alive and marker.read_text() == "start\n"
 
-        second = Scheduler(store, client, home=tmp_path).start()
-        assert run.wait(60) == "FINISHED"
-        assert marker.read_text() == "start\n", "the restarted scheduler ran the job again"
-        assert [e.value for e in run.job_events()] == ["STARTING", "RUNNING", "FINISHED"]
-        second.stop()
-    finally:
-        client.close()
-        store.close()
-        server.stop()
+    second = Scheduler(store, client, home=tmp_path).start()
+    assert run.wait(60) == "FINISHED"
+    assert marker.read_text() == "start\n", "the restarted scheduler ran the job again"
+    assert [e.value for e in run.job_events()] == ["STARTING", "RUNNING", "FINISHED"]
+    second.stop()
