@@ -44,7 +44,7 @@ fi
 stamp=.venv/.aiflow-lock-stamp
 want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  say "installing requirements.lock into .venv (first time takes 2-3 minutes)"
+  say "installing requirements.lock into .venv (the first time takes about 5 minutes)"
   # (this machine's pip config names optional local indexes; their "is ignored" warnings are noise)
   PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 \
   .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.lock 2> >(grep -v "is ignored: it is neither" >&2)
