@@ -117,7 +117,8 @@ def command_line_client(url: str | None, server_key: str | None, client_key: str
     """The client of a command-line tool: ``url`` with the keys given; else the server the environment
     connects to (``$AIFLOW_SERVER_URL`` with ``$AIFLOW_SERVER_KEY``/``$AIFLOW_CLIENT_KEY``, keys given on
     the command line taking precedence); else ``default_url``. ``default_server_key`` serves when no server
-    key is given for a URL that is not the environment's. None when there is no URL at all. The keys are paths; a secret key file others may read is refused."""
+    key is given for a URL that is not the environment's. None when there is no URL at all. The keys are
+    paths; a secret key file that others may read is refused."""
     from aiflow_notebook.events.client import EventClient
 
     if url is None and (environment_url := server_from_environment()) is not None:
