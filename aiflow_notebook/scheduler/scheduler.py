@@ -638,8 +638,13 @@ class Scheduler:
         """Delete a job's savepoints beyond the newest ``savepoints_kept`` (job property, default 2; 0 keeps
         every one): a streaming job restarted on every validated model for weeks must not fill the disk.
         Only directories under this run's own savepoint directory are ever deleted."""
-        kept = self._job_property(run, job, "savepoints_kept")
-        kept = SAVEPOINTS_KEPT if kept is None else int(kept)
+        value = self._job_property(run, job, "savepoints_kept")
+        try:
+            kept = SAVEPOINTS_KEPT if value is None else int(value)
+        except (TypeError, ValueError):
+            log.warning("run %s: job %r: savepoints_kept must be a whole number; keeping %d", run.run_id, job,
+                        SAVEPOINTS_KEPT)
+            kept = SAVEPOINTS_KEPT
         if kept <= 0:
             return
         own = self._savepoint_dir(run, job).resolve()
