@@ -272,3 +272,27 @@ def test_a_savepoint_complete_before_the_job_failed_while_stopping_is_kept():
                "consistent, but might have uncommitted transactions.")
     assert savepoint_created(message) == "/home/a/savepoints/w/1/serve/savepoint-59ed0c-561d3de3cf58"
     assert savepoint_created("java.io.IOException: Failed to create savepoint directory") is None
+
+
+def test_pruning_keeps_the_newest_savepoints_and_never_deletes_outside_the_jobs_own_directory(tmp_path):
+    from aiflow_notebook.scheduler.scheduler import prune_savepoints
+
+    own = tmp_path / "savepoints" / "wf" / "7" / "serve"
+    made = []
+    for n in range(5):  # oldest first, as Flink writes them
+        (own / f"savepoint-{n}" / "_metadata").parent.mkdir(parents=True)
+        (own / f"savepoint-{n}" / "_metadata").write_text("m")
+        made.append(own / f"savepoint-{n}")
+    elsewhere = tmp_path / "elsewhere" / "savepoint-x"  # a path recorded outside the run's own directory
+    elsewhere.mkdir(parents=True)
+    not_a_savepoint = own / "data"
+    not_a_savepoint.mkdir()
+    recorded = [f"file:{made[4]}", str(made[3]), f"file://{made[2]}", str(elsewhere), str(not_a_savepoint),
+                str(made[1]), str(made[0])]  # newest first, in the forms Flink reports
+
+    assert prune_savepoints(recorded, own, 0) == [] and all(p.is_dir() for p in made)  # 0: keep every one
+    deleted = prune_savepoints(recorded, own, 2)
+    assert deleted == [made[2].resolve(), made[1].resolve(), made[0].resolve()]
+    assert [p.is_dir() for p in made] == [False, False, False, True, True]
+    assert elsewhere.is_dir() and not_a_savepoint.is_dir()
+    assert prune_savepoints(recorded, own, 2) == []  # again: nothing left to delete

@@ -636,8 +636,7 @@ class Scheduler:
 
     def _prune_savepoints(self, run: RunState, job: str) -> None:
         """Delete a job's savepoints beyond the newest ``savepoints_kept`` (job property, default 2; 0 keeps
-        every one): a streaming job restarted on every validated model for weeks must not fill the disk.
-        Only directories under this run's own savepoint directory are ever deleted."""
+        every one): a streaming job restarted on every validated model for weeks must not fill the disk."""
         value = self._job_property(run, job, "savepoints_kept")
         try:
             kept = SAVEPOINTS_KEPT if value is None else int(value)
@@ -647,17 +646,8 @@ class Scheduler:
             kept = SAVEPOINTS_KEPT
         if kept <= 0:
             return
-        own = self._savepoint_dir(run, job).resolve()
-        for savepoint in self.state.savepoints(run.run_id, job)[kept:]:
-            path = Path(savepoint.removeprefix("file://").removeprefix("file:")).resolve()
-            if path.parent != own or not path.name.startswith("savepoint-") or not path.is_dir():
-                continue
-            try:
-                shutil.rmtree(path)
-                log.info("run %s: deleted the savepoint %s of job %r (older than the %d kept)", run.run_id, path,
-                         job, kept)
-            except OSError as exc:
-                log.warning("run %s: could not delete the old savepoint %s: %s", run.run_id, path, exc)
+        for path in prune_savepoints(self.state.savepoints(run.run_id, job), self._savepoint_dir(run, job), kept):
+            log.info("run %s: deleted the savepoint %s of job %r (older than the %d kept)", run.run_id, path, job, kept)
 
     def _record_outputs(self, run: RunState, running: _Running) -> None:
         job = self._workflow(run).jobs.get(running.job)
@@ -844,3 +834,21 @@ def _job_environment() -> dict[str, str]:
     without this process's own bus keys."""
     return {key: value for key, value in os.environ.items()
             if key not in PYFLINK_WORKER_VARIABLES and key not in OWN_BUS_KEYS}
+
+
+def prune_savepoints(recorded: list[str], own_dir: Path, kept: int) -> list[Path]:
+    """Delete the savepoints of ``recorded`` (paths or ``file:`` URIs, newest first) beyond the first ``kept``;
+    returns those deleted. Only a directory named ``savepoint-…`` directly in ``own_dir`` (the run's job's own
+    savepoint directory) is ever deleted: a recorded path anywhere else is left alone."""
+    own, deleted = own_dir.resolve(), []
+    for savepoint in recorded[kept:] if kept > 0 else []:
+        path = Path(savepoint.removeprefix("file://").removeprefix("file:")).resolve()
+        if path.parent != own or not path.name.startswith("savepoint-") or not path.is_dir():
+            continue
+        try:
+            shutil.rmtree(path)
+        except OSError as exc:
+            log.warning("could not delete the old savepoint %s: %s", path, exc)
+            continue
+        deleted.append(path)
+    return deleted
