@@ -13,9 +13,10 @@ figure, the median of --runs runs:
   (the job process, ``flink run``, scheduling, Python workers, the AM, the address exchange on the bus, the
   node children and ``torch.distributed`` initialisation).
 - submit_to_running: a fresh process submits the same one-operator streaming PyFlink job (a Python map)
-  to the session cluster (``flink run -d``) and to the local mini-cluster (``execute_async`` in that
-  process); figure = seconds from the process's start to Flink's job status RUNNING, and to the first
-  record reaching the Python map, side by side.
+  to the session cluster (``flink run -d``, as the engine does), to the session cluster from its own
+  PyFlink JVM (``gateway``: a Java ``StreamExecutionEnvironment`` with ``execution.target: remote``), and to
+  the local mini-cluster (``execute_async`` in that process); figure = seconds from the process's start to
+  Flink's job status RUNNING, and to the first record reaching the Python map, side by side.
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ PROBE = textwrap.dedent("""\
 
     MARK = Path(sys.argv[1])
     STOP = MARK.with_name("stop")
+    MODE = sys.argv[2]  # cli (run by `flink run -d`), local RUNNING_FILE, or gateway HOST:PORT JOB_ID_FILE
 
     def first(x):
         if not MARK.exists():
@@ -107,18 +109,30 @@ PROBE = textwrap.dedent("""\
 
     config = Configuration()
     config.set_string("python.executable", sys.executable)
-    env = StreamExecutionEnvironment.get_execution_environment(config)
+    if MODE == "gateway":  # this process's own PyFlink JVM submits to the session cluster over REST
+        from pyflink.java_gateway import get_gateway
+
+        host, port = sys.argv[3].split(":")
+        for key, value in (("execution.target", "remote"), ("rest.address", host), ("rest.port", port),
+                           ("python.client.executable", sys.executable)):
+            config.set_string(key, value)
+        env = StreamExecutionEnvironment(get_gateway().jvm.org.apache.flink.streaming.api.environment
+                                         .StreamExecutionEnvironment(config._j_configuration))
+    else:
+        env = StreamExecutionEnvironment.get_execution_environment(config)
     env.set_parallelism(1)
     env.from_collection([1], type_info=Types.INT()).map(first, output_type=Types.INT()).print()
-    if len(sys.argv) > 2:  # local: run in this process and report RUNNING
+    if MODE == "local":  # run in this process and report RUNNING
         client = env.execute_async("submit-bench")
         while client.get_job_status().result().name != "RUNNING":
             time.sleep(0.05)
-        Path(sys.argv[2]).write_text(repr(time.time()))
+        Path(sys.argv[3]).write_text(repr(time.time()))
         while not MARK.exists():
             time.sleep(0.05)
         STOP.write_text("")
         client.get_job_execution_result().result()
+    elif MODE == "gateway":
+        Path(sys.argv[4]).write_text(str(env.execute_async("submit-bench").get_job_id()))
     else:
         env.execute("submit-bench")  # flink run -d: submits and returns
 """)
@@ -126,22 +140,29 @@ PROBE = textwrap.dedent("""\
 
 def submit_to_running(cluster, where: str) -> tuple[float, float, float | None]:
     """(process start → RUNNING, process start → first record, JobManager received → RUNNING) of the probe
-    job, ``where`` local|cluster (the last one only for the cluster, from Flink's own timestamps)."""
+    job, ``where`` local | cluster (``flink run -d``) | gateway (the process's own PyFlink JVM submits to the
+    session cluster; flink-python is in the cluster's lib, so no jar travels); the last figure only on the
+    cluster, from Flink's own timestamps."""
     import pyflink
 
     tmp = Path(tempfile.mkdtemp(prefix="submit-bench-"))
-    script, mark, running = tmp / "probe.py", tmp / "first", tmp / "running"
+    script, mark, running, job_file = tmp / "probe.py", tmp / "first", tmp / "running", tmp / "job_id"
     script.write_text(PROBE)
     started = time.time()
     if where == "local":
-        subprocess.run([sys.executable, str(script), str(mark), str(running)], check=True, capture_output=True,
-                       timeout=300)
+        subprocess.run([sys.executable, str(script), str(mark), "local", str(running)], check=True,
+                       capture_output=True, timeout=300)
         return float(running.read_text()) - started, float(mark.read_text()) - started, None
-    flink = Path(pyflink.__file__).parent / "bin" / "flink"
-    done = subprocess.run([str(flink), "run", "-d", "-m", cluster.address, "-pyclientexec", sys.executable,
-                           "-pyexec", sys.executable, "-py", str(script), str(mark)],
-                          capture_output=True, text=True, timeout=300)
-    job_id = re.search(r"JobID ([0-9a-f]{32})", done.stdout + done.stderr).group(1)
+    if where == "gateway":
+        subprocess.run([sys.executable, str(script), str(mark), "gateway", cluster.address, str(job_file)],
+                       check=True, capture_output=True, timeout=300)
+        job_id = job_file.read_text().strip()
+    else:
+        flink = Path(pyflink.__file__).parent / "bin" / "flink"
+        done = subprocess.run([str(flink), "run", "-d", "-m", cluster.address, "-pyclientexec", sys.executable,
+                               "-pyexec", sys.executable, "-py", str(script), str(mark), "cli"],
+                              capture_output=True, text=True, timeout=300)
+        job_id = re.search(r"JobID ([0-9a-f]{32})", done.stdout + done.stderr).group(1)
     deadline = time.monotonic() + 120
     while not mark.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -186,10 +207,10 @@ def main() -> None:
             emit("cluster", "dl_startup_submit_to_jobmanager", statistics.median(clients), "s",
                  runs=[round(c, 1) for c in clients], note="job process + flink run client")
         if "submit" in only:
-            for where in ("cluster", "local"):
+            for where in ("cluster", "gateway", "local"):
                 figures = [submit_to_running(cluster, where) for _ in range(args.runs)]
                 emit("cluster", f"submit_to_running_{where}", statistics.median(f[0] for f in figures), "s",
-                     runs=[round(f[0], 2) for f in figures], target="<= 3" if where == "cluster" else None)
+                     runs=[round(f[0], 2) for f in figures], target="<= 3" if where != "local" else None)
                 emit("cluster", f"submit_to_first_record_{where}", statistics.median(f[1] for f in figures), "s",
                      runs=[round(f[1], 2) for f in figures])
                 if where == "cluster":
