@@ -59,3 +59,18 @@ def test_errors_are_one_line_with_exit_code_1(aiflow_home):
     result = aiflow("models", "list", "--db", "nonsense://", check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert aiflow("models", "stage", "ctr", check=False).returncode == 2  # argparse usage error
+
+
+def test_a_stage_changed_from_the_terminal_is_announced_on_the_bus_of_aiflow_event_url(aiflow_home, monkeypatch):
+    from aiflow_notebook.events import EventClient, EventServer
+
+    with MetadataStore() as store:  # the default store under AIFLOW_HOME; the bus keeps its log there too
+        store.register_model("ctr")
+        store.register_model_version("ctr", uri="file:///m/1")
+    with EventServer(store_url := f"sqlite:///{aiflow_home / 'meta.db'}", bind="tcp://127.0.0.1:0").start() as server:
+        assert server.db_url == store_url
+        monkeypatch.setenv("AIFLOW_EVENT_URL", server.url)
+        assert "ctr version 1 is now VALIDATED" in aiflow("models", "stage", "ctr", "1", "VALIDATED").stdout
+        with EventClient(server.url) as client:
+            [event] = client.list_events(key="ctr", event_type="MODEL_VALIDATED")
+        assert json.loads(event.value)["version"] == 1

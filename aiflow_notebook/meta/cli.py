@@ -3,19 +3,20 @@
 ``aiflow models`` works where a notebook would: on the ``aiflow server`` that ``--server`` or
 ``$AIFLOW_SERVER_URL`` names (its store, through the authenticated connection: a stage change there is the
 server's event, sent by this client's listed name), else on the local store (``--db``, ``$AIFLOW_META_URL``,
-``$AIFLOW_HOME/meta.db``).
+``$AIFLOW_HOME/meta.db``), announcing stage changes on ``$AIFLOW_EVENT_URL``'s bus when that is set.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from aiflow_notebook.config import default_meta_url
 from aiflow_notebook.console import print_json, print_table
 from aiflow_notebook.database import Database, head_revision, safe_url
-from aiflow_notebook.meta.store import MetadataStore
+from aiflow_notebook.meta.store import MetadataStore, bus_publisher
 
 VERSION_COLUMNS = ["version", "stage", "uri", "metrics", "job_run_id", "created_at"]
 
@@ -96,8 +97,14 @@ def _store(args) -> Iterator[MetadataStore]:
             return
     elif args.server is not None:
         raise AIFlowError("give --db (a database) or --server (an aiflow server), not both")
-    with MetadataStore(args.db) as store:
-        yield store
+    # The local default store announces stage changes on $AIFLOW_EVENT_URL's bus, as af.update_model_version
+    # does: a rule waiting for MODEL_VALIDATED must see a version validated from the terminal.
+    publisher = bus_publisher(os.environ.get("AIFLOW_EVENT_URL")) if args.db is None else None
+    with MetadataStore(args.db, publisher=publisher) as store:
+        try:
+            yield store
+        finally:
+            getattr(publisher, "close", lambda: None)()
 
 
 def _models_list(args) -> None:

@@ -71,7 +71,7 @@ def default_store() -> MetadataStore:
         if _default is None or _default_key != key:
             if _default is not None:
                 _close_default(_default)
-            _default, _default_key = MetadataStore(key[0], publisher=_bus_publisher(key[1])), key
+            _default, _default_key = MetadataStore(key[0], publisher=bus_publisher(key[1])), key
         return _default
 
 
@@ -100,7 +100,8 @@ def _environment_key() -> tuple[str, str | None]:
     return default_meta_url(), os.environ.get("AIFLOW_EVENT_URL") or None
 
 
-def _bus_publisher(event_url: str | None) -> EventPublisher | None:
+def bus_publisher(event_url: str | None) -> EventPublisher | None:
+    """A publisher onto the event bus at ``event_url`` (None: no bus, the store's in-memory default)."""
     if not event_url:
         return None
     from aiflow_notebook.events.publisher import EventBusPublisher  # pyzmq is imported only when used
