@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from aiflow_notebook.meta import MetadataStore
 from aiflow_notebook.meta.db import head_revision
 
@@ -74,3 +76,18 @@ def test_a_stage_changed_from_the_terminal_is_announced_on_the_bus_of_aiflow_eve
         with EventClient(server.url) as client:
             [event] = client.list_events(key="ctr", event_type="MODEL_VALIDATED")
         assert json.loads(event.value)["version"] == 1
+
+
+@pytest.mark.slow  # waits out the bus's 30 s deadline
+def test_a_stage_change_whose_event_cannot_be_announced_says_the_change_was_made(aiflow_home, monkeypatch):
+    from aiflow_notebook.testing.ports import free_port
+
+    with MetadataStore() as store:
+        store.register_model("ctr")
+        store.register_model_version("ctr", uri="file:///m/1")
+    monkeypatch.setenv("AIFLOW_EVENT_URL", f"tcp://127.0.0.1:{free_port()}")  # nobody listens there
+    result = aiflow("models", "stage", "ctr", "1", "VALIDATED", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "ctr version 1 is now VALIDATED" in result.stderr and "event was not announced" in result.stderr
+    with MetadataStore() as store:
+        assert store.get_model_version("ctr", 1).stage.value == "VALIDATED"

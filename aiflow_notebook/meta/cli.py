@@ -130,8 +130,20 @@ def _models_versions(args) -> None:
 
 
 def _models_stage(args) -> None:
+    from aiflow_notebook.errors import AIFlowError
+    from aiflow_notebook.events.errors import EventServerUnavailableError
+
     with _store(args) as store:
-        version = store.update_model_version(args.model, args.version, args.stage)
+        try:
+            version = store.update_model_version(args.model, args.version, args.stage)
+        except EventServerUnavailableError as exc:
+            if not isinstance(store, MetadataStore):
+                raise  # the server did not answer: nothing was changed
+            # the local store committed the change; only announcing it on the bus failed
+            now = store.get_model_version(args.model, args.version)
+            raise AIFlowError(f"{now.model} version {now.version} is now {now.stage.value} in "
+                              f"{store.url}, but the MODEL_{now.stage.value} event was not announced: "
+                              f"{exc}") from None
     if args.json:
         print_json(version.to_dict())
     else:
