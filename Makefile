@@ -6,7 +6,7 @@ demo:
 	@.venv/bin/python scripts/run_quickstart.py $(if $(IMPRESSIONS),--impressions $(IMPRESSIONS))
 
 # Two pytest-xdist workers: much of the suite waits on JVMs, kernels and streams, so two share this 2-core
-# machine well (the whole suite: 1217-1388 s instead of about 2175 s with one). `make test WORKERS=0` runs it in one process.
+# machine well (the whole suite: 1217-1427 s instead of about 2175 s with one). `make test WORKERS=0` runs it in one process.
 WORKERS ?= 2
 
 test:
