@@ -44,16 +44,13 @@ class Check:
 
 
 def add_commands(commands) -> None:
-    doctor = commands.add_parser("doctor", help="check a configuration: Flink cluster, database, aiflow server")
+    from aiflow_notebook.events.connection import server_options
+
+    doctor = commands.add_parser("doctor", help="check a configuration: Flink cluster, database, aiflow server",
+                                 parents=[server_options()])
     doctor.add_argument("--flink", metavar="URL", default=None,
                         help="Flink REST address, flink://HOST:PORT or http://HOST:PORT (default: $AIFLOW_PLATFORM)")
     doctor.add_argument("--db", metavar="URL", default=None, help="metadata database URL (default: $AIFLOW_META_URL)")
-    doctor.add_argument("--server", metavar="URL", default=None,
-                        help="aiflow server, tcp://HOST:PORT (default: $AIFLOW_SERVER_URL)")
-    doctor.add_argument("--server-key", metavar="FILE", default=None,
-                        help="the server's public key server.key (default: $AIFLOW_SERVER_KEY)")
-    doctor.add_argument("--client-key", metavar="FILE", default=None,
-                        help="your listed key pair NAME.key_secret (default: $AIFLOW_CLIENT_KEY)")
     doctor.add_argument("--python", metavar="PATH", default=None,
                         help="the interpreter the TaskManagers run for Python code (default: this one)")
     doctor.add_argument("--timeout", type=float, default=10, metavar="SECONDS", help="per network check (default 10)")

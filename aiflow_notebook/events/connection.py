@@ -15,6 +15,7 @@ through the environment: it uses the store and bus its scheduler gave it.
 
 from __future__ import annotations
 
+import argparse
 import os
 import stat
 import threading
@@ -109,6 +110,19 @@ def server_from_environment() -> str | None:
     the same server."""
     url = os.environ.get(SERVER_URL_ENV)
     return url if url and not os.environ.get("AIFLOW_RUN_ID") else None
+
+
+def server_options() -> argparse.ArgumentParser:
+    """``--server``, ``--server-key``, ``--client-key`` as a parent parser: how a command names an ``aiflow
+    server`` (defaults: the environment's, see :func:`command_line_client`)."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--server", metavar="URL", default=None,
+                         help="an aiflow server, tcp://HOST:PORT (default: $AIFLOW_SERVER_URL)")
+    options.add_argument("--server-key", metavar="PATH", default=None,
+                         help="the server's CURVE public key file, server.key (default: $AIFLOW_SERVER_KEY)")
+    options.add_argument("--client-key", metavar="PATH", default=None,
+                         help="this client's listed CURVE key, NAME.key_secret (default: $AIFLOW_CLIENT_KEY)")
+    return options
 
 
 def command_line_client(url: str | None, server_key: str | None, client_key: str | None,

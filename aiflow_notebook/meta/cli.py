@@ -22,18 +22,15 @@ VERSION_COLUMNS = ["version", "stage", "uri", "metrics", "job_run_id", "created_
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
+    from aiflow_notebook.events.connection import server_options
+
     db_url = argparse.ArgumentParser(add_help=False)
     db_url.add_argument("--db", metavar="URL", default=None,
                         help="metadata database URL (default: $AIFLOW_META_URL, else $AIFLOW_HOME/meta.db)")
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    store = argparse.ArgumentParser(add_help=False, parents=[db_url])
-    store.add_argument("--server", metavar="URL", default=None,
-                       help="an aiflow server's address (default: $AIFLOW_SERVER_URL; without either, the local store)")
-    store.add_argument("--server-key", metavar="PATH", default=None,
-                       help="the server's CURVE public key file (default: $AIFLOW_SERVER_KEY)")
-    store.add_argument("--client-key", metavar="PATH", default=None,
-                       help="this client's listed CURVE key, NAME.key_secret (default: $AIFLOW_CLIENT_KEY)")
+    # --db, else --server (or $AIFLOW_SERVER_URL), else the local default store
+    store = argparse.ArgumentParser(add_help=False, parents=[db_url, server_options()])
 
     db = commands.add_parser("db", help="create or upgrade the metadata database")
     db_commands = db.add_subparsers(title="db commands", metavar="ACTION", required=True)
