@@ -1,12 +1,31 @@
 """aiflow-notebook: event-driven ML workflows on Flink, from Jupyter.
 
 ``import aiflow_notebook as af`` gives the notebook SDK (DESIGN §4.1). Importing it is cheap: no IPython,
-Flink or deep-learning framework is imported here.
+Flink or deep-learning framework is imported here. The layers below it are folders (docs/architecture.md):
+``core``, ``storage``, ``events``, ``meta``, ``sdk``, ``engines``, ``scheduler``, ``session``, ``cli``.
 """
 
-from aiflow_notebook.compile import compile
-from aiflow_notebook.conditions import Condition, ConditionContext, ValueState, ValueStateDescriptor
-from aiflow_notebook.control import (
+from aiflow_notebook import _moved
+from aiflow_notebook.core.errors import (
+    AIFlowError,
+    CaptureError,
+    ConfigurationError,
+    CrossJobDataEdgeError,
+    CycleError,
+    DuplicateNodeError,
+    EngineConflictError,
+    GraphError,
+    InvalidArgumentError,
+    MissingNodeError,
+    UnknownEngineError,
+    UnknownJobError,
+    UnknownWorkflowError,
+    WorkflowFormatError,
+)
+from aiflow_notebook.core.version import __version__
+from aiflow_notebook.sdk.compile import compile
+from aiflow_notebook.sdk.conditions import Condition, ConditionContext, ValueState, ValueStateDescriptor
+from aiflow_notebook.sdk.control import (
     EQUALS,
     NONE,
     ONCE,
@@ -28,23 +47,16 @@ from aiflow_notebook.control import (
     action_on_job_status,
     action_on_model_version_event,
 )
-from aiflow_notebook.errors import AIFlowError, ConfigurationError
-from aiflow_notebook.graph import AIGraph, Channel, DatasetSpec, engine, global_config, job_config, workflow
-from aiflow_notebook.graph_errors import (
-    CaptureError,
-    CrossJobDataEdgeError,
-    CycleError,
-    DuplicateNodeError,
-    EngineConflictError,
-    GraphError,
-    InvalidArgumentError,
-    MissingNodeError,
-    UnknownEngineError,
-    UnknownJobError,
-    UnknownWorkflowError,
-    WorkflowFormatError,
+from aiflow_notebook.sdk.graph import (
+    AIGraph,
+    Channel,
+    DatasetSpec,
+    engine,
+    global_config,
+    job_config,
+    workflow,
 )
-from aiflow_notebook.ops import (
+from aiflow_notebook.sdk.ops import (
     evaluate,
     model_validate,
     predict,
@@ -55,10 +67,11 @@ from aiflow_notebook.ops import (
     user_define_operation,
     write_dataset,
 )
-from aiflow_notebook.submission import connect, connected, disconnect, save_model, submit
-from aiflow_notebook.workflow import Job, NodeSpec, Workflow
+from aiflow_notebook.sdk.workflow import Job, NodeSpec, Workflow
+from aiflow_notebook.session.submit import connect, connected, disconnect, save_model, submit
 
-__version__ = "0.1.0"
+_moved.install()  # old module paths (saved workflows, users' imports) keep working for one release
+
 
 # The metadata layer (SQLAlchemy, Alembic, graphviz) costs ~0.5 s to import: load it on first use, so that
 # `import aiflow_notebook` and every job process start fast.
@@ -67,26 +80,25 @@ _LAZY = {
     "ModelVersion": "aiflow_notebook.meta",
     "Stage": "aiflow_notebook.meta",
     "default_store": "aiflow_notebook.meta",
-    "get_latest_model_version": "aiflow_notebook.model_center_api",
-    "get_model_version": "aiflow_notebook.model_center_api",
-    "lineage": "aiflow_notebook.model_center_api",
-    "list_model_versions": "aiflow_notebook.model_center_api",
-    "register_model": "aiflow_notebook.model_center_api",
-    "register_model_version": "aiflow_notebook.model_center_api",
-    "save_model": "aiflow_notebook.engines.model_io",
+    "get_latest_model_version": "aiflow_notebook.session.models",
+    "get_model_version": "aiflow_notebook.session.models",
+    "lineage": "aiflow_notebook.session.models",
+    "list_model_versions": "aiflow_notebook.session.models",
+    "register_model": "aiflow_notebook.session.models",
+    "register_model_version": "aiflow_notebook.session.models",
     "metric_at_least": "aiflow_notebook.engines.model_gate",
-    "read_rows": "aiflow_notebook.datasets",
-    "wait_until": "aiflow_notebook.datasets",
+    "read_rows": "aiflow_notebook.session.datasets",
+    "wait_until": "aiflow_notebook.session.datasets",
     "load_model": "aiflow_notebook.engines.model_io",
-    "update_model_version": "aiflow_notebook.model_center_api",
-    "add_workflow_schedule": "aiflow_notebook.schedule_api",
-    "list_workflow_schedules": "aiflow_notebook.schedule_api",
-    "pause_workflow_schedule": "aiflow_notebook.schedule_api",
-    "resume_workflow_schedule": "aiflow_notebook.schedule_api",
-    "delete_workflow_schedule": "aiflow_notebook.schedule_api",
-    "add_workflow_trigger": "aiflow_notebook.schedule_api",
-    "list_workflow_triggers": "aiflow_notebook.schedule_api",
-    "delete_workflow_trigger": "aiflow_notebook.schedule_api",
+    "update_model_version": "aiflow_notebook.session.models",
+    "add_workflow_schedule": "aiflow_notebook.session.schedules",
+    "list_workflow_schedules": "aiflow_notebook.session.schedules",
+    "pause_workflow_schedule": "aiflow_notebook.session.schedules",
+    "resume_workflow_schedule": "aiflow_notebook.session.schedules",
+    "delete_workflow_schedule": "aiflow_notebook.session.schedules",
+    "add_workflow_trigger": "aiflow_notebook.session.schedules",
+    "list_workflow_triggers": "aiflow_notebook.session.schedules",
+    "delete_workflow_trigger": "aiflow_notebook.session.schedules",
 }
 
 
@@ -98,13 +110,6 @@ def __getattr__(name: str):
         globals()[name] = value
         return value
     raise AttributeError(f"module 'aiflow_notebook' has no attribute {name!r}")
-
-
-def _jupyter_server_extension_points() -> list[dict]:
-    """How jupyter_server finds the extension enabled as ``aiflow_notebook`` (imported only by a server)."""
-    from aiflow_notebook.server_extension import AIFlowExtension
-
-    return [{"module": "aiflow_notebook.server_extension", "app": AIFlowExtension}]
 
 
 def __dir__() -> list[str]:
@@ -165,7 +170,6 @@ __all__ = [
     "list_workflow_triggers",
     "pause_workflow_schedule",
     "resume_workflow_schedule",
-    "save_model",
     "action_on_job_status",
     "action_on_model_version_event",
     "compile",

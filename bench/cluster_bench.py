@@ -185,7 +185,7 @@ def main() -> None:
     import dl_bench
 
     cloudpickle.register_pickle_by_value(dl_bench)
-    from aiflow_notebook.flink_cluster import StandaloneFlinkCluster
+    from aiflow_notebook.sandbox.flink_cluster import StandaloneFlinkCluster
 
     home = tempfile.mkdtemp(prefix="cluster-bench-home-")
     os.environ["AIFLOW_HOME"] = home

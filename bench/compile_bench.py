@@ -21,8 +21,8 @@ import time
 from benchlib import emit
 
 import aiflow_notebook as af
-from aiflow_notebook import graph as _graph
-from aiflow_notebook import rendering
+from aiflow_notebook.core import rendering
+from aiflow_notebook.sdk import graph as _graph
 
 CONFIGS = [(10, 1), (10, 10), (100, 1), (100, 10), (100, 100), (1000, 1), (1000, 10), (1000, 100)]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from benchlib import emit, percentile
 
 from aiflow_notebook.meta import MetadataStore, orm
-from aiflow_notebook.testing.postgres import PostgresServer
+from aiflow_notebook.sandbox.postgres import PostgresServer
 
 
 def _writer(url: str, count: int, barrier, queue) -> None:

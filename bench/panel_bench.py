@@ -99,7 +99,7 @@ def kernel_round_trips(cells: int, with_panel: bool) -> list[float]:
         if with_panel:
             client.execute_interactive("%aiflow events --limit 50", timeout=60, output_hook=lambda msg: None)
         else:
-            client.execute_interactive("import aiflow_notebook.submission as s; _ = s.event_bus()", timeout=60)
+            client.execute_interactive("import aiflow_notebook.session.submit as s; _ = s.event_bus()", timeout=60)
         url = []
         client.execute_interactive("import os; print(os.environ['AIFLOW_EVENT_URL'])", timeout=60,
                                    output_hook=lambda msg: url.append(msg["content"].get("text", "")))

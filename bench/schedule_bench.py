@@ -25,9 +25,9 @@ import benchlib
 from benchlib import percentile
 
 import aiflow_notebook as af
+from aiflow_notebook.core.vocabulary import JOB_STATUS_CHANGED
 from aiflow_notebook.meta import orm
 from aiflow_notebook.scheduler import EmbeddedScheduler
-from aiflow_notebook.vocabulary import JOB_STATUS_CHANGED
 
 
 def emit(metric: str, value: float, unit: str, **extra) -> None:

@@ -28,12 +28,12 @@ import benchlib
 from benchlib import percentile
 
 import aiflow_notebook as af
-from aiflow_notebook.blobs import LocalBlobStore
 from aiflow_notebook.events import EventClient, EventServer
 from aiflow_notebook.events.publisher import EventBusPublisher
 from aiflow_notebook.meta import orm
 from aiflow_notebook.meta.store import MetadataStore
 from aiflow_notebook.scheduler import Scheduler, SchedulerClient
+from aiflow_notebook.storage.blobs import LocalBlobStore
 
 
 def emit(metric: str, value: float, unit: str, **extra) -> None:

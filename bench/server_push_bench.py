@@ -28,9 +28,9 @@ from benchlib import emit, percentile
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
+from aiflow_notebook.core.ports import free_port
 from aiflow_notebook.events import Event, EventClient
 from aiflow_notebook.server_extension import BUS_EVENT_SCHEMA_ID
-from aiflow_notebook.testing.ports import free_port
 
 BENCH = "server_push"
 

@@ -26,8 +26,8 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 
 import aiflow_notebook as af
-import aiflow_notebook.graph as _graph
-from aiflow_notebook.engine_names import is_known_engine, known_engines
+import aiflow_notebook.sdk.graph as _graph
+from aiflow_notebook.core.engine_names import is_known_engine, known_engines
 
 LATER = {
     "server": ("starts and stops a local aiflow server (until then: `aiflow server start` in a terminal)",
@@ -333,7 +333,7 @@ class AIFlowMagics(Magics):
     def _run_of(self, name: str | None, command: str) -> Any:
         """A run of this session (``%aiflow submit`` or ``af.submit``): by id, the last of a workflow, or the
         last one."""
-        from aiflow_notebook.submission import session_runs
+        from aiflow_notebook.session.submit import session_runs
 
         runs = session_runs()
         if name is not None and name.isdigit():
@@ -422,7 +422,7 @@ def _job_settings(args: Any) -> dict[str, Any]:
         problems.append(str(err))
     periodic = None
     if args.periodic is not None:
-        from aiflow_notebook.timing import Timing
+        from aiflow_notebook.core.timing import Timing
 
         text = args.periodic.strip().strip("'\"")
         try:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from aiflow_notebook.meta import set_default_store
-from aiflow_notebook.testing.postgres import PostgresServer, postgres_bin_dir
+from aiflow_notebook.sandbox.postgres import PostgresServer, postgres_bin_dir
 from aiflow_notebook.testing.processes import SESSION_VARIABLE, mark_session, wait_no_process_left
 from aiflow_notebook.testing.sdk import reset_sdk
 
@@ -95,7 +95,7 @@ def flink_cluster():
     by the modules that test "on a real cluster" (≈ 15 s to start and stop). Its JVMs must be gone after."""
     import psutil
 
-    from aiflow_notebook.testing.flink_cluster import StandaloneFlinkCluster
+    from aiflow_notebook.sandbox.flink_cluster import StandaloneFlinkCluster
 
     cluster = StandaloneFlinkCluster(taskmanagers=2, slots=2, jobmanager_mb=768, taskmanager_mb=1536).start()
     jvms = cluster.pids()

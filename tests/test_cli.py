@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from aiflow_notebook.meta import MetadataStore
-from aiflow_notebook.meta.db import head_revision
+from aiflow_notebook.storage.database import head_revision
 
 AIFLOW = str(Path(sys.executable).parent / "aiflow")
 
@@ -80,7 +80,7 @@ def test_a_stage_changed_from_the_terminal_is_announced_on_the_bus_of_aiflow_eve
 
 @pytest.mark.slow  # waits out the bus's 30 s deadline
 def test_a_stage_change_whose_event_cannot_be_announced_says_the_change_was_made(aiflow_home, monkeypatch):
-    from aiflow_notebook.testing.ports import free_port
+    from aiflow_notebook.core.ports import free_port
 
     with MetadataStore() as store:
         store.register_model("ctr")

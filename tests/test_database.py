@@ -12,10 +12,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, text
 
+from aiflow_notebook.core.ports import free_port
 from aiflow_notebook.meta import DatabaseUnavailableError, DatabaseURLError, MetadataStore
-from aiflow_notebook.meta.db import Database, head_revision
 from aiflow_notebook.meta.orm import Base
-from aiflow_notebook.testing.ports import free_port
+from aiflow_notebook.storage.database import Database, head_revision
 
 
 @pytest.mark.parametrize("url, message", [

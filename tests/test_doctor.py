@@ -12,9 +12,9 @@ import pytest
 
 import aiflow_notebook
 from aiflow_notebook.cli import main
+from aiflow_notebook.core.ports import free_port
 from aiflow_notebook.events.auth import create_server_keys
 from aiflow_notebook.testing.event_server import EventServerProcess
-from aiflow_notebook.testing.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from aiflow_notebook.cli import main
+from aiflow_notebook.core.ports import free_port
 from aiflow_notebook.testing.event_server import EventServerProcess
-from aiflow_notebook.testing.ports import free_port
 
 pytestmark = pytest.mark.timeout(120)
 REPO = Path(__file__).resolve().parents[1]

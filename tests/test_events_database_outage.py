@@ -13,8 +13,8 @@ import time
 import pytest
 
 from aiflow_notebook.events import Event, EventClient
+from aiflow_notebook.sandbox.postgres import PostgresServer
 from aiflow_notebook.testing.event_server import EventServerProcess
-from aiflow_notebook.testing.postgres import PostgresServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(180)]
 

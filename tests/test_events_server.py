@@ -10,6 +10,7 @@ import psutil
 import pytest
 import zmq
 
+from aiflow_notebook.core.ports import free_port
 from aiflow_notebook.events import (
     Event,
     EventClient,
@@ -20,7 +21,6 @@ from aiflow_notebook.events import (
 )
 from aiflow_notebook.events.protocol import Kind
 from aiflow_notebook.testing.event_server import EventServerProcess
-from aiflow_notebook.testing.ports import free_port
 from aiflow_notebook.testing.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)

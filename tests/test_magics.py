@@ -6,7 +6,7 @@ import pytest
 from sdk_support import close_shell, new_shell, run
 
 import aiflow_notebook as af
-from aiflow_notebook import graph as _graph
+from aiflow_notebook.sdk import graph as _graph
 
 SETUP = '''
 SCHEMA = ["f0", "f1", "clicked"]

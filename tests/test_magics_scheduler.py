@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sdk_support import close_shell, new_shell, run
 
-import aiflow_notebook.submission as submit_module
+import aiflow_notebook.session.submit as submit_module
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ import cloudpickle
 import pytest
 
 import aiflow_notebook as af
+from aiflow_notebook.core.errors import InvalidArgumentError
 from aiflow_notebook.engines.model_io import ModelSelectionError, choose_model_version, save_model
 from aiflow_notebook.events import Event
-from aiflow_notebook.graph_errors import InvalidArgumentError
 from aiflow_notebook.meta import MetadataStore
 from aiflow_notebook.scheduler import EmbeddedScheduler
 from aiflow_notebook.testing.processes import wait_no_process_left

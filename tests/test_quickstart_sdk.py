@@ -106,7 +106,7 @@ def rate(rows):
 
 
 def test_group_by_hands_each_keys_rows_to_the_function_in_process():
-    from aiflow_notebook.job_runtime import run_job_payload
+    from aiflow_notebook.sdk.job_runtime import run_job_payload
 
     with af.workflow("grouping"):
         with af.job_config("prep"):

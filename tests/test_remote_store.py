@@ -13,14 +13,14 @@ import cloudpickle
 import pytest
 
 import aiflow_notebook as af
-from aiflow_notebook.blobs import BLOB_PUT, BlobRejectedError, BlobTooLargeError, RemoteBlobStore
+from aiflow_notebook.cli.server import MetadataService
 from aiflow_notebook.events import Event, EventClient
 from aiflow_notebook.events.auth import allow_client, create_client_keys, create_server_keys
 from aiflow_notebook.events.errors import CurveKeyError, EventRequestError, EventServerUnavailableError
 from aiflow_notebook.events.server import EventServer
 from aiflow_notebook.meta import InvalidStageError, StageTransitionError, UnknownModelError, default_store
 from aiflow_notebook.meta.remote import RemoteStore, RemoteUnsupportedError
-from aiflow_notebook.server import MetadataService
+from aiflow_notebook.storage.blobs import BLOB_PUT, BlobRejectedError, BlobTooLargeError, RemoteBlobStore
 from aiflow_notebook.testing.waiting import wait_for
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -142,7 +142,7 @@ def test_uploads_are_chunked_verified_and_an_object_already_there_is_not_sent_ag
 
 
 def _too_large(client):
-    from aiflow_notebook.blobs import _raise_for
+    from aiflow_notebook.storage.blobs import _raise_for
 
     answer, _ = client.call("blob.has", {"digest": "1" * 64, "size": 1 << 40})
     _raise_for(answer)
@@ -159,7 +159,7 @@ def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(server, keys
     answer, _ = client.call("blob.has", {"digest": "../../etc/passwd", "size": 1})
     assert "bad blob digest" in answer["error"]["message"]
     with pytest.raises(BlobRejectedError, match="bad blob digest"):
-        from aiflow_notebook.blobs import _raise_for
+        from aiflow_notebook.storage.blobs import _raise_for
 
         _raise_for(answer)
     af.register_model("still-serving")
@@ -245,7 +245,7 @@ def test_a_server_extension_of_a_connected_jupyter_reruns_and_reads_logs_over_th
         tmp_path, keys, monkeypatch):
     """The REST service (what `POST runs/<id>/rerun` and the log route call) on a connected process: the
     re-run's payload is uploaded into the server's blob store (another home), the log read there."""
-    from aiflow_notebook.server import SchedulerService
+    from aiflow_notebook.cli.server import SchedulerService
     from aiflow_notebook.server_extension.service import AIFlowService
 
     home = tmp_path / "server_home"
@@ -279,7 +279,7 @@ def test_a_server_extension_of_a_connected_jupyter_reruns_and_reads_logs_over_th
 def test_a_schedule_added_while_connected_lives_on_the_server(tmp_path, keys, monkeypatch):
     """Schedules are the server scheduler's too: the workflow is uploaded, the schedule listed there, and a
     tick runs it in the server's working directory."""
-    from aiflow_notebook.server import SchedulerService
+    from aiflow_notebook.cli.server import SchedulerService
 
     home = tmp_path / "server_home"
     home.mkdir()

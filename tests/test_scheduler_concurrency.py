@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 import aiflow_notebook as af
+from aiflow_notebook.core.vocabulary import JOB_STATUS_CHANGED
 from aiflow_notebook.events import Event
 from aiflow_notebook.scheduler import EmbeddedScheduler
 from aiflow_notebook.testing.processes import wait_no_process_left
 from aiflow_notebook.testing.waiting import wait_for
-from aiflow_notebook.vocabulary import JOB_STATUS_CHANGED
 
 
 @pytest.fixture

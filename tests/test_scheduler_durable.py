@@ -9,8 +9,8 @@ import time
 import pytest
 from sqlalchemy import text
 
-from aiflow_notebook.database import Database
 from aiflow_notebook.scheduler.durable import DatabaseWaitTimeout, SchedulerStopped, call_durably
+from aiflow_notebook.storage.database import Database
 
 
 @pytest.fixture

@@ -118,7 +118,7 @@ def test_validating_a_model_version_restarts_the_serving_job_exactly_once(schedu
 
 
 def test_an_engine_without_a_runner_is_refused_at_submit(scheduler, monkeypatch):
-    from aiflow_notebook import engine_names
+    from aiflow_notebook.core import engine_names
     from aiflow_notebook.scheduler import SchedulerError
 
     monkeypatch.setitem(engine_names._known, "quantum", None)  # the compiler accepts the name...
@@ -180,7 +180,7 @@ def test_restart_job_runs_a_new_attempt_of_one_job_and_the_run_goes_on(scheduler
 
 
 def test_a_process_given_a_host_submits_to_the_hosts_scheduler(scheduler, monkeypatch, tmp_path):
-    import aiflow_notebook.submission as submission
+    import aiflow_notebook.session.submit as submission
     from aiflow_notebook.scheduler.embedded import HostedScheduler
 
     monkeypatch.setenv("AIFLOW_SCHEDULER_URL", scheduler.event_url)  # as the Jupyter server sets it for a kernel

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 import aiflow_notebook as af
-from aiflow_notebook.blobs import LocalBlobStore
 from aiflow_notebook.events import Event, EventClient, EventServer
 from aiflow_notebook.meta.store import MetadataStore
+from aiflow_notebook.sandbox.postgres import PostgresServer
 from aiflow_notebook.scheduler import Scheduler, SchedulerClient
-from aiflow_notebook.testing.postgres import PostgresServer
+from aiflow_notebook.storage.blobs import LocalBlobStore
 from aiflow_notebook.testing.processes import wait_no_process_left
 from aiflow_notebook.testing.waiting import wait_for
 

@@ -18,11 +18,11 @@ import psutil
 import pytest
 
 import aiflow_notebook as af
-from aiflow_notebook.blobs import LocalBlobStore
 from aiflow_notebook.events import EventClient, EventServer
 from aiflow_notebook.events.publisher import EventBusPublisher
 from aiflow_notebook.meta.store import MetadataStore
 from aiflow_notebook.scheduler import Scheduler, SchedulerClient
+from aiflow_notebook.storage.blobs import LocalBlobStore
 from aiflow_notebook.testing.waiting import wait_for
 
 

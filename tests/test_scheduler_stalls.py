@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 import aiflow_notebook as af
-from aiflow_notebook.blobs import LocalBlobStore
+from aiflow_notebook.core.vocabulary import JOB_STOP_FAILED
 from aiflow_notebook.engines.process import JobProcess
 from aiflow_notebook.events import Event, EventClient, EventServer
 from aiflow_notebook.meta.store import MetadataStore
 from aiflow_notebook.scheduler import EmbeddedScheduler, Scheduler, SchedulerClient
+from aiflow_notebook.storage.blobs import LocalBlobStore
 from aiflow_notebook.testing.processes import our_processes, wait_no_process_left
 from aiflow_notebook.testing.waiting import wait_for
-from aiflow_notebook.vocabulary import JOB_STOP_FAILED
 
 GRACE_S = 5.0
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 import aiflow_notebook as af
+from aiflow_notebook.core.vocabulary import RUN_STATUS_CHANGED
 from aiflow_notebook.events import Event, EventClient
 from aiflow_notebook.testing.event_server import EventServerProcess
 from aiflow_notebook.testing.waiting import wait_for
-from aiflow_notebook.vocabulary import RUN_STATUS_CHANGED
 
 
 def record(context):

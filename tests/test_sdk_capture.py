@@ -14,7 +14,7 @@ import pytest
 from sdk_support import close_shell, new_shell, notebook_namespace, run
 
 import aiflow_notebook as af
-from aiflow_notebook import capture
+from aiflow_notebook.sdk import capture
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,7 +59,7 @@ def test_payload_runs_in_a_fresh_process_with_helpers_and_imports_from_other_cel
 
     out = run_in_fresh_python(f"""
         import json
-        from aiflow_notebook.job_runtime import run_job_payload
+        from aiflow_notebook.sdk.job_runtime import run_job_payload
         results = run_job_payload(open({str(tmp_path / 'prep.payload')!r}, 'rb').read())
         print(json.dumps(results["featurize"]))
     """, elsewhere)
@@ -100,7 +100,7 @@ def test_functions_from_a_local_module_are_pickled_by_value(tmp_path, monkeypatc
         sys.modules.pop("mylib_for_capture", None)
     (tmp_path / "j.payload").write_bytes(payload)
     out = run_in_fresh_python(f"""
-        from aiflow_notebook.job_runtime import run_job_payload
+        from aiflow_notebook.sdk.job_runtime import run_job_payload
         print(run_job_payload(open({str(tmp_path / 'j.payload')!r}, 'rb').read())["step"])
     """, tmp_path)
     assert out.strip() == "[6, 7]"

@@ -15,7 +15,7 @@ import pytest
 from sdk_support import notebook_namespace
 
 import aiflow_notebook as af
-from aiflow_notebook import rendering
+from aiflow_notebook.core import rendering
 from aiflow_notebook.testing.sdk import reset_sdk
 
 REPO = Path(__file__).resolve().parents[1]
@@ -223,7 +223,7 @@ def test_local_context_reads_and_writes_files_and_passes_context_to_functions_th
 
 
 def test_a_node_without_function_and_no_builtin_fails_clearly(ctr):
-    from aiflow_notebook.job_runtime import JobRunError, LocalContext
+    from aiflow_notebook.sdk.job_runtime import JobRunError, LocalContext
 
     context = LocalContext(datasets={"click_stream": [1, 2]})
     with pytest.raises(JobRunError, match="node 'predict_ctr' \\(predict\\) in job 'serve' has no function"):
@@ -231,7 +231,7 @@ def test_a_node_without_function_and_no_builtin_fails_clearly(ctr):
 
 
 def test_engine_names_are_extensible():
-    from aiflow_notebook.engine_names import known_engines, register_engine_name
+    from aiflow_notebook.core.engine_names import known_engines, register_engine_name
 
     with af.workflow("w"), af.job_config("j", engine="ray"):
         af.read_dataset("d")
@@ -241,7 +241,7 @@ def test_engine_names_are_extensible():
     try:
         assert af.compile("w").jobs["j"].engine == "ray" and "ray" in known_engines()
     finally:
-        from aiflow_notebook import engine_names
+        from aiflow_notebook.core import engine_names
 
         engine_names._known.pop("ray")
 
@@ -256,7 +256,7 @@ def test_importing_the_sdk_stays_cheap():
 
 def test_a_schema_keeps_its_column_order_through_serialization():
     import aiflow_notebook as af
-    from aiflow_notebook.workflow import Workflow
+    from aiflow_notebook.sdk.workflow import Workflow
 
     with af.workflow("ordered"):
         with af.job_config("j"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import aiflow_notebook as af
-from aiflow_notebook import graph as _graph
+from aiflow_notebook.sdk import graph as _graph
 
 
 def ident(x):

@@ -1,4 +1,4 @@
-"""A job process stops promptly however many SIGTERMs it gets (aiflow_notebook.stop_signal).
+"""A job process stops promptly however many SIGTERMs it gets (aiflow_notebook.core.stop_signal).
 
 A job gets SIGTERM twice by design (its process group's, and its launcher's forward). The streaming Flink
 job's handler used to call ``threading.Event.set()``: a second signal arriving while the first handler held
@@ -17,7 +17,7 @@ import time
 
 LOOP = textwrap.dedent("""
     import signal
-    from aiflow_notebook.stop_signal import StopSignal
+    from aiflow_notebook.core.stop_signal import StopSignal
     stop = StopSignal()
     print("ready", flush=True)
     while not stop.wait(0.25):
@@ -44,7 +44,7 @@ def test_a_burst_of_sigterms_stops_the_loop_at_once():
 
 
 def test_wait_returns_false_when_no_signal_came_and_restore_puts_back_the_handler():
-    from aiflow_notebook.stop_signal import StopSignal
+    from aiflow_notebook.core.stop_signal import StopSignal
 
     before = signal.getsignal(signal.SIGUSR2)
     stop = StopSignal((signal.SIGUSR2,))

@@ -15,18 +15,18 @@ import pytest
 from sdk_support import notebook_namespace
 
 import aiflow_notebook as af
+from aiflow_notebook.core.vocabulary import JOB_PROGRESS
 from aiflow_notebook.events import Event, EventClient
+from aiflow_notebook.sdk.mime import MIME_TYPE
 from aiflow_notebook.testing.waiting import wait_for
-from aiflow_notebook.vocabulary import JOB_PROGRESS
 from aiflow_notebook.widgets import EventPanel, GraphWidget, LineageWidget, ModelPanel, RunPanel, live_threads
-from aiflow_notebook.workflow_mime import MIME_TYPE
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 JOBS = '''
 import time
 
 def make():
-    from aiflow_notebook.job_runtime import report_progress
+    from aiflow_notebook.sdk.job_runtime import report_progress
 
     report_progress(0.5)
     print("made 2 rows", flush=True)

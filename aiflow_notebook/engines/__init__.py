@@ -9,9 +9,8 @@ job's spec — an import path string, so the scheduler never imports Flink, PyTo
 
 from __future__ import annotations
 
-from aiflow_notebook.engine_names import register_engine_name
-from aiflow_notebook.errors import AIFlowError
-from aiflow_notebook.graph_errors import UnknownEngineError
+from aiflow_notebook.core.engine_names import register_engine_name
+from aiflow_notebook.core.errors import AIFlowError, UnknownEngineError
 
 _ENGINES: dict[str, str] = {
     "python": "aiflow_notebook.engines.python_job:run_job",

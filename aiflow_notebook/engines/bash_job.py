@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from aiflow_notebook.errors import AIFlowError
+from aiflow_notebook.core.errors import AIFlowError
 
 
 def run_job(spec: dict) -> None:

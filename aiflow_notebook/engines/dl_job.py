@@ -34,9 +34,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from aiflow_notebook.capture import load_payload
+from aiflow_notebook.core.errors import AIFlowError
 from aiflow_notebook.engines.model_io import TorchModel, save_model, split_trained
-from aiflow_notebook.errors import AIFlowError
+from aiflow_notebook.sdk.capture import load_payload
 
 DEFAULT_WORKERS = 2
 RESULT_FILE = "model.json"  # {"uri": ..., "metrics": ...} written by the chief
@@ -163,7 +163,7 @@ class TrainerEntry:
     """
 
     def __init__(self, trainer: Any, framework: str, model: str | None, result_path: str) -> None:
-        from aiflow_notebook.config import aiflow_home
+        from aiflow_notebook.core.config import aiflow_home
 
         self.trainer, self.framework, self.model, self.result_path = trainer, framework, model, result_path
         # the submitting side's home: on a Flink cluster the node runs in a TaskManager, whose own

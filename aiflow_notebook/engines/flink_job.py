@@ -20,7 +20,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from aiflow_notebook.capture import load_payload
+from aiflow_notebook.core.errors import AIFlowError
+from aiflow_notebook.core.stop_signal import StopSignal
 from aiflow_notebook.engines.flink_program import build_program, stateful_operators
 from aiflow_notebook.engines.flink_savepoints import (
     Outcome,
@@ -33,8 +34,7 @@ from aiflow_notebook.engines.flink_savepoints import (
     write_program,
 )
 from aiflow_notebook.engines.model_io import serving_predictor
-from aiflow_notebook.errors import AIFlowError
-from aiflow_notebook.stop_signal import StopSignal
+from aiflow_notebook.sdk.capture import load_payload
 
 REMOTE_PREFIX = "flink://"
 FLINK_PROPERTY_PREFIX = "flink."

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aiflow_notebook.errors import AIFlowError
+from aiflow_notebook.core.errors import AIFlowError
 
 STREAM_MONITOR_INTERVAL_S = 1
 CHECKPOINT_INTERVAL_MS = 1000

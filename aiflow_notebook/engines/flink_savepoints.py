@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aiflow_notebook.core.stop_signal import StopSignal
 from aiflow_notebook.engines.process import stop_grace
-from aiflow_notebook.stop_signal import StopSignal
 
 RESTORE_PATH_KEY = "execution.state-recovery.path"  # Flink 2.x (1.x: execution.savepoint.path)
 RESTORE_IGNORE_UNCLAIMED_KEY = "execution.state-recovery.ignore-unclaimed-state"  # allowNonRestoredState

@@ -25,13 +25,13 @@ def read_spec(path: str) -> dict[str, Any]:
 def attach_payload(spec: dict[str, Any]) -> None:
     """Fill in ``spec["job"]["payload"]`` from the blob the spec names (verified against its hash)."""
     if "payload" not in spec["job"] and spec.get("workflow_uri"):
-        from aiflow_notebook.blobs import LocalBlobStore
-        from aiflow_notebook.workflow import Workflow
+        from aiflow_notebook.sdk.workflow import Workflow
+        from aiflow_notebook.storage.blobs import LocalBlobStore
 
         workflow = Workflow.from_bytes(LocalBlobStore(spec["blob_root"]).get(spec["workflow_uri"]))
         job = workflow.jobs.get(spec["job"]["name"])
         if job is None:
-            from aiflow_notebook.errors import AIFlowError
+            from aiflow_notebook.core.errors import AIFlowError
 
             raise AIFlowError(f"the workflow at {spec['workflow_uri']} has no job {spec['job']['name']!r}")
         spec["job"]["payload"] = job.to_dict(include_payload=True)["payload"]
@@ -51,6 +51,6 @@ def receive_secrets(spec: dict[str, Any]) -> None:
     secrets = json.loads(data or b"{}")
     public = os.environ.get("AIFLOW_META_URL")
     if public and secrets.get("meta_url"):
-        from aiflow_notebook.config import remember_meta_url
+        from aiflow_notebook.core.config import remember_meta_url
 
         remember_meta_url(public, secrets["meta_url"])

@@ -20,9 +20,9 @@ from urllib.parse import urlparse
 
 import cloudpickle
 
-from aiflow_notebook.config import aiflow_home
-from aiflow_notebook.errors import AIFlowError
-from aiflow_notebook.vocabulary import Stage, model_event_type
+from aiflow_notebook.core.config import aiflow_home
+from aiflow_notebook.core.errors import AIFlowError
+from aiflow_notebook.core.vocabulary import Stage, model_event_type
 
 
 def save_model(obj: Any, model: str, home: str | Path | None = None) -> str:
@@ -45,7 +45,7 @@ def load_model(uri: str | Any) -> Any:
     path = Path(parsed.path if parsed.scheme == "file" else uri)
     try:
         if path.parent.parent.name == "blobs" and path.parent.name == path.name[:2]:
-            from aiflow_notebook.blobs import LocalBlobStore
+            from aiflow_notebook.storage.blobs import LocalBlobStore
 
             return cloudpickle.loads(LocalBlobStore(path.parent.parent).get(path.as_uri()))
         return cloudpickle.loads(path.read_bytes())

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from aiflow_notebook.engines.model_io import save_model, serving_predictor, split_trained
-from aiflow_notebook.graph import DatasetSpec
-from aiflow_notebook.job_runtime import LocalContext, NodeContext, run_job_payload
+from aiflow_notebook.sdk.graph import DatasetSpec
+from aiflow_notebook.sdk.job_runtime import LocalContext, NodeContext, run_job_payload
 
 
 class EngineContext(LocalContext):
@@ -27,7 +27,7 @@ class EngineContext(LocalContext):
         if dataset.name not in self.datasets and dataset.uri:
             path = Path(dataset.uri.removeprefix("file://"))
             if path.is_dir():  # written by Flink: one line per row in part files, typed by the schema if any
-                from aiflow_notebook.datasets import read_rows
+                from aiflow_notebook.session.datasets import read_rows
 
                 return read_rows(dataset.uri, dataset.schema)
         return super().read_dataset(dataset)

@@ -136,7 +136,7 @@ class EventClient:
         rules of that run react to them and other live runs of the same workflow do not. Events sent from
         outside any run (a notebook cell, another service) stay global. ``origin=None`` opts out.
         """
-        from aiflow_notebook.events.connection import connected_client
+        from aiflow_notebook.events.session import connected_client
 
         connected = connected_client()  # af.connect / $AIFLOW_SERVER_URL: that server's bus (never in a job)
         if connected is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aiflow_notebook.errors import AIFlowError
+from aiflow_notebook.core.errors import AIFlowError
 
 
 class EventError(AIFlowError):

@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from aiflow_notebook.core.vocabulary import WILDCARD
 from aiflow_notebook.events.errors import InvalidEventError
-from aiflow_notebook.vocabulary import WILDCARD
 
 MAX_KEY_CHARS = 1024
 MAX_NAME_CHARS = 255  # event_type, namespace, sender

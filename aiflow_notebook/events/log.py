@@ -3,7 +3,7 @@
 The event server is the only writer: it numbers events itself (``version`` = the last one + 1) and appends
 each group of concurrent sends in ONE transaction (group commit), so the cost of a commit is shared by
 every event in the batch. SQLite runs in WAL mode with ``synchronous=NORMAL`` (set up by
-:class:`~aiflow_notebook.database.Database`): a committed batch survives a crash of any process, which is
+:class:`~aiflow_notebook.storage.database.Database`): a committed batch survives a crash of any process, which is
 the promise an acknowledgement makes.
 
 The hot paths (append, page through events) use the DBAPI connection directly with hand-written,
@@ -26,9 +26,9 @@ from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError
 
-from aiflow_notebook.database import Database, safe_url
 from aiflow_notebook.events.errors import EventServerError
 from aiflow_notebook.events.event import EventFilter
+from aiflow_notebook.storage.database import Database, safe_url
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ from urllib.parse import urlsplit
 
 import zmq
 
-from aiflow_notebook.config import aiflow_home, default_meta_url
+from aiflow_notebook.core.config import aiflow_home, default_meta_url
 from aiflow_notebook.events import protocol
 from aiflow_notebook.events.auth import ServerCurve
 from aiflow_notebook.events.dedupe import SendRegistry

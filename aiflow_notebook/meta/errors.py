@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from aiflow_notebook.database import DatabaseError, DatabaseUnavailableError, DatabaseURLError
-from aiflow_notebook.errors import AIFlowError
+from aiflow_notebook.core.errors import AIFlowError
+from aiflow_notebook.storage.database import DatabaseError, DatabaseUnavailableError, DatabaseURLError
 
 __all__ = ["DatabaseError", "DatabaseURLError", "DatabaseUnavailableError", "InvalidStageError", "MetadataError",
            "NotFoundError", "StageTransitionError", "UnknownModelError", "UnknownModelVersionError"]

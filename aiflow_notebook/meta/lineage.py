@@ -18,7 +18,7 @@ import graphviz
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
-import aiflow_notebook.rendering as rendering
+import aiflow_notebook.core.rendering as rendering
 from aiflow_notebook.meta import orm
 from aiflow_notebook.meta.errors import NotFoundError
 from aiflow_notebook.meta.model_center import _model_row, _version_row

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from aiflow_notebook.vocabulary import Stage, model_event_type
+from aiflow_notebook.core.vocabulary import Stage, model_event_type
 
 __all__ = ["ALLOWED_TRANSITIONS", "Dataset", "JobRun", "Model", "ModelVersion", "Stage", "WorkflowRunRecord",
            "model_event_type"]

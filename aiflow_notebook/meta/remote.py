@@ -19,7 +19,7 @@ from enum import Enum
 from typing import Any
 
 import aiflow_notebook.meta.errors as _errors
-from aiflow_notebook.errors import AIFlowError
+from aiflow_notebook.core.errors import AIFlowError
 from aiflow_notebook.meta.lineage import LineageGraph, LineageNode
 from aiflow_notebook.meta.models import Dataset, JobRun, Model, ModelVersion, Stage, WorkflowRunRecord
 

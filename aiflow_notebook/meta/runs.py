@@ -12,11 +12,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from aiflow_notebook.core.vocabulary import FINAL_STATES
 from aiflow_notebook.meta import orm
 from aiflow_notebook.meta.errors import MetadataError, NotFoundError
 from aiflow_notebook.meta.models import JobRun, WorkflowRunRecord
 from aiflow_notebook.meta.orm import utcnow
-from aiflow_notebook.vocabulary import FINAL_STATES
 
 MAX_LOG_BYTES = 1 << 20  # the most of a log's end one read takes
 MAX_LOG_LINES = 10_000

@@ -14,7 +14,7 @@ import threading
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
-from aiflow_notebook.errors import AIFlowError
+from aiflow_notebook.core.errors import AIFlowError
 from aiflow_notebook.meta.remote import REMOTE_METHODS, STORE_METHOD_PREFIX, decode, encode, error_to_wire
 
 log = logging.getLogger(__name__)
@@ -22,14 +22,14 @@ log = logging.getLogger(__name__)
 
 class StoreService:
     """Answers ``store.<method>`` with ``store`` and ``blob.has``/``blob.put`` with ``uploads``
-    (a :class:`~aiflow_notebook.blobs.BlobUploads`)."""
+    (a :class:`~aiflow_notebook.storage.blobs.BlobUploads`)."""
 
     def __init__(self, store: Any, uploads: Any, publisher: ActingPublisher | None = None):
         self.store, self.uploads, self.publisher = store, uploads, publisher
 
     def __call__(self, user: str | None, method: str, args: Any, data: bytes) -> tuple[Any, bytes]:
-        from aiflow_notebook.blobs import BLOB_HAS, BLOB_PUT
         from aiflow_notebook.events.server import CallError
+        from aiflow_notebook.storage.blobs import BLOB_HAS, BLOB_PUT
 
         try:
             if method == BLOB_HAS:

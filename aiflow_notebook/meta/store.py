@@ -1,7 +1,7 @@
 """``MetadataStore``: the one object through which everything is recorded and looked up.
 
 It combines the model center, the run registry and lineage (each in its own module) over one
-:class:`~aiflow_notebook.database.Database`. Opening a store upgrades the schema when needed, so a new
+:class:`~aiflow_notebook.storage.database.Database`. Opening a store upgrades the schema when needed, so a new
 SQLite file or an older database just works.
 """
 
@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import threading
 
-from aiflow_notebook.config import default_meta_url
-from aiflow_notebook.database import Database, safe_url
+from aiflow_notebook.core.config import default_meta_url
 from aiflow_notebook.meta.lineage import Lineage
 from aiflow_notebook.meta.model_center import ModelCenter
 from aiflow_notebook.meta.publisher import EventPublisher, RecordingPublisher
 from aiflow_notebook.meta.runs import RunRegistry
+from aiflow_notebook.storage.database import Database, safe_url
 
 
 class MetadataStore(ModelCenter, RunRegistry, Lineage):
@@ -61,7 +61,7 @@ def default_store() -> MetadataStore:
     In a process connected to an ``aiflow server`` (``af.connect``, ``$AIFLOW_SERVER_URL``): that server's
     store, a :class:`~aiflow_notebook.meta.remote.RemoteStore` (nothing is written locally)."""
     global _default, _default_key
-    from aiflow_notebook.events.connection import connected_client
+    from aiflow_notebook.events.session import connected_client
 
     client = connected_client()
     if client is not None:

@@ -14,8 +14,9 @@ import time
 import uuid
 from typing import Any
 
-from aiflow_notebook.blobs import BlobStore, LocalBlobStore
-from aiflow_notebook.errors import AIFlowError
+from aiflow_notebook.core.errors import AIFlowError
+from aiflow_notebook.core.vocabulary import FINAL_STATES as FINAL_RUN_STATES
+from aiflow_notebook.core.vocabulary import JOB_STATUS_CHANGED, RUN_STATUS_CHANGED
 from aiflow_notebook.events import Event, EventClient
 from aiflow_notebook.scheduler.scheduler import (
     CONTROL_NAMESPACE,
@@ -28,8 +29,7 @@ from aiflow_notebook.scheduler.scheduler import (
     command_key,
     run_of,
 )
-from aiflow_notebook.vocabulary import FINAL_STATES as FINAL_RUN_STATES
-from aiflow_notebook.vocabulary import JOB_STATUS_CHANGED, RUN_STATUS_CHANGED
+from aiflow_notebook.storage.blobs import BlobStore, LocalBlobStore
 
 
 class SchedulerError(AIFlowError):

@@ -2,7 +2,7 @@
 
 A :class:`CustomRule` behaves like a :class:`~aiflow_notebook.scheduler.rules.Rule` for the scheduler:
 ``on_event`` returns whether it fires, and its ``met`` is plain JSON — here ``[value states]``, the
-condition's :class:`~aiflow_notebook.conditions.ValueState` values by name — committed with the rule
+condition's :class:`~aiflow_notebook.sdk.conditions.ValueState` values by name — committed with the rule
 states, the actions and the cursor in one transaction. ``on_event`` never changes ``met`` in place (it
 replaces the dict), so the scheduler's evaluate-on-a-copy keeps the committed state intact until the
 commit succeeds.
@@ -18,8 +18,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiflow_notebook.conditions import ConditionContext, load_condition
 from aiflow_notebook.scheduler.rules import matches
+from aiflow_notebook.sdk.conditions import ConditionContext, load_condition
 
 log = logging.getLogger(__name__)
 

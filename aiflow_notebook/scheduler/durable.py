@@ -29,8 +29,8 @@ from sqlalchemy.exc import (
     ProgrammingError,
 )
 
-from aiflow_notebook.database import DatabaseUnavailableError
-from aiflow_notebook.errors import AIFlowError
+from aiflow_notebook.core.errors import AIFlowError
+from aiflow_notebook.storage.database import DatabaseUnavailableError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from aiflow_notebook.config import default_meta_url
+from aiflow_notebook.core.config import default_meta_url
 from aiflow_notebook.events import EventClient, EventServer
 from aiflow_notebook.events.publisher import EventBusPublisher
 from aiflow_notebook.meta.store import MetadataStore

@@ -20,9 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from aiflow_notebook.conditions import CUSTOM
-from aiflow_notebook.vocabulary import WILDCARD as ANY
-from aiflow_notebook.vocabulary import matches as _same
+from aiflow_notebook.core.vocabulary import WILDCARD as ANY
+from aiflow_notebook.core.vocabulary import matches as _same
+from aiflow_notebook.sdk.conditions import CUSTOM
 
 
 class EventLike(Protocol):

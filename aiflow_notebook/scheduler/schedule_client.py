@@ -13,11 +13,11 @@ import time
 import uuid
 from typing import Any
 
+from aiflow_notebook.core.timing import Timing
 from aiflow_notebook.events import Event
 from aiflow_notebook.scheduler.client import SchedulerClient, SchedulerError
 from aiflow_notebook.scheduler.scheduler import CONTROL_NAMESPACE, SENDER, command_key
 from aiflow_notebook.scheduler.schedules import SCHEDULE_COMMAND, SCHEDULE_REPLY
-from aiflow_notebook.timing import Timing
 
 
 class ScheduleClient:

@@ -41,8 +41,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiflow_notebook.blobs import BlobStore, LocalBlobStore
-from aiflow_notebook.config import aiflow_home
+from aiflow_notebook.core.config import aiflow_home
+from aiflow_notebook.core.errors import AIFlowError
+from aiflow_notebook.core.vocabulary import (
+    DATASET_UPDATED,
+    JOB_STATUS_CHANGED,
+    JOB_STOP_FAILED,
+    RUN_STATUS_CHANGED,
+)
+from aiflow_notebook.core.vocabulary import FINAL_STATES as FINAL_JOB_STATES
 from aiflow_notebook.engines import engine_runner
 from aiflow_notebook.engines.process import (
     PYFLINK_WORKER_VARIABLES,
@@ -52,20 +59,13 @@ from aiflow_notebook.engines.process import (
     ProcessRecord,
     stop_grace,
 )
-from aiflow_notebook.errors import AIFlowError
 from aiflow_notebook.events import Event, EventClient
 from aiflow_notebook.meta.store import MetadataStore
 from aiflow_notebook.scheduler.custom_rules import CustomRule, bind
 from aiflow_notebook.scheduler.durable import Durable, SchedulerStopped
 from aiflow_notebook.scheduler.schedules import SCHEDULE_COMMAND, Schedules, initial_jobs
 from aiflow_notebook.scheduler.state import PendingAction, RunState, SchedulerState
-from aiflow_notebook.vocabulary import (
-    DATASET_UPDATED,
-    JOB_STATUS_CHANGED,
-    JOB_STOP_FAILED,
-    RUN_STATUS_CHANGED,
-)
-from aiflow_notebook.vocabulary import FINAL_STATES as FINAL_JOB_STATES
+from aiflow_notebook.storage.blobs import BlobStore, LocalBlobStore
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +313,7 @@ class Scheduler:
     # --- commands --------------------------------------------------------------------------------
 
     def _submit(self, event: Event) -> None:
-        from aiflow_notebook.workflow import Workflow
+        from aiflow_notebook.sdk.workflow import Workflow
 
         request = json.loads(event.value)
         try:
@@ -683,7 +683,7 @@ class Scheduler:
         for run in self.state.active_runs():
             self._runs[run.run_id] = run
             if any(isinstance(rule, CustomRule) for rule in run.rules):  # unpickled only from our blob store
-                from aiflow_notebook.workflow import Workflow
+                from aiflow_notebook.sdk.workflow import Workflow
 
                 verified = Workflow.from_bytes(self.blobs.get(self._run_properties(run)["uri"]))
                 bind(run.rules, [edge.to_dict() for edge in verified.control_edges])
@@ -734,7 +734,7 @@ class Scheduler:
 
     def _workflow(self, run: RunState):
         if run.run_id not in self._workflows:
-            from aiflow_notebook.workflow import Workflow
+            from aiflow_notebook.sdk.workflow import Workflow
 
             self._workflows[run.run_id] = Workflow.from_bytes(self._store.get_workflow_snapshot(run.snapshot_id))
         return self._workflows[run.run_id]

@@ -26,14 +26,14 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from aiflow_notebook.errors import AIFlowError
+from aiflow_notebook.core.errors import AIFlowError
+from aiflow_notebook.core.timing import Timing
 from aiflow_notebook.events import Event
 from aiflow_notebook.scheduler.custom_rules import CustomRule, bind
 from aiflow_notebook.scheduler.durable import Durable, SchedulerStopped
 from aiflow_notebook.scheduler.rules import Rule
 from aiflow_notebook.scheduler.schedule_state import NewRun, ScheduleRow, ScheduleState, TriggerRow
 from aiflow_notebook.scheduler.state import SchedulerState
-from aiflow_notebook.timing import Timing
 
 if TYPE_CHECKING:
     from aiflow_notebook.scheduler.scheduler import Scheduler
@@ -319,7 +319,7 @@ class Schedules:
 
     def _workflow(self, uri: str):
         if uri not in self._workflows:
-            from aiflow_notebook.workflow import Workflow
+            from aiflow_notebook.sdk.workflow import Workflow
 
             self._workflows[uri] = Workflow.from_bytes(self.scheduler.blobs.get(uri))  # verified: our own store
         return self._workflows[uri]

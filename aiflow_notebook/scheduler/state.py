@@ -17,11 +17,11 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from aiflow_notebook.core.vocabulary import ACTIVE_STATES as ACTIVE_JOB_STATES
 from aiflow_notebook.meta import orm
 from aiflow_notebook.meta.orm import utcnow
 from aiflow_notebook.meta.store import MetadataStore
 from aiflow_notebook.scheduler.rules import Rule
-from aiflow_notebook.vocabulary import ACTIVE_STATES as ACTIVE_JOB_STATES
 
 
 @dataclass

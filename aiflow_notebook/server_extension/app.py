@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Int, Unicode
 
-from aiflow_notebook.errors import AIFlowError
+from aiflow_notebook.core.errors import AIFlowError
 from aiflow_notebook.server_extension import handlers
 
 API = "aiflow/api"
@@ -88,7 +88,7 @@ class AIFlowExtension(ExtensionApp):
             self.forwarder.stop()
         self._executor.shutdown(wait=True, cancel_futures=True)
         if self._started_scheduler:
-            from aiflow_notebook.submission import stop_embedded_scheduler
+            from aiflow_notebook.session.submit import stop_embedded_scheduler
 
             await asyncio.get_running_loop().run_in_executor(None, stop_embedded_scheduler)
         elif self.service is not None:
@@ -104,7 +104,7 @@ class AIFlowExtension(ExtensionApp):
 
     def _connect(self):
         """(store, event client) of the scheduler this server shows, and its address exported to kernels."""
-        from aiflow_notebook.events.connection import connected_client
+        from aiflow_notebook.events.session import connected_client
         from aiflow_notebook.scheduler.embedded import HOST_URL_VARIABLE
 
         connected = connected_client()
@@ -122,7 +122,7 @@ class AIFlowExtension(ExtensionApp):
             store = MetadataStore(publisher=EventBusPublisher(client))
             url = remote
         else:
-            from aiflow_notebook.submission import embedded_scheduler
+            from aiflow_notebook.session.submit import embedded_scheduler
 
             self._remember("AIFLOW_EVENT_URL")
             scheduler = embedded_scheduler()  # sets $AIFLOW_EVENT_URL for this process's model center

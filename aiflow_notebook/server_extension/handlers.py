@@ -19,7 +19,6 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
-from aiflow_notebook.database import DatabaseUnavailableError
 from aiflow_notebook.events.errors import EventServerUnavailableError
 from aiflow_notebook.server_extension.service import (
     MAX_LOG_LINES,
@@ -27,6 +26,7 @@ from aiflow_notebook.server_extension.service import (
     RequestError,
     parse_json_object,
 )
+from aiflow_notebook.storage.database import DatabaseUnavailableError
 
 AUTH_RESOURCE = "aiflow"
 DEFAULT_TAIL = 200

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from aiflow_notebook.core.vocabulary import FINAL_STATES
 from aiflow_notebook.events import Event, EventClient
 from aiflow_notebook.meta import (
     InvalidStageError,
@@ -29,7 +30,6 @@ from aiflow_notebook.meta.remote import RemoteStore
 from aiflow_notebook.meta.runs import MAX_LOG_LINES  # noqa: F401 - the handlers' bound on ?tail=
 from aiflow_notebook.scheduler.client import SchedulerClient
 from aiflow_notebook.scheduler.scheduler import run_of
-from aiflow_notebook.vocabulary import FINAL_STATES
 
 WORKFLOW_CACHE = 64  # compiled workflows kept in memory, by snapshot
 
@@ -217,7 +217,7 @@ class AIFlowService:
         with self._workflows_lock:
             found = self._workflows.get(run.snapshot_id)
         if found is None:
-            from aiflow_notebook.workflow import Workflow
+            from aiflow_notebook.sdk.workflow import Workflow
 
             found = Workflow.from_bytes(self.store.get_workflow_snapshot(run.snapshot_id))
             with self._workflows_lock:
@@ -231,7 +231,7 @@ class AIFlowService:
         local blob store, or over the connection into a connected server's (``RemoteStore``)."""
         blobs = None
         if isinstance(self.store, RemoteStore):
-            from aiflow_notebook.blobs import RemoteBlobStore
+            from aiflow_notebook.storage.blobs import RemoteBlobStore
 
             blobs = RemoteBlobStore(self.client)
         return SchedulerClient(self.client, run.scheduler or self.scheduler_name, blob_store=blobs)

@@ -18,7 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from aiflow_notebook.testing.ports import free_port
+from aiflow_notebook.core.ports import free_port
 from aiflow_notebook.testing.waiting import wait_for
 
 CHROMIUM = "/usr/bin/chromium"

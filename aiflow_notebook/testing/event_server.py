@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from aiflow_notebook.testing.ports import free_port
+from aiflow_notebook.core.ports import free_port
 
 _REPO = Path(__file__).resolve().parents[2]
 _LISTENING = re.compile(r"listening on (\S+) \(updates on (\S+)\)")

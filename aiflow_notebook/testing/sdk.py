@@ -9,8 +9,8 @@ def reset_sdk() -> None:
     the embedded scheduler."""
     import sys
 
-    import aiflow_notebook.graph as _graph
-    import aiflow_notebook.submission as submission
+    import aiflow_notebook.sdk.graph as _graph
+    import aiflow_notebook.session.submit as submission
 
     follow = sys.modules.get("aiflow_notebook.widgets.follow")
     if follow is not None:  # panels opened by the test stop following the bus that is about to stop
@@ -18,6 +18,6 @@ def reset_sdk() -> None:
     _graph.clear_session()
     submission._shutdown()
     submission.disconnect()
-    if "aiflow_notebook.events.connection" in sys.modules:  # also forget disconnect()'s override of the environment
-        sys.modules["aiflow_notebook.events.connection"].reset()
+    if "aiflow_notebook.events.session" in sys.modules:  # also forget disconnect()'s override of the environment
+        sys.modules["aiflow_notebook.events.session"].reset()
     submission._session_runs.clear()

@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from aiflow_notebook.datasets import wait_until
+from aiflow_notebook.session.datasets import wait_until
 
 T = TypeVar("T")
 

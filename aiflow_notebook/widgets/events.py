@@ -54,7 +54,7 @@ class EventPanel(Panel):
             self.events = []
             self._render()
         from aiflow_notebook.events import EventClient
-        from aiflow_notebook.submission import event_bus
+        from aiflow_notebook.session.submit import event_bus
 
         url, auth = event_bus()
         with EventClient(url, auth=auth) as client:  # a short-lived client of the calling thread

@@ -50,7 +50,7 @@ class Follower:
 
     def start(self) -> Follower:
         from aiflow_notebook.events import EventClient
-        from aiflow_notebook.submission import event_bus
+        from aiflow_notebook.session.submit import event_bus
 
         url, auth = event_bus()
         self.client = EventClient(url, auth=auth)  # the panel's own client: its sockets are its threads'

@@ -11,7 +11,7 @@ from typing import Any
 import ipywidgets as widgets
 import traitlets
 
-from aiflow_notebook.vocabulary import MODEL_EVENT_PREFIX
+from aiflow_notebook.core.vocabulary import MODEL_EVENT_PREFIX
 from aiflow_notebook.widgets.base import Panel, svg_body, table
 
 
@@ -34,7 +34,7 @@ class LineageWidget(Panel):
         self._picker.observe(lambda change: setattr(self, "selected", change["new"] or ""), "value")
         self.observe(lambda change: self._render_details(), "selected")
         from aiflow_notebook.events import EventClient
-        from aiflow_notebook.submission import event_bus
+        from aiflow_notebook.session.submit import event_bus
 
         url, auth = event_bus()
         self.refresh()  # raises the model center's error for an unknown model, before following anything
@@ -44,8 +44,8 @@ class LineageWidget(Panel):
 
     def refresh(self) -> None:
         """Read the lineage again and redraw."""
-        import aiflow_notebook.model_center_api as model_center
-        from aiflow_notebook.rendering import render_svg
+        import aiflow_notebook.session.models as model_center
+        from aiflow_notebook.core.rendering import render_svg
 
         graph = model_center.lineage(self.model, self.version)
         with self._lock:

@@ -11,7 +11,7 @@ from typing import Any
 import ipywidgets as widgets
 import traitlets
 
-from aiflow_notebook.vocabulary import MODEL_EVENT_PREFIX, Stage
+from aiflow_notebook.core.vocabulary import MODEL_EVENT_PREFIX, Stage
 from aiflow_notebook.widgets.base import Panel, table
 
 BUTTONS = {Stage.VALIDATED: ("Validate", "success"), Stage.DEPLOYED: ("Deploy", "primary"),
@@ -33,7 +33,7 @@ class ModelPanel(Panel):
         self._message = widgets.HTML()
         self.children = [widgets.HTML(f"<b>AI Flow models</b>{': ' + html.escape(self.model) if self.model else ''}"),
                          self._rows, self._message]
-        from aiflow_notebook.submission import event_bus
+        from aiflow_notebook.session.submit import event_bus
 
         event_bus()  # the bus first: the model center of this process publishes onto it from now on
         self.refresh()
@@ -41,7 +41,7 @@ class ModelPanel(Panel):
 
     def set_stage(self, model: str, version: int, stage: Stage | str) -> str:
         """Move ``model`` version ``version`` to ``stage`` (what the buttons call)."""
-        import aiflow_notebook.model_center_api as model_center
+        import aiflow_notebook.session.models as model_center
 
         updated = model_center.update_model_version(model, version, stage)
         with self._lock:
@@ -50,8 +50,8 @@ class ModelPanel(Panel):
 
     def refresh(self) -> None:
         """Read the versions from the model center again."""
-        import aiflow_notebook.model_center_api as model_center
-        from aiflow_notebook.errors import AIFlowError
+        import aiflow_notebook.session.models as model_center
+        from aiflow_notebook.core.errors import AIFlowError
         from aiflow_notebook.meta import default_store
 
         names = [self.model] if self.model else [m.name for m in default_store().list_models()]
@@ -71,7 +71,7 @@ class ModelPanel(Panel):
 
     def _latest(self) -> int:
         from aiflow_notebook.events import EventClient
-        from aiflow_notebook.submission import event_bus
+        from aiflow_notebook.session.submit import event_bus
 
         url, auth = event_bus()
         with EventClient(url, auth=auth) as client:

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aiflow_notebook.core.vocabulary import FINAL_STATES, JOB_PROGRESS, JOB_STATUS_CHANGED, RUN_STATUS_CHANGED
 from aiflow_notebook.scheduler.scheduler import SENDER, run_of
-from aiflow_notebook.vocabulary import FINAL_STATES, JOB_PROGRESS, JOB_STATUS_CHANGED, RUN_STATUS_CHANGED
 
 LOG_TAIL_LINES = 20
 LOG_TAIL_BYTES = 16_384
@@ -87,7 +87,7 @@ class RunTracker:
 
     def log_tail(self, job_run: int) -> str:
         """The last lines of a job run's log (from a connected server: its store reads it there)."""
-        from aiflow_notebook.submission import connected
+        from aiflow_notebook.session.submit import connected
 
         if connected():
             from aiflow_notebook.meta import default_store

@@ -10,7 +10,7 @@ from typing import Any
 import ipywidgets as widgets
 import traitlets
 
-from aiflow_notebook.vocabulary import FINAL_STATES
+from aiflow_notebook.core.vocabulary import FINAL_STATES
 from aiflow_notebook.widgets.base import Panel, svg_body, table
 from aiflow_notebook.widgets.run_state import RunTracker
 
@@ -105,7 +105,7 @@ class GraphWidget(_RunFollower):
     def _render(self) -> None:
         states = tuple((job, info["state"]) for job, info in self.jobs.items())
         if states != self._drawn:  # dot only when a colour changes
-            from aiflow_notebook.rendering import render_svg
+            from aiflow_notebook.core.rendering import render_svg
 
             graph = self.run.workflow.to_graphviz(status=dict(states))
             self._picture.value = f"<div style='overflow:auto'>{svg_body(render_svg(graph))}</div>"
@@ -189,7 +189,7 @@ class RunPanel(_RunFollower):
 
     def rerun(self) -> str:
         """Submit the same workflow again and follow the new run."""
-        from aiflow_notebook.submission import submit
+        from aiflow_notebook.session.submit import submit
 
         old = self.run_id
         self.follow_run(submit(self.run.workflow))

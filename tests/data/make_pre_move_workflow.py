@@ -12,8 +12,9 @@ new paths, which is not what the test needs.
 import sys
 from pathlib import Path
 
-import aiflow_notebook as af
 from aiflow_notebook.graph_errors import InvalidArgumentError
+
+import aiflow_notebook as af
 
 
 class EveryThird(af.Condition):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import aiflow_notebook as af
-import aiflow_notebook.submission as submission
+import aiflow_notebook.session.submit as submission
 from aiflow_notebook.server_extension import BUS_EVENT_SCHEMA_ID
 from aiflow_notebook.testing.event_server import EventServerProcess
 from aiflow_notebook.testing.processes import wait_no_process_left
@@ -152,7 +152,7 @@ async def test_with_aiflow_event_url_the_api_shows_and_drives_the_remote_schedul
 @pytest.fixture
 def bus_down(monkeypatch):
     """AIFLOW_EVENT_URL names a server that is not running (yet)."""
-    from aiflow_notebook.testing.ports import free_port
+    from aiflow_notebook.core.ports import free_port
 
     monkeypatch.setenv("AIFLOW_EVENT_URL", f"tcp://127.0.0.1:{free_port()}")
 
@@ -208,5 +208,5 @@ def test_the_extension_is_enabled_by_the_installation():
     listed = subprocess.run([str(jupyter), "server", "extension", "list"], capture_output=True, text=True,
                             timeout=120)
     text = re.sub(r"\x1b\[[0-9;]*m", "", listed.stdout + listed.stderr)
-    assert re.search(r"aiflow_notebook\s+enabled", text), text
-    assert re.search(r"aiflow_notebook 0\.1\.0\s+OK", text), text
+    assert re.search(r"aiflow_notebook\.server_extension\s+enabled", text), text
+    assert re.search(r"aiflow_notebook\.server_extension 0\.1\.0\s+OK", text), text
