@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import emit  # noqa: E402
 
 import aiflow_notebook as af  # noqa: E402
-from aiflow_notebook.testing.flink_output import read_part_files  # noqa: E402
+from aiflow_notebook.storage.part_files import read_lines  # noqa: E402
 from aiflow_notebook.testing.waiting import wait_for  # noqa: E402
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -70,7 +70,7 @@ def main() -> None:
                 written[0] += 1
 
         def lines() -> list[list[float]]:
-            return [[float(v) for v in line.split(",")] for line in read_part_files(data / "out")]
+            return [[float(v) for v in line.split(",")] for line in sorted(read_lines(data / "out"))]
 
         def events(state: str) -> list[tuple[float, dict]]:
             return [(e.create_time / 1000, json.loads(e.context)) for e in run.job_events()

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import emit  # noqa: E402
 
 import aiflow_notebook as af  # noqa: E402
-from aiflow_notebook.testing.flink_output import read_part_files  # noqa: E402
+from aiflow_notebook.storage.part_files import read_lines  # noqa: E402
 from aiflow_notebook.testing.sdk import reset_sdk  # noqa: E402
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -68,7 +68,7 @@ def run_prep(data: Path, name: str, properties: dict) -> tuple[float, str]:
     seconds = time.monotonic() - began
     if state != "FINISHED":
         raise SystemExit(f"prep ({name}) ended {state}")
-    lines = sorted(read_part_files(data / name / "train")) + sorted(read_part_files(data / name / "test"))
+    lines = sorted(sorted(read_lines(data / name / "train"))) + sorted(sorted(read_lines(data / name / "test")))
     return seconds, hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 

@@ -146,7 +146,7 @@ def _all_events(client) -> list:
 
 
 def _rows(path: Path) -> list[list[str]]:
-    from aiflow_notebook.session.datasets import read_rows
+    from aiflow_notebook.storage.part_files import read_rows
 
     return read_rows(path) if path.exists() else []
 

@@ -12,7 +12,7 @@ import pytest
 import aiflow_notebook as af
 from aiflow_notebook.engines.model_io import TorchModel, load_model
 from aiflow_notebook.scheduler import EmbeddedScheduler
-from aiflow_notebook.testing.flink_output import read_part_files
+from aiflow_notebook.storage.part_files import read_lines
 from aiflow_notebook.testing.processes import wait_no_process_left
 from dl_on_flink.testing import CHILD_MODULE
 
@@ -83,7 +83,7 @@ def test_pytorch_job_trains_registers_a_version_with_lineage_and_serves_predicti
     assert isinstance(model, TorchModel)
     w, b = model.module.weight.item(), model.module.bias.item()
     assert abs(w - 2) < 0.05 and abs(b - 1) < 0.05, (w, b)
-    lines = read_part_files(tmp_path / "scores")
+    lines = sorted(read_lines(tmp_path / "scores"))
     scores = dict(tuple(float(v) for v in line.split(",")) for line in lines)  # x -> prediction by version 1
     assert sorted(scores) == [-1.0, 0.5] and abs(scores[0.5] - 2.0) < 0.1 and abs(scores[-1.0] + 1.0) < 0.1, lines
 

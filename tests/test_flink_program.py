@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from aiflow_notebook.engines.flink_program import FlinkProgramError, build_program, format_row, parse_line
-from aiflow_notebook.testing.flink_output import read_part_files
+from aiflow_notebook.storage.part_files import read_lines
 
 
 def test_rows_round_trip_through_csv_lines_with_commas_and_quotes():
@@ -44,7 +44,7 @@ def test_a_bounded_job_reads_transforms_and_writes_a_dataset(tmp_path):
                             streaming=False, base_dir=tmp_path)
     env.execute("prep")
     assert written == [str(tmp_path / "data" / "features.csv")]
-    assert read_part_files(tmp_path / "data" / "features.csv") == ['"u,3",70', "u1,30"]
+    assert sorted(read_lines(tmp_path / "data" / "features.csv")) == ['"u,3",70', "u1,30"]
 
 
 def test_programs_that_cannot_run_on_flink_name_the_node(tmp_path):

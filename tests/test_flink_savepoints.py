@@ -23,7 +23,7 @@ from aiflow_notebook.engines.flink_savepoints import (
     savepoint_created,
     savepoint_deadline,
 )
-from aiflow_notebook.testing.flink_output import read_part_files
+from aiflow_notebook.storage.part_files import read_lines
 from aiflow_notebook.testing.waiting import wait_for
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the tagging function travels by value
@@ -55,7 +55,7 @@ def _write(data: Path, name: str, numbers: range) -> None:
 
 def _records(data: Path) -> list[tuple[int, int]]:
     """(number, job run that wrote it) of every committed output line."""
-    return [tuple(int(v) for v in line.split(",")) for line in read_part_files(data / "out")]
+    return [tuple(int(v) for v in line.split(",")) for line in sorted(read_lines(data / "out"))]
 
 
 def _events(run, state: str) -> list[dict]:

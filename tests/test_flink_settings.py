@@ -17,7 +17,7 @@ import pytest
 
 import aiflow_notebook as af
 from aiflow_notebook.engines.flink_job import flink_settings
-from aiflow_notebook.testing.flink_output import read_part_files
+from aiflow_notebook.storage.part_files import read_lines
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -39,7 +39,7 @@ def _run(tmp_path: Path, name: str, properties: dict, platform: str = "local") -
             counted = af.transform(af.transform(rows, where, name="where"), count, name="count", group_by=1)
             af.write_dataset(counted, "out", uri=str(tmp_path / name))
     assert af.submit(name).wait(timeout=300) == "FINISHED"
-    return sorted(line.split(",") for line in read_part_files(tmp_path / name))
+    return sorted(line.split(",") for line in sorted(read_lines(tmp_path / name)))
 
 
 @pytest.mark.slow

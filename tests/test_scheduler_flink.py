@@ -14,7 +14,7 @@ import aiflow_notebook as af
 from aiflow_notebook.engines.model_io import save_model
 from aiflow_notebook.meta import orm
 from aiflow_notebook.scheduler import EmbeddedScheduler
-from aiflow_notebook.testing.flink_output import read_part_files
+from aiflow_notebook.storage.part_files import read_lines
 from aiflow_notebook.testing.processes import our_processes
 from aiflow_notebook.testing.waiting import wait_for
 
@@ -41,9 +41,8 @@ def fit(rows):
     return ThresholdModel(values[len(values) // 2], "v1")
 
 
-_lines = read_part_files
-
-
+def _lines(directory) -> list[str]:
+    return sorted(read_lines(directory))
 
 
 def _served_by(model: str, version: int) -> list[int]:

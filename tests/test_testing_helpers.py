@@ -1,4 +1,4 @@
-"""The shared test helpers judge only what they should: processes of this session, committed part files."""
+"""The shared test helpers judge only what they should: processes of this session, committed part files\n(the product's one reader of them, ``storage.part_files``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import signal
 import subprocess
 import uuid
 
-from aiflow_notebook.testing.flink_output import read_part_files
+from aiflow_notebook.storage.part_files import read_lines, read_rows
 from aiflow_notebook.testing.processes import SESSION_VARIABLE, our_processes, wait_no_process_left
 
 
@@ -33,12 +33,17 @@ def test_no_process_left_counts_ours_even_detached_and_never_another_sessions():
     assert wait_no_process_left(cmdline=marker, timeout=10) == []
 
 
-def test_read_part_files_reads_committed_parts_only(tmp_path):
+def test_committed_part_files_are_read_and_hidden_or_underscored_ones_are_not(tmp_path):
+    """The one reader of part files (datasets, tests, benchmarks): what a sink committed, nothing in progress."""
     out = tmp_path / "scores"
-    assert read_part_files(out) == []
+    assert read_lines(out) == []
     (out / "2026-11-28--18").mkdir(parents=True)
     (out / "part-a-0").write_text("b,2\na,1\n")
     (out / "2026-11-28--18" / "part-b-0").write_text("c,3\n")
     (out / ".part-c-0.inprogress.1234").write_text("half,0\n")
     (out / "2026-11-28--18" / ".part-d-0.inprogress.99").write_text("half,1\n")
-    assert read_part_files(out) == ["a,1", "b,2", "c,3"]
+    (out / "_SUCCESS").write_text("marker\n")
+    (out / "_temporary" / "0").mkdir(parents=True)
+    (out / "_temporary" / "0" / "part-e-0").write_text("uncommitted,4\n")
+    assert sorted(read_lines(out)) == ["a,1", "b,2", "c,3"]
+    assert read_rows(out, schema={"name": "str", "n": "int"}) == [["b", 2], ["a", 1], ["c", 3]]

@@ -1,4 +1,5 @@
-"""The words every layer shares: job and run states, event type names, the wildcard. Defined here once.
+"""The words every layer shares: job and run states, event type names, namespaces, the scheduler's commands,
+the run context of an event, the wildcard. Defined here once.
 
 Why a module of its own, at the bottom of the import graph: the graph layer (``af.action_on_job_status``
 validates a status), the event bus (filters), the metadata store (a job run's end, model stages), the
@@ -10,7 +11,10 @@ package, hence ZeroMQ.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any
 
 WILDCARD = "*"
 """In a filter or a rule's event condition: any value. An event's own fields may never be the wildcard."""
@@ -23,11 +27,31 @@ def matches(pattern: str | None, actual: str | None) -> bool:
 
 # --- job and workflow run states ------------------------------------------------------------------------
 
-JOB_STATES = ("INIT", "STARTING", "RUNNING", "FINISHED", "FAILED", "KILLED")
-"""The values of a ``JOB_STATUS_CHANGED`` event, in the order a job passes through them."""
-ACTIVE_STATES = ("STARTING", "RUNNING")
+class JobState(StrEnum):
+    """The values of a ``JOB_STATUS_CHANGED`` event, in the order a job passes through them."""
+
+    INIT = "INIT"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+
+
+class RunState(StrEnum):
+    """The values of a ``WORKFLOW_RUN_STATUS_CHANGED`` event: a workflow run is running, then final."""
+
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+
+
+JOB_STATES = tuple(JobState)
+"""Every job state, in the order a job passes through them."""
+ACTIVE_STATES = (JobState.STARTING, JobState.RUNNING)
 """A job run in one of these has (or is about to have) a process."""
-FINAL_STATES = ("FINISHED", "FAILED", "KILLED")
+FINAL_STATES = (JobState.FINISHED, JobState.FAILED, JobState.KILLED)
 """Final states of a job run and of a workflow run: nothing follows them."""
 
 
@@ -66,3 +90,50 @@ def model_event_type(stage: Stage | str) -> str:
 
 MODEL_EVENT_TYPES = tuple(model_event_type(stage) for stage in Stage)
 """``MODEL_GENERATED`` … ``MODEL_DELETED``: key the model's name, value the version (as JSON)."""
+
+
+# --- namespaces and the scheduler's commands -----------------------------------------------------------------
+
+DEFAULT_NAMESPACE = "default"
+"""The namespace of an event that names none, and of every status event the scheduler publishes."""
+CONTROL_NAMESPACE = "aiflow"
+"""The namespace of the scheduler's commands and replies (key ``scheduler.<name>``, see :func:`command_key`)."""
+SUBMIT_WORKFLOW = "SUBMIT_WORKFLOW"
+STOP_WORKFLOW_RUN = "STOP_WORKFLOW_RUN"
+RESTART_JOB = "RESTART_JOB"
+SCHEDULE_COMMAND = "SCHEDULE_COMMAND"
+"""Commands to a scheduler (event types in :data:`CONTROL_NAMESPACE`); value a JSON request."""
+RUN_CREATED = "WORKFLOW_RUN_CREATED"
+SUBMIT_REJECTED = "WORKFLOW_SUBMIT_REJECTED"
+SCHEDULE_REPLY = "SCHEDULE_REPLY"
+"""The scheduler's replies; their context names the request they answer (``{"request_id": ...}``)."""
+
+
+def command_key(scheduler: str) -> str:
+    """The key of the commands to (and replies from) the scheduler named ``scheduler``."""
+    return f"scheduler.{scheduler}"
+
+
+# --- the run an event belongs to ------------------------------------------------------------------------------
+
+RUN_FIELD = "run"
+"""The field of an event's JSON context that names the workflow run it belongs to (an integer id)."""
+
+
+def run_context(run_id: int, **fields: Any) -> dict[str, Any]:
+    """The context of an event of run ``run_id`` (``{"run": 7, ...fields}``), to be sent as JSON."""
+    return {RUN_FIELD: int(run_id), **fields}
+
+
+def run_in_context(context: str | Mapping[str, Any] | None) -> int | None:
+    """The run an event's context names, or None: no context, not a JSON object, or no integer run id (a
+    context of the sender's own format is left alone, and the event is global)."""
+    if isinstance(context, str):
+        try:
+            context = json.loads(context)
+        except ValueError:
+            return None
+    if not isinstance(context, Mapping):
+        return None
+    run = context.get(RUN_FIELD)
+    return run if isinstance(run, int) and not isinstance(run, bool) else None

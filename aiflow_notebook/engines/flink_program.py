@@ -15,14 +15,12 @@ cluster alike. Rows travel between Python operators as pickled objects.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from aiflow_notebook.core.errors import AIFlowError
+from aiflow_notebook.storage.part_files import clear_parts, format_row, parse_line
 
 STREAM_MONITOR_INTERVAL_S = 1
 CHECKPOINT_INTERVAL_MS = 1000
@@ -39,29 +37,6 @@ def dataset_path(uri: str, base_dir: str | Path) -> Path:
         uri = uri[len("file://"):]
     path = Path(uri)
     return path if path.is_absolute() else Path(base_dir) / path
-
-
-def parse_line(line: str, uri: str, schema: Any) -> Any:
-    """One text line of a dataset as a row."""
-    if uri.endswith((".jsonl", ".json")):
-        return json.loads(line)
-    fields = next(csv.reader([line]))
-    if isinstance(schema, dict):
-        return [_convert(value, kind) for value, kind in zip(fields, schema.values(), strict=False)]
-    return fields
-
-
-def format_row(row: Any, uri: str) -> str:
-    """One row of a dataset as a text line."""
-    if uri.endswith((".jsonl", ".json")):
-        return json.dumps(row)
-    if isinstance(row, str):
-        return row
-    if not isinstance(row, list | tuple):
-        row = [row]
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="").writerow(row)
-    return buffer.getvalue()
 
 
 def build_program(env, job_name: str, nodes: list[dict[str, Any]], callables: dict[str, Callable],
@@ -93,7 +68,7 @@ def build_program(env, job_name: str, nodes: list[dict[str, Any]], callables: di
             path = dataset_path(uri, base_dir)
             path.mkdir(parents=True, exist_ok=True)
             if not streaming:
-                clear_part_files(path)  # a batch job's output replaces the dataset (a new run, new data)
+                clear_parts(path)  # a batch job's output replaces the dataset (a new run, new data)
             lines = source.filter(lambda row: row is not None).uid(f"drop-none:{name}").map(
                 lambda row, uri=uri: format_row(row, uri), output_type=Types.STRING()).name(f"{name}: format") \
                 .uid(f"format:{name}")
@@ -125,15 +100,6 @@ def build_program(env, job_name: str, nodes: list[dict[str, Any]], callables: di
         raise FlinkProgramError(f"job {job_name!r} writes no dataset: a Flink program needs a sink "
                                 "(add af.write_dataset(...))")
     return written
-
-
-def clear_part_files(path: Path) -> None:
-    """Remove the part files a previous run of a job wrote into dataset directory ``path`` (and their
-    in-progress/hidden forms), so a batch job that runs again replaces the dataset instead of adding to it.
-    Only Flink's part files go: anything else a user put there stays."""
-    for part in path.iterdir():
-        if part.is_file() and part.name.lstrip(".").startswith("part-"):
-            part.unlink()
 
 
 def grouped(stream, fn: Callable, group_by: Any, *, node_name: str, job_name: str, streaming: bool):
@@ -254,17 +220,3 @@ def _single_input(node: dict[str, Any], streams: dict[str, Any], job_name: str):
         raise FlinkProgramError(f"job {job_name!r}, node {node['name']!r} reads output {index} of {source_name!r}; "
                                 "multi-output nodes are not supported by the flink engine")
     return streams[source_name]
-
-
-def _convert(value: str, kind: Any) -> Any:
-    kind = str(kind).lower()
-    try:
-        if kind in ("int", "bigint", "long", "integer"):
-            return int(value)
-        if kind in ("float", "double", "real"):
-            return float(value)
-        if kind in ("bool", "boolean"):
-            return value.strip().lower() in ("1", "true", "yes")
-    except ValueError:
-        return None
-    return value

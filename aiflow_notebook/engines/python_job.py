@@ -9,12 +9,12 @@ registered model version (chosen, logged and recorded as lineage by ``model_io.s
 from __future__ import annotations
 
 import base64
-from pathlib import Path
 from typing import Any
 
 from aiflow_notebook.engines.model_io import save_model, serving_predictor, split_trained
 from aiflow_notebook.sdk.graph import DatasetSpec
 from aiflow_notebook.sdk.job_runtime import LocalContext, NodeContext, run_job_payload
+from aiflow_notebook.storage.part_files import local_path, read_rows
 
 
 class EngineContext(LocalContext):
@@ -25,10 +25,7 @@ class EngineContext(LocalContext):
 
     def read_dataset(self, dataset: DatasetSpec) -> Any:
         if dataset.name not in self.datasets and dataset.uri:
-            path = Path(dataset.uri.removeprefix("file://"))
-            if path.is_dir():  # written by Flink: one line per row in part files, typed by the schema if any
-                from aiflow_notebook.session.datasets import read_rows
-
+            if local_path(dataset.uri).is_dir():  # written by Flink: part files, typed by the schema if any
                 return read_rows(dataset.uri, dataset.schema)
         return super().read_dataset(dataset)
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from aiflow_notebook.session.datasets import wait_until
+from aiflow_notebook.core.waiting import Deadline, wait_until
 
 T = TypeVar("T")
 
@@ -25,11 +24,11 @@ async def wait_for_async(predicate: Callable[[], Awaitable[T]], timeout: float =
                          interval: float = 0.05) -> T:
     """:func:`wait_for` for a coroutine predicate on a running event loop (a test of a Jupyter server on the
     same loop must not block it with ``time.sleep``)."""
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(timeout)
     while True:
         value = await predicate()
         if value:
             return value
-        if time.monotonic() > deadline:
+        if deadline.passed:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(interval)
+        await asyncio.sleep(min(interval, deadline.left()))
