@@ -107,6 +107,9 @@ RUN_CREATED = "WORKFLOW_RUN_CREATED"
 SUBMIT_REJECTED = "WORKFLOW_SUBMIT_REJECTED"
 SCHEDULE_REPLY = "SCHEDULE_REPLY"
 """The scheduler's replies; their context names the request they answer (``{"request_id": ...}``)."""
+SCHEDULER_SENDER = "scheduler"
+"""The sender of every event a scheduler publishes (status events, replies): a reply from another sender is
+not the scheduler's word."""
 
 
 def command_key(scheduler: str) -> str:
