@@ -105,7 +105,7 @@ LAYERS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("widgets", ("aiflow_notebook.widgets",), (*BELOW_ENGINES, "engines", "scheduler", "session")),
     ("server_extension", ("aiflow_notebook.server_extension",),
      (*BELOW_ENGINES, "engines", "scheduler", "session")),
-    ("sandbox", ("aiflow_notebook.sandbox",), ("core",)),
+    ("sandbox", ("aiflow_notebook.sandbox",), ("core", "storage", "engines")),  # engines: the Flink REST client
     ("cli", ("aiflow_notebook.cli",),
      (*BELOW_ENGINES, "dl_on_flink", "engines", "scheduler", "session", "facade", "sandbox")),
     ("kernel_magics", ("kernel_magics",), (*BELOW_ENGINES, "engines", "scheduler", "session", "facade", "widgets")),
