@@ -24,23 +24,28 @@ from aiflow_notebook.core.errors import (
 )
 from aiflow_notebook.core.version import __version__
 from aiflow_notebook.sdk.compile import compile
-from aiflow_notebook.sdk.conditions import Condition, ConditionContext, ValueState, ValueStateDescriptor
-from aiflow_notebook.sdk.control import (
+from aiflow_notebook.sdk.conditions import (
     EQUALS,
-    NONE,
     ONCE,
     REPEATED,
-    RESTART,
-    START,
-    STOP,
     UPDATED,
-    Action,
-    ControlEdge,
+    Condition,
+    ConditionContext,
     EventCondition,
     EventLife,
     MeetAll,
     MeetAny,
     ValueCondition,
+    ValueState,
+    ValueStateDescriptor,
+)
+from aiflow_notebook.sdk.control import (
+    NONE,
+    RESTART,
+    START,
+    STOP,
+    Action,
+    ControlEdge,
     action_on_condition,
     action_on_event,
     action_on_events,

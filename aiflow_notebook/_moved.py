@@ -16,14 +16,14 @@ import sys
 import types
 import warnings
 
-MOVED = {
+MOVED: dict[str, str | tuple[str, ...]] = {  # old path: its new module (or modules, searched in order)
     "aiflow_notebook.blobs": "aiflow_notebook.storage.blobs",
     "aiflow_notebook.capture": "aiflow_notebook.sdk.capture",
     "aiflow_notebook.compile": "aiflow_notebook.sdk.compile",
     "aiflow_notebook.conditions": "aiflow_notebook.sdk.conditions",
     "aiflow_notebook.config": "aiflow_notebook.core.config",
     "aiflow_notebook.console": "aiflow_notebook.cli.console",
-    "aiflow_notebook.control": "aiflow_notebook.sdk.control",
+    "aiflow_notebook.control": ("aiflow_notebook.sdk.control", "aiflow_notebook.sdk.conditions"),
     "aiflow_notebook.database": "aiflow_notebook.storage.database",
     "aiflow_notebook.datasets": "aiflow_notebook.storage.part_files",
     "aiflow_notebook.demo_cluster": "aiflow_notebook.cli.demo",
@@ -60,17 +60,20 @@ MOVED = {
 
 
 class MovedModule(types.ModuleType):
-    """An old path: every name of the new module, read through (private names too, for old pickles)."""
+    """An old path: every name of its new modules, read through (private names too, for old pickles)."""
 
-    def __init__(self, name: str, target: types.ModuleType):
-        super().__init__(name, target.__doc__)
-        self.__dict__["_target"] = target
+    def __init__(self, name: str, targets: list[types.ModuleType]):
+        super().__init__(name, targets[0].__doc__)
+        self.__dict__["_targets"] = targets
 
     def __getattr__(self, name: str):
-        return getattr(self.__dict__["_target"], name)
+        for target in self.__dict__["_targets"]:
+            if hasattr(target, name):
+                return getattr(target, name)
+        raise AttributeError(f"module {self.__name__!r} (moved) has no attribute {name!r}")
 
     def __dir__(self) -> list[str]:
-        return dir(self.__dict__["_target"])
+        return sorted({name for target in self.__dict__["_targets"] for name in dir(target)})
 
 
 class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -81,9 +84,10 @@ class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
         new = MOVED[spec.name]
-        warnings.warn(f"{spec.name} moved to {new}; the old path works until the release after 0.2",
+        names = (new,) if isinstance(new, str) else new
+        warnings.warn(f"{spec.name} moved to {' and '.join(names)}; the old path works until the release after 0.2",
                       DeprecationWarning, stacklevel=2)  # the importer's line (warnings skips importlib's frames)
-        return MovedModule(spec.name, importlib.import_module(new))
+        return MovedModule(spec.name, [importlib.import_module(name) for name in names])
 
     def exec_module(self, module: types.ModuleType) -> None:
         pass

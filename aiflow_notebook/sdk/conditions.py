@@ -1,4 +1,13 @@
-"""Custom conditions: user code decides whether an event fires a rule, with state kept between events.
+"""Conditions: what makes a control edge fire. Event conditions, their combinations, and custom conditions.
+
+- An :class:`EventCondition` matches events by key, value, type, namespace and sender (``"*"`` matches
+  anything). ``value_condition=EQUALS`` needs the event's value to equal ``value``; ``UPDATED`` fires on
+  any new event for the key, whatever its value. ``life=ONCE`` (default) means an event is consumed by
+  the action it triggers, so the next action needs a new event; ``REPEATED`` means a matched event keeps
+  counting for later evaluations too.
+- :class:`MeetAll` fires when every condition has a matching event, :class:`MeetAny` when one has.
+- A custom :class:`Condition`: user code decides whether an event fires a rule, with state kept between
+  events (below).
 
 In the spirit of AI Flow's ``Condition``: subclass :class:`Condition`, say which events it looks at
 (``keys``, ``event_type``, ``namespace``; ``"*"`` matches anything) and implement
@@ -20,12 +29,92 @@ import base64
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import Enum, StrEnum
 from typing import Any
 
 from aiflow_notebook.core.errors import InvalidArgumentError
+from aiflow_notebook.core.vocabulary import DEFAULT_NAMESPACE
 from aiflow_notebook.core.vocabulary import WILDCARD as ANY
 
 CUSTOM = "CUSTOM"  # the ``mode`` of a custom condition in a control edge's plain form
+
+
+class EventLife(StrEnum):
+    ONCE = "ONCE"
+    REPEATED = "REPEATED"
+
+
+class ValueCondition(StrEnum):
+    EQUALS = "EQUALS"
+    UPDATED = "UPDATED"
+
+
+ONCE, REPEATED = EventLife.ONCE, EventLife.REPEATED
+EQUALS, UPDATED = ValueCondition.EQUALS, ValueCondition.UPDATED
+
+
+@dataclass(frozen=True)
+class EventCondition:
+    """Which events count: all fields must match (``"*"`` matches anything)."""
+
+    key: str
+    value: str = ANY
+    event_type: str = ANY
+    namespace: str = DEFAULT_NAMESPACE
+    sender: str = ANY
+    value_condition: ValueCondition = ValueCondition.EQUALS
+    life: EventLife = EventLife.ONCE
+
+    def __post_init__(self) -> None:
+        for name in ("key", "value", "event_type", "namespace", "sender"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise InvalidArgumentError(f"event condition on key {self.key!r}: {name} must be a non-empty "
+                                           f"string ('*' for any), got {getattr(self, name)!r}")
+        object.__setattr__(self, "value_condition", choice(ValueCondition, self.value_condition, "value_condition"))
+        object.__setattr__(self, "life", choice(EventLife, self.life, "life"))
+
+    def to_dict(self) -> dict[str, str]:
+        return {"key": self.key, "value": self.value, "event_type": self.event_type, "namespace": self.namespace,
+                "sender": self.sender, "value_condition": self.value_condition.value, "life": self.life.value}
+
+    def describe(self) -> str:
+        """Short text: ``key=value``, ``key updated`` or ``key``, then ``(event type)`` when one is set."""
+        if self.value_condition is ValueCondition.UPDATED:
+            text = f"{self.key} updated"
+        else:
+            text = f"{self.key}={self.value}" if self.value != ANY else self.key
+        return f"{text} ({self.event_type})" if self.event_type != ANY else text
+
+
+@dataclass(frozen=True, init=False)
+class _EventsCondition:
+    events: tuple[EventCondition, ...]
+    mode = ""
+
+    def __init__(self, *events: EventCondition):
+        if len(events) == 1 and isinstance(events[0], list | tuple):
+            events = tuple(events[0])
+        if not events or not all(isinstance(e, EventCondition) for e in events):
+            raise InvalidArgumentError(f"{type(self).__name__}(...) needs one or more af.EventCondition(...), "
+                                       f"got {events!r}")
+        object.__setattr__(self, "events", tuple(events))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "events": [event.to_dict() for event in self.events]}
+
+
+@dataclass(frozen=True, init=False)
+class MeetAll(_EventsCondition):
+    """Met when every one of its event conditions has a matching event."""
+
+    mode = "ALL"
+
+
+@dataclass(frozen=True, init=False)
+class MeetAny(_EventsCondition):
+    """Met when any one of its event conditions has a matching event."""
+
+    mode = "ANY"
 
 
 @dataclass(frozen=True)
@@ -97,9 +186,7 @@ class Condition:
 
     @property
     def events(self) -> tuple:
-        """The event filters, as :class:`~aiflow_notebook.sdk.control.EventCondition` (for drawing)."""
-        from aiflow_notebook.sdk.control import EventCondition, ValueCondition
-
+        """The event filters, as :class:`EventCondition` (for drawing)."""
         return tuple(EventCondition(key=key, event_type=getattr(self, "event_type", ANY),
                                     namespace=getattr(self, "namespace", ANY),
                                     value_condition=ValueCondition.UPDATED)
@@ -132,8 +219,6 @@ class PickledCondition:
 
     @property
     def events(self) -> tuple:
-        from aiflow_notebook.sdk.control import EventCondition
-
         return tuple(EventCondition(**event) for event in self._data["events"])
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,3 +243,12 @@ def _settings(condition: Condition) -> str:
         return json.dumps(vars(condition), sort_keys=True, default=repr)
     except TypeError:
         return repr(sorted(vars(condition)))
+
+
+def choice(kind: type[Enum], value: Any, what: str) -> Any:
+    """``value`` as a member of ``kind`` (a member, or its name in any case); else an argument error."""
+    if isinstance(value, kind):
+        return value
+    if isinstance(value, str) and value.upper() in kind.__members__:
+        return kind[value.upper()]
+    raise InvalidArgumentError(f"{what} {value!r} is not one of {', '.join(kind.__members__)}")

@@ -1,15 +1,9 @@
 """Control edges: rules that start, stop or restart a job when events arrive (AI Flow's semantics).
 
-A control edge is plain data: the job it acts on, the action, and a condition over events. The scheduler
-(a later part) evaluates them; here they are only recorded and checked.
-
-- An :class:`EventCondition` matches events by key, value, type, namespace and sender (``"*"`` matches
-  anything). ``value_condition=EQUALS`` needs the event's value to equal ``value``; ``UPDATED`` fires on
-  any new event for the key, whatever its value. ``life=ONCE`` (default) means an event is consumed by
-  the action it triggers, so the next action needs a new event; ``REPEATED`` means a matched event keeps
-  counting for later evaluations too.
-- :class:`MeetAll` fires when every condition has a matching event, :class:`MeetAny` when one has.
-- ``action_on_job_status`` and ``action_on_model_version_event`` are sugar over ``action_on_event``.
+A control edge is plain data: the job it acts on, the action, and a condition over events (the kinds of
+condition are in :mod:`aiflow_notebook.sdk.conditions`). The scheduler evaluates them; here they are only
+recorded and checked. ``action_on_job_status`` and ``action_on_model_version_event`` are sugar over
+``action_on_event``.
 """
 
 from __future__ import annotations
@@ -17,17 +11,32 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from enum import Enum, StrEnum
+from enum import StrEnum
 from typing import Any
 
 import aiflow_notebook.sdk.graph as _graph
 from aiflow_notebook.core.errors import InvalidArgumentError
+from aiflow_notebook.core.vocabulary import (
+    DEFAULT_NAMESPACE,
+    JOB_STATUS_CHANGED,
+    MODEL_EVENT_TYPES,
+    JobState,
+    Stage,
+    model_event_type,
+)
 from aiflow_notebook.core.vocabulary import JOB_STATES as JOB_STATUSES
-from aiflow_notebook.core.vocabulary import JOB_STATUS_CHANGED, MODEL_EVENT_TYPES, Stage, model_event_type
 from aiflow_notebook.core.vocabulary import WILDCARD as ANY
-from aiflow_notebook.sdk.conditions import CUSTOM, Condition, PickledCondition
-
-DEFAULT_NAMESPACE = "default"
+from aiflow_notebook.sdk.conditions import (
+    CUSTOM,
+    Condition,
+    EventCondition,
+    EventLife,
+    MeetAll,
+    MeetAny,
+    PickledCondition,
+    ValueCondition,
+    choice,
+)
 
 
 class Action(StrEnum):
@@ -39,83 +48,7 @@ class Action(StrEnum):
     NONE = "NONE"
 
 
-class EventLife(StrEnum):
-    ONCE = "ONCE"
-    REPEATED = "REPEATED"
-
-
-class ValueCondition(StrEnum):
-    EQUALS = "EQUALS"
-    UPDATED = "UPDATED"
-
-
 START, STOP, RESTART, NONE = Action.START, Action.STOP, Action.RESTART, Action.NONE
-ONCE, REPEATED = EventLife.ONCE, EventLife.REPEATED
-EQUALS, UPDATED = ValueCondition.EQUALS, ValueCondition.UPDATED
-
-
-@dataclass(frozen=True)
-class EventCondition:
-    """Which events count: all fields must match (``"*"`` matches anything)."""
-
-    key: str
-    value: str = ANY
-    event_type: str = ANY
-    namespace: str = DEFAULT_NAMESPACE
-    sender: str = ANY
-    value_condition: ValueCondition = ValueCondition.EQUALS
-    life: EventLife = EventLife.ONCE
-
-    def __post_init__(self) -> None:
-        for name in ("key", "value", "event_type", "namespace", "sender"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise InvalidArgumentError(f"event condition on key {self.key!r}: {name} must be a non-empty "
-                                           f"string ('*' for any), got {getattr(self, name)!r}")
-        object.__setattr__(self, "value_condition", _enum(ValueCondition, self.value_condition, "value_condition"))
-        object.__setattr__(self, "life", _enum(EventLife, self.life, "life"))
-
-    def to_dict(self) -> dict[str, str]:
-        return {"key": self.key, "value": self.value, "event_type": self.event_type, "namespace": self.namespace,
-                "sender": self.sender, "value_condition": self.value_condition.value, "life": self.life.value}
-
-    def describe(self) -> str:
-        """Short text: ``key=value``, ``key updated`` or ``key``, then ``(event type)`` when one is set."""
-        if self.value_condition is ValueCondition.UPDATED:
-            text = f"{self.key} updated"
-        else:
-            text = f"{self.key}={self.value}" if self.value != ANY else self.key
-        return f"{text} ({self.event_type})" if self.event_type != ANY else text
-
-
-@dataclass(frozen=True, init=False)
-class _EventsCondition:
-    events: tuple[EventCondition, ...]
-    mode = ""
-
-    def __init__(self, *events: EventCondition):
-        if len(events) == 1 and isinstance(events[0], list | tuple):
-            events = tuple(events[0])
-        if not events or not all(isinstance(e, EventCondition) for e in events):
-            raise InvalidArgumentError(f"{type(self).__name__}(...) needs one or more af.EventCondition(...), "
-                                       f"got {events!r}")
-        object.__setattr__(self, "events", tuple(events))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "events": [event.to_dict() for event in self.events]}
-
-
-@dataclass(frozen=True, init=False)
-class MeetAll(_EventsCondition):
-    """Met when every one of its event conditions has a matching event."""
-
-    mode = "ALL"
-
-
-@dataclass(frozen=True, init=False)
-class MeetAny(_EventsCondition):
-    """Met when any one of its event conditions has a matching event."""
-
-    mode = "ANY"
 
 
 @dataclass(frozen=True, repr=False)
@@ -213,7 +146,7 @@ def action_on_events(job: str, condition: MeetAll | MeetAny | Condition,
     return _add(job, action, condition)
 
 
-def action_on_job_status(job: str, upstream: str | list[str] | tuple[str, ...], status: str = "FINISHED",
+def action_on_job_status(job: str, upstream: str | list[str] | tuple[str, ...], status: str = JobState.FINISHED,
                          action: Action | str = Action.START) -> ControlEdge:
     """Do ``action`` to ``job`` when job ``upstream`` of this workflow reaches ``status`` — or, given a
     list of jobs (``upstream=["a", "b"]``, AI Flow's ``start_after([a, b])``), when every one of them has.
@@ -275,7 +208,7 @@ def _add(job: str, action: Action | str, condition: MeetAll | MeetAny, upstream:
          model: str | None = None) -> ControlEdge:
     _graph.check_name(job, "job")
     with _culprit(f"control edge to job {job!r}"):
-        action = _enum(Action, action, "action")
+        action = choice(Action, action, "action")
     edge = ControlEdge(job=job, action=action, condition=condition, upstream=upstream, model=model,
                        origin=_graph.current_origin(), location=_graph.caller_location())
     _graph.current_graph().add_control_edge(edge)
@@ -289,11 +222,3 @@ def _culprit(prefix: str) -> Iterator[None]:
         yield
     except InvalidArgumentError as err:
         raise InvalidArgumentError(f"{prefix}: {err}") from None
-
-
-def _enum(kind: type[Enum], value: Any, what: str) -> Any:
-    if isinstance(value, kind):
-        return value
-    if isinstance(value, str) and value.upper() in kind.__members__:
-        return kind[value.upper()]
-    raise InvalidArgumentError(f"{what} {value!r} is not one of {', '.join(kind.__members__)}")

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import graphviz
 
+from aiflow_notebook.core.vocabulary import JobState
+
 if TYPE_CHECKING:
     from aiflow_notebook.sdk.workflow import Job, Workflow
 
@@ -32,8 +34,8 @@ NODE_STYLES: dict[str, dict[str, str]] = {
     "push_model": {"shape": "house", "fillcolor": "#e6f6e6"},
     "user_define_operation": {"shape": "component", "fillcolor": "#ffffff"},
 }
-STATUS_COLOURS = {"INIT": "#eeeeee", "STARTING": "#dbeafe", "RUNNING": "#bfdbfe", "FINISHED": "#bbf7d0",
-                  "FAILED": "#fecaca", "KILLED": "#e5e7eb"}
+STATUS_COLOURS = {JobState.INIT: "#eeeeee", JobState.STARTING: "#dbeafe", JobState.RUNNING: "#bfdbfe",
+                  JobState.FINISHED: "#bbf7d0", JobState.FAILED: "#fecaca", JobState.KILLED: "#e5e7eb"}
 CONTROL_COLOUR = "#b45309"
 
 

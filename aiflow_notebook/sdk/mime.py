@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from aiflow_notebook.core.vocabulary import JobState
+
 if TYPE_CHECKING:
     from aiflow_notebook.sdk.workflow import Workflow
 
@@ -20,7 +22,7 @@ def workflow_json(workflow: Workflow, status: Mapping[str, str] | None = None, r
                   run_status: str | None = None) -> dict[str, Any]:
     """The document of docs/workflow-mime.md; ``status`` maps job → state (None for a compiled workflow).
     A job the run has not started (``INIT``) has status null, as the contract says."""
-    status = {job: state for job, state in (status or {}).items() if state != "INIT"}
+    status = {job: state for job, state in (status or {}).items() if state != JobState.INIT}
     writers: dict[str, list[str]] = {}
     for job in workflow.jobs.values():
         for dataset in job.outputs:

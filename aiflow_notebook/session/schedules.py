@@ -19,8 +19,7 @@ from typing import Any
 
 from aiflow_notebook.core.errors import InvalidArgumentError, UnknownWorkflowError
 from aiflow_notebook.core.vocabulary import WILDCARD as ANY
-from aiflow_notebook.sdk.conditions import Condition
-from aiflow_notebook.sdk.control import EventCondition, MeetAll, MeetAny
+from aiflow_notebook.sdk.conditions import Condition, EventCondition, MeetAll, MeetAny
 
 
 def add_workflow_schedule(workflow: Any = None, cron: str | None = None, interval: Any = None,
