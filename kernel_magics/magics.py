@@ -29,12 +29,6 @@ import aiflow_notebook as af
 import aiflow_notebook.sdk.graph as _graph
 from aiflow_notebook.core.engine_names import is_known_engine, known_engines
 
-LATER = {
-    "server": ("starts and stops a local aiflow server (until then: `aiflow server start` in a terminal)",
-               "the panel issue"),
-}
-
-
 # -- one parser per subcommand; magic_arguments turns each into generated help -----------------------------
 
 @magic_arguments("%aiflow job")
@@ -114,6 +108,18 @@ def _disconnect_help(line: str) -> None:
     """Go back to the embedded scheduler and the local store."""
 
 
+@magic_arguments("aiflow server")
+@argument("action", metavar="ACTION", nargs="?", default="status", choices=["start", "stop", "status"],
+          help="start, stop or status (default status)")
+@argument("--db", metavar="URL", default=None,
+          help="the server's database (default: sqlite under $AIFLOW_HOME/server)")
+def _server_help(line: str) -> None:
+    """Start, stop or show this kernel's local aiflow server (event bus + scheduler + metadata store in a
+    process of its own, on a private unix socket; state in $AIFLOW_HOME/server). Start connects this kernel
+    to it, so other notebooks and terminals can share it (%aiflow connect URL); stop disconnects and ends it,
+    as does the kernel's exit."""
+
+
 @magic_arguments("aiflow lineage")
 @argument("model", metavar="MODEL[:VERSION]", help="a registered model, optionally one of its versions (ctr:2)")
 @argument("--version", metavar="N", type=int, default=None, help="one version (default: all)")
@@ -145,7 +151,7 @@ def _help_help(line: str) -> None:
 SUBCOMMANDS: dict[str, Callable[..., Any]] = {"job": _job_help, "workflow": _workflow_help, "show": _show_help,
                                               "reset": _reset_help, "submit": _submit_help, "status": _status_help,
                                               "stop": _stop_help, "connect": _connect_help,
-                                              "disconnect": _disconnect_help,
+                                              "disconnect": _disconnect_help, "server": _server_help,
                                               "lineage": _lineage_help, "events": _events_help,
                                               "models": _models_help, "help": _help_help}
 for _command in SUBCOMMANDS.values():
@@ -159,11 +165,9 @@ def usage(command: str) -> str:
 
 
 def help_text() -> str:
-    later = ", ".join(LATER)
     parts = ["Define event-driven ML workflows in notebook cells (aiflow-notebook).",
              "Usage: %aiflow COMMAND [options], or %%aiflow job NAME [options] on the first line of a cell.",
              *(SUBCOMMANDS[name].__doc__ or "" for name in SUBCOMMANDS),
-             f"Coming with later parts of the product: {later}.",
              "The same program without magics is plain Python: import aiflow_notebook as af; "
              "with af.job_config(...): ..."]
     return "\n\n".join(part.strip() for part in parts)
@@ -190,11 +194,9 @@ class AIFlowMagics(Magics):
         try:
             if command in ("", "help"):
                 print(help_text())
-            elif command in LATER:
-                self._later(command)
             elif command not in SUBCOMMANDS:
                 raise _Refused(f"unknown command {command!r}", "%aiflow COMMAND, where COMMAND is one of "
-                               f"{', '.join([*SUBCOMMANDS, *LATER])}")
+                               f"{', '.join(SUBCOMMANDS)}")
             elif command == "job":
                 self._job(rest, cell)
             elif cell is not None:
@@ -321,6 +323,22 @@ class AIFlowMagics(Magics):
         af.disconnect()
         print("disconnected: the embedded scheduler and the local store are used again")
 
+    def _server(self, args: Any) -> None:
+        from aiflow_notebook.session import local_server
+
+        if args.action == "start":
+            server = self._sdk(lambda: local_server.start_local_server(args.db))
+            print(f"{server.describe()}\nstop it with %aiflow server stop")
+        elif args.action == "stop":
+            server = local_server.stop_local_server()
+            print("no local aiflow server was started in this kernel" if server is None else
+                  f"stopped the local aiflow server at {server.url}; the embedded scheduler and the local store "
+                  "are used again")
+        else:
+            server = local_server.local_server()
+            print("no local aiflow server (start one with %aiflow server start)" if server is None
+                  else server.describe())
+
     def _lineage(self, args: Any) -> None:
         from aiflow_notebook.widgets import LineageWidget
 
@@ -353,10 +371,6 @@ class AIFlowMagics(Magics):
               + ", ".join(f"{job} {state}" for job, state in run.jobs().items()))
         for job, error in run.errors().items():
             print(f"job {job!r} failed: {error}")
-
-    def _later(self, command: str) -> None:
-        what, issue = LATER[command]
-        _say(f"%aiflow {command} {what}; it arrives with {issue} and is not available in this version yet.")
 
     # -- helpers ------------------------------------------------------------------------------------------
 

@@ -100,7 +100,7 @@ LAYERS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("dl_on_flink", ("dl_on_flink",), ("core", "events")),
     ("engines", ("aiflow_notebook.engines",), (*BELOW_ENGINES, "dl_on_flink")),
     ("scheduler", ("aiflow_notebook.scheduler",), (*BELOW_ENGINES, "dl_on_flink", "engines")),
-    ("session", ("aiflow_notebook.session",), (*BELOW_ENGINES, "engines", "scheduler")),
+    ("session", ("aiflow_notebook.session",), (*BELOW_ENGINES, "engines", "scheduler", "sandbox")),
     ("facade", ("aiflow_notebook.__init__", "aiflow_notebook._moved"), ("core", "sdk", "session")),
     ("widgets", ("aiflow_notebook.widgets",), (*BELOW_ENGINES, "engines", "scheduler", "session")),
     ("server_extension", ("aiflow_notebook.server_extension",),
