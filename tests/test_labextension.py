@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -11,10 +12,26 @@ from pathlib import Path
 
 import pytest
 
+from aiflow_notebook.core.vocabulary import (
+    DEFAULT_NAMESPACE,
+    FINAL_STATES,
+    JOB_STATUS_CHANGED,
+    MODEL_EVENT_PREFIX,
+    RUN_STATUS_CHANGED,
+    JobState,
+    RunState,
+    Stage,
+)
+from aiflow_notebook.meta.models import ALLOWED_TRANSITIONS
+from aiflow_notebook.sdk.graph import DEFAULT_PROJECT
+
 REPO = Path(__file__).resolve().parents[1]
 LABEXT = REPO / "labextension"
 BUILT = REPO / "aiflow_notebook" / "labextension"
 JUPYTER = Path(sys.executable).parent / "jupyter"
+SOURCES = LABEXT / "src"
+VOCABULARY_START = "// --- vocabulary:"
+VOCABULARY_END = "// --- end of the vocabulary"
 
 
 def test_jupyterlab_lists_the_extension_enabled_and_ok():
@@ -55,3 +72,57 @@ def test_the_wheel_carries_the_prebuilt_extension_and_the_server_config(tmp_path
     assert f"{data}share/jupyter/labextensions/aiflow-notebook/package.json" in names
     assert any(n.startswith(f"{data}share/jupyter/labextensions/aiflow-notebook/static/remoteEntry.") for n in names)
     assert f"{data}etc/jupyter/jupyter_server_config.d/aiflow_notebook.json" in names
+
+
+# --- the TypeScript copy of the vocabulary (the block at the top of labextension/src/model.ts) ---------------
+
+def _model_ts() -> tuple[str, str]:
+    """model.ts split into its vocabulary block and the rest."""
+    text = (SOURCES / "model.ts").read_text()
+    head, found, tail = text.partition(VOCABULARY_START)
+    block, found_end, rest = tail.partition(VOCABULARY_END)
+    assert found and found_end, f"model.ts has no block between {VOCABULARY_START!r} and {VOCABULARY_END!r}"
+    return block, head + rest
+
+
+def _ts_constants(block: str) -> dict[str, object]:
+    """The block's `export const NAME = ...;` as Python values (string literals, `{KEY: ...}`, `[...]`, and
+    references `Name.MEMBER` to constants above)."""
+    constants: dict[str, object] = {}
+    for name, expr in re.findall(r"^export const (\w+)(?::[^=]+)? = (.*?);$", block, re.M | re.S):
+        expr = re.sub(r"\s+as const$", "", expr.strip())
+        expr = re.sub(r"\b([A-Za-z]\w*)\.([A-Z_]+)\b", lambda m: repr(constants[m[1]][m[2]]), expr)
+        expr = re.sub(r"([{,]\s*)\[('[A-Z_]+')\]\s*:", r"\1\2:", expr)  # computed keys [Stage.X]:
+        expr = re.sub(r"([{,]\s*)([A-Z_]+)\s*:", r"\1'\2':", expr)  # bare keys X:
+        constants[name] = ast.literal_eval(expr)
+    return constants
+
+
+def test_the_typescript_vocabulary_is_the_python_one():
+    """model.ts writes the words of core/vocabulary.py and meta/models.py once; both sides must agree."""
+    ts = _ts_constants(_model_ts()[0])
+    assert list(ts["JobState"].items()) == [(s.name, s.value) for s in JobState]
+    assert list(ts["RunState"].items()) == [(s.name, s.value) for s in RunState]
+    assert ts["FINAL_STATES"] == [s.value for s in FINAL_STATES]
+    assert ts["JOB_STATUS_CHANGED"] == JOB_STATUS_CHANGED
+    assert ts["RUN_STATUS_CHANGED"] == RUN_STATUS_CHANGED
+    assert ts["MODEL_EVENT_PREFIX"] == MODEL_EVENT_PREFIX
+    assert ts["DEFAULT_NAMESPACE"] == DEFAULT_NAMESPACE
+    assert ts["DEFAULT_PROJECT"] == DEFAULT_PROJECT
+    assert list(ts["Stage"].items()) == [(s.name, s.value) for s in Stage]
+    # The sidebar offers every allowed next stage except DELETED, in the stages' order.
+    offered = {stage.value: [s.value for s in Stage if s in ALLOWED_TRANSITIONS[stage] and s != Stage.DELETED]
+               for stage in Stage}
+    assert ts["NEXT_STAGES"] == offered
+
+
+def test_no_other_typescript_file_spells_a_state_or_an_event_type():
+    """Outside the vocabulary block (specs aside) the sources name JobState.RUNNING, never 'RUNNING'."""
+    words = {*JobState, *RunState, *Stage, JOB_STATUS_CHANGED, RUN_STATUS_CHANGED}
+    alternatives = "|".join(sorted(words))
+    literal = re.compile(rf"""(['"`])(?:{alternatives})\1|['"`]{MODEL_EVENT_PREFIX}""")
+    rest = {"model.ts": _model_ts()[1]}
+    rest |= {p.name: p.read_text() for p in SOURCES.glob("*.ts") if p.name != "model.ts"}
+    found = {name: [m[0] for m in literal.finditer(text)] for name, text in rest.items()}
+    assert {name: hits for name, hits in found.items() if hits} == {}
+    assert len(rest) > 5  # the glob saw the sources

@@ -4,6 +4,7 @@
  *
  * Pure functions only (no DOM): the Jest specs check the model and the layout.
  */
+import { DEFAULT_PROJECT } from './model';
 
 export const MIME_TYPE = 'application/vnd.aiflow.workflow+json';
 /** The `project` of a lineage graph drawn with the workflow view. */
@@ -96,7 +97,7 @@ export function graphFromMime(data: unknown): IGraph {
   }
   return {
     workflow: String(d.workflow ?? ''),
-    project: String(d.project ?? 'default'),
+    project: String(d.project ?? DEFAULT_PROJECT),
     runId: d.run_id === undefined || d.run_id === null ? null : Number(d.run_id),
     runStatus: d.run_status ?? null,
     jobs,

@@ -15,7 +15,7 @@ import { h } from './dom';
 import { graphFromMime, GraphFormatError, IGraph, IGraphJob, jobOfKey, MIME_TYPE, withJobStatus } from './graph';
 import { defaultDetails, GraphView, row } from './graphview';
 import { liveHub } from './live';
-import { FINAL_STATES, IBusEvent, JOB_STATUS_CHANGED, normaliseRun, RUN_STATUS_CHANGED } from './model';
+import { FINAL_STATES, IBusEvent, JOB_STATUS_CHANGED, JobState, normaliseRun, RUN_STATUS_CHANGED } from './model';
 
 export class WorkflowRenderer extends Widget implements IRenderMime.IRenderer {
   constructor(options: IRenderMime.IRendererOptions) {
@@ -60,7 +60,7 @@ export class WorkflowRenderer extends Widget implements IRenderMime.IRenderer {
       return;
     }
     for (const job of run.jobs) {
-      if (!this.liveJobs.has(job.name) && job.state !== 'INIT') {
+      if (!this.liveJobs.has(job.name) && job.state !== JobState.INIT) {
         graph = withJobStatus(graph, job.name, job.state);
       }
     }

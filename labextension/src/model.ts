@@ -5,9 +5,60 @@
  * normalised here, so the widgets never depend on the exact field names the server extension uses.
  */
 
-export const FINAL_STATES = ['FINISHED', 'FAILED', 'KILLED'];
+// --- vocabulary: the words of aiflow_notebook/core/vocabulary.py and meta/models.py, written once for the
+// page (tests/test_labextension.py checks this block against the Python and that no other file spells them)
+
+/** The values of a JOB_STATUS_CHANGED event, in the order a job passes through them. */
+export const JobState = {
+  INIT: 'INIT',
+  STARTING: 'STARTING',
+  RUNNING: 'RUNNING',
+  FINISHED: 'FINISHED',
+  FAILED: 'FAILED',
+  KILLED: 'KILLED'
+} as const;
+
+/** The values of a WORKFLOW_RUN_STATUS_CHANGED event: a run is running, then final. */
+export const RunState = {
+  RUNNING: 'RUNNING',
+  FINISHED: 'FINISHED',
+  FAILED: 'FAILED',
+  KILLED: 'KILLED'
+} as const;
+
+/** Final states of a job run and of a workflow run: nothing follows them. */
+export const FINAL_STATES: readonly string[] = [JobState.FINISHED, JobState.FAILED, JobState.KILLED];
+
 export const JOB_STATUS_CHANGED = 'JOB_STATUS_CHANGED';
 export const RUN_STATUS_CHANGED = 'WORKFLOW_RUN_STATUS_CHANGED';
+/** A model version entering a stage publishes `MODEL_<STAGE>` (key the model's name). */
+export const MODEL_EVENT_PREFIX = 'MODEL_';
+
+/** The namespace of an event that names none. */
+export const DEFAULT_NAMESPACE = 'default';
+/** The project of a workflow that names none. */
+export const DEFAULT_PROJECT = 'default';
+
+/** Lifecycle stages of a model version. */
+export const Stage = {
+  GENERATED: 'GENERATED',
+  VALIDATED: 'VALIDATED',
+  DEPLOYED: 'DEPLOYED',
+  DEPRECATED: 'DEPRECATED',
+  DELETED: 'DELETED'
+} as const;
+
+/** The stages the sidebar offers a version: meta/models.py's ALLOWED_TRANSITIONS but DELETED, in stage order. */
+export const NEXT_STAGES: Readonly<Record<string, readonly string[]>> = {
+  [Stage.GENERATED]: [Stage.VALIDATED, Stage.DEPLOYED, Stage.DEPRECATED],
+  [Stage.VALIDATED]: [Stage.DEPLOYED, Stage.DEPRECATED],
+  [Stage.DEPLOYED]: [Stage.DEPRECATED],
+  [Stage.DEPRECATED]: [Stage.DEPLOYED],
+  [Stage.DELETED]: []
+};
+
+// --- end of the vocabulary
+
 export const MAX_EVENTS = 50;
 const HISTORY = 8;
 
@@ -124,7 +175,7 @@ export function endedRuns(prev: IState, next: IState): IRunEnded[] {
 export function byWorkflow(state: IState): Array<{ workflow: string; runs: IRun[] }> {
   const groups = new Map<string, IRun[]>();
   for (const run of state.runs) {
-    const key = run.project && run.project !== 'default' ? `${run.project}/${run.workflow}` : run.workflow;
+    const key = run.project && run.project !== DEFAULT_PROJECT ? `${run.project}/${run.workflow}` : run.workflow;
     if (!groups.has(key)) {
       groups.set(key, []);
     }
@@ -166,13 +217,16 @@ function applyJobEvent(run: IRun, event: IBusEvent): IRun {
     version: event.version,
     history: pushHistory(old?.history ?? [], event.value)
   };
-  if (event.value === 'STARTING' || (event.value === 'RUNNING' && old && FINAL_STATES.includes(old.state))) {
+  if (
+    event.value === JobState.STARTING ||
+    (event.value === JobState.RUNNING && old && FINAL_STATES.includes(old.state))
+  ) {
     job.endedAt = null;
   }
   const jobs = old ? run.jobs.map(j => (j.name === name ? job : j)) : [...run.jobs, job];
   let status = run.status;
   if (!FINAL_STATES.includes(event.value) && FINAL_STATES.includes(status) === false) {
-    status = status || 'RUNNING';
+    status = status || RunState.RUNNING;
   }
   return { ...run, jobs, status };
 }
@@ -185,8 +239,8 @@ function withRun(runs: IRun[], id: number, workflow: string, change: (r: IRun) =
   const fresh: IRun = {
     id,
     workflow,
-    project: 'default',
-    status: 'RUNNING',
+    project: DEFAULT_PROJECT,
+    status: RunState.RUNNING,
     createdAt: null,
     jobs: [],
     loaded: false
@@ -338,8 +392,8 @@ export function normaliseRun(raw: unknown): IRun {
   return {
     id: Number(field(raw, 'id', 'run_id')),
     workflow: String(field(raw, 'workflow', 'workflow_name') ?? ''),
-    project: String(field(raw, 'project') ?? 'default'),
-    status: String(field(raw, 'status', 'state') ?? 'RUNNING'),
+    project: String(field(raw, 'project') ?? DEFAULT_PROJECT),
+    status: String(field(raw, 'status', 'state') ?? RunState.RUNNING),
     createdAt: text(field(raw, 'created_at', 'create_time', 'started_at', 'start_time')),
     jobs,
     loaded: Array.isArray(rawJobs) || (!!rawJobs && typeof rawJobs === 'object')
@@ -347,7 +401,7 @@ export function normaliseRun(raw: unknown): IRun {
 }
 
 function normaliseJob(raw: unknown): IJob {
-  const state = String(field(raw, 'state', 'status') ?? 'INIT');
+  const state = String(field(raw, 'state', 'status') ?? JobState.INIT);
   return {
     name: String(field(raw, 'name', 'job') ?? ''),
     state,
@@ -363,7 +417,7 @@ function normaliseJob(raw: unknown): IJob {
 function emptyJob(name: string): IJob {
   return {
     name,
-    state: 'INIT',
+    state: JobState.INIT,
     attempt: 0,
     startedAt: null,
     endedAt: null,
@@ -380,7 +434,7 @@ export function normaliseEvent(raw: any): IBusEvent {
     key: String(raw?.key ?? ''),
     value: raw?.value === undefined || raw?.value === null ? '' : String(raw.value),
     event_type: String(raw?.event_type ?? 'UNDEFINED'),
-    namespace: String(raw?.namespace ?? 'default'),
+    namespace: String(raw?.namespace ?? DEFAULT_NAMESPACE),
     sender: raw?.sender ?? null,
     create_time: raw?.create_time ?? null,
     run_id: run === undefined || run === null || run === '' ? null : Number(run)
@@ -392,7 +446,7 @@ export function normaliseVersion(raw: unknown, model: string): IModelVersion {
   return {
     model: String(field(raw, 'model') ?? model),
     version: Number(field(raw, 'version')),
-    stage: String(field(raw, 'stage') ?? 'GENERATED'),
+    stage: String(field(raw, 'stage') ?? Stage.GENERATED),
     uri: String(field(raw, 'uri') ?? ''),
     metrics: metrics && typeof metrics === 'object' ? metrics : null
   };
@@ -400,21 +454,10 @@ export function normaliseVersion(raw: unknown, model: string): IModelVersion {
 
 /** The stage buttons a version offers: the stages it may move to (meta/models.py). */
 export function nextStages(stage: string): string[] {
-  switch (stage) {
-    case 'GENERATED':
-      return ['VALIDATED', 'DEPLOYED', 'DEPRECATED'];
-    case 'VALIDATED':
-      return ['DEPLOYED', 'DEPRECATED'];
-    case 'DEPLOYED':
-      return ['DEPRECATED'];
-    case 'DEPRECATED':
-      return ['DEPLOYED'];
-    default:
-      return [];
-  }
+  return Object.hasOwn(NEXT_STAGES, stage) ? [...NEXT_STAGES[stage]] : [];
 }
 
 /** The button's label for a target stage. */
 export function stageVerb(stage: string): string {
-  return { VALIDATED: 'Validate', DEPLOYED: 'Deploy', DEPRECATED: 'Deprecate' }[stage] ?? stage;
+  return { [Stage.VALIDATED]: 'Validate', [Stage.DEPLOYED]: 'Deploy', [Stage.DEPRECATED]: 'Deprecate' }[stage] ?? stage;
 }
