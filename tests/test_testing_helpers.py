@@ -46,4 +46,4 @@ def test_committed_part_files_are_read_and_hidden_or_underscored_ones_are_not(tm
     (out / "_temporary" / "0").mkdir(parents=True)
     (out / "_temporary" / "0" / "part-e-0").write_text("uncommitted,4\n")
     assert sorted(read_lines(out)) == ["a,1", "b,2", "c,3"]
-    assert read_rows(out, schema={"name": "str", "n": "int"}) == [["b", 2], ["a", 1], ["c", 3]]
+    assert sorted(read_rows(out, schema={"name": "str", "n": "int"})) == [["a", 1], ["b", 2], ["c", 3]]
