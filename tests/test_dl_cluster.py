@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 import aiflow_notebook as af
+from aiflow_notebook.engines.flink_rest import FlinkJobState
 from aiflow_notebook.engines.model_io import TorchModel, load_model
 from aiflow_notebook.scheduler import EmbeddedScheduler
 from aiflow_notebook.testing.processes import wait_no_process_left
@@ -125,7 +126,7 @@ def test_world_size_two_trains_on_the_cluster_with_nodes_in_different_taskmanage
     assert run.wait(300) == "FINISHED", run.errors()
 
     job = _cluster_job(cluster, "dl_cluster.train")
-    assert job["state"] == "FINISHED"  # it really ran on the cluster
+    assert job["state"] == FlinkJobState.FINISHED  # it really ran on the cluster
     placed = cluster.subtask_taskmanagers(job["jid"], "worker", parallelism=2)
     assert len(set(placed.values())) == 2, f"both workers in one TaskManager: {placed}"
     # the node children descend from the TaskManager JVMs (their Python workers), one in each
@@ -155,7 +156,7 @@ def test_a_node_killed_mid_training_fails_over_and_the_job_finishes(scheduler, c
     os.kill(_child(marks, 1)[0], signal.SIGKILL)
     assert run.wait(240) == "FINISHED", run.errors()
     assert (marks / "rank0-attempt1").exists() and (marks / "rank1-attempt1").exists()
-    assert _cluster_job(cluster, "dl_cluster_failover.train")["state"] == "FINISHED"
+    assert _cluster_job(cluster, "dl_cluster_failover.train")["state"] == FlinkJobState.FINISHED
     assert scheduler.store.get_latest_model_version("failover").version == 1
 
 
@@ -171,7 +172,7 @@ def test_stopping_the_run_cancels_the_cluster_job_and_every_node(scheduler, clus
              what="both ranks training on the cluster")
     children = [_child(marks, rank)[0] for rank in (0, 1)]
     assert run.stop() == "KILLED"
-    wait_for(lambda: _cluster_job(cluster, "dl_cluster_stop.train")["state"] == "CANCELED", timeout=30,
+    wait_for(lambda: _cluster_job(cluster, "dl_cluster_stop.train")["state"] == FlinkJobState.CANCELED, timeout=30,
              what="the cluster job to be cancelled")
     wait_for(lambda: not any(psutil.pid_exists(pid) for pid in children), timeout=30,
              what=f"the node children {children} to end")

@@ -1,4 +1,4 @@
-"""Job properties named ``flink.<option>`` are Flink settings for the job (engines/flink_job.flink_settings).
+"""Job properties named ``flink.<option>`` are Flink settings for the job (engines/flink_environment.flink_settings).
 
 End to end: ``flink.python.execution-mode=thread`` runs a batch job's Python functions (a map and a
 group_by) inside Flink's JVM — each row says which process ran it — with the same output as the default
@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 import aiflow_notebook as af
-from aiflow_notebook.engines.flink_job import flink_settings
+from aiflow_notebook.engines.flink_environment import flink_settings
 from aiflow_notebook.storage.part_files import read_lines
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -8,6 +8,7 @@ import time
 
 from aiflow_notebook.engines.process import JobProcess, ProcessRecord
 from aiflow_notebook.testing.processes import our_processes
+from aiflow_notebook.testing.waiting import wait_for
 
 
 def _group_members(pgid: int) -> list[str]:
@@ -45,10 +46,8 @@ def test_a_recycled_pid_is_not_mistaken_for_the_job(tmp_path):
 
 def test_stop_kills_the_whole_group_including_grandchildren(tmp_path):
     job = JobProcess.launch(["bash", "-c", "trap '' TERM; sleep 300 & sleep 300 & wait"], tmp_path / "s.log")
-    deadline = time.monotonic() + 10
-    while len(_group_members(job.pid)) < 4 and time.monotonic() < deadline:  # launcher, bash, 2x sleep
-        time.sleep(0.05)
-    assert len(_group_members(job.pid)) >= 4
+    wait_for(lambda: len(_group_members(job.pid)) >= 4, timeout=10,  # launcher, bash, 2x sleep
+             what="the launcher, bash and two sleeps in the job's process group")
     started = time.monotonic()
     status = job.stop(grace=1.0)
     assert time.monotonic() - started < 8

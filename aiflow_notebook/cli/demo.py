@@ -268,6 +268,9 @@ class ClusterDemo:
         """Cancel cluster jobs, end the server and all it started, stop the JVMs and PostgreSQL."""
         import psutil
 
+        from aiflow_notebook.core.processes import end_process
+        from aiflow_notebook.engines.flink_rest import ENDED_STATES
+
         if self.server is not None:
             try:
                 root = psutil.Process(self.server.pid)
@@ -277,12 +280,12 @@ class ClusterDemo:
         if self.cluster is not None:
             try:
                 for job in self.cluster.jobs():
-                    if job["state"] not in ("FINISHED", "FAILED", "CANCELED"):
-                        self.cluster.rest(f"/jobs/{job['jid']}?mode=cancel", "PATCH")
+                    if job["state"] not in ENDED_STATES:
+                        self.cluster.client.cancel(job["jid"])
             except OSError:
                 pass
         if self.server is not None:
-            _end_group(self.server)
+            end_process(self.server, grace=20)
             self.server = None
         _end_all(self.server_processes)  # job processes live in groups of their own
         if self.cluster is not None:
@@ -326,35 +329,23 @@ def _interrupt(_signum, _frame) -> None:
     raise KeyboardInterrupt
 
 
-def _end_group(process: subprocess.Popen, grace: float = 20) -> None:
-    """SIGTERM the process group, SIGKILL it after ``grace`` seconds."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(grace)
-    except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait(10)
-
-
 def _end_all(processes: list, grace: float = 15) -> None:
-    """SIGTERM each (a job process cancels its cluster job on SIGTERM), then SIGKILL what is left."""
-    import psutil
+    """End the process group of each process still running (job processes live in groups of their own; one
+    cancels its cluster job on SIGTERM): SIGTERM to every group first, so that they stop side by side, then
+    :func:`~aiflow_notebook.core.processes.end_group` of each within what is left of ``grace``."""
+    from aiflow_notebook.core.processes import end_group, signal_group
+    from aiflow_notebook.core.waiting import Deadline
 
-    alive = [p for p in processes if p.is_running()]
-    for proc in alive:
+    groups = set()
+    for proc in processes:
         try:
-            proc.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _gone, still = psutil.wait_procs(alive, timeout=grace)
-    for proc in still:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(still, timeout=10)
+            if proc.is_running():
+                groups.add(os.getpgid(proc.pid))
+        except ProcessLookupError:
+            continue
+    groups.discard(os.getpgrp())  # never our own
+    deadline = Deadline(grace)
+    for pgid in groups:
+        signal_group(pgid, signal.SIGTERM)
+    for pgid in groups:
+        end_group(pgid, deadline.left())

@@ -26,9 +26,10 @@ import re
 import subprocess
 import sys
 import tempfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from aiflow_notebook.engines.flink_rest import FlinkRest, flink_address
 
 PROBE_MARK = "AIFLOW-DOCTOR-PROBE "
 
@@ -95,15 +96,11 @@ def run_checks(*, flink: str | None = None, db: str | None = None, server: str |
     return checks
 
 
-def flink_address(url: str) -> str:
-    """``host:port`` from ``flink://host:port``, ``http://host:port`` or ``host:port``."""
-    return re.sub(r"^(flink|https?)://", "", url).rstrip("/")
-
-
 def check_flink(address: str, timeout: float) -> Check:
+    rest = FlinkRest(address, timeout)
     try:
-        config = _get(f"http://{address}/config", timeout)
-        overview = _get(f"http://{address}/overview", timeout)
+        config = rest.request("/config")
+        overview = rest.request("/overview")
     except (OSError, ValueError) as exc:
         return Check("flink", False, f"no Flink REST API at http://{address} ({_reason(exc)}): start the cluster "
                                      "(bin/start-cluster.sh) or correct --flink / AIFLOW_PLATFORM (its rest.address "
@@ -213,11 +210,6 @@ with stream.execute_and_collect("aiflow doctor probe") as results:
     for line in results:
         print("AIFLOW-DOCTOR-PROBE " + line, flush=True)
 """
-
-
-def _get(url: str, timeout: float) -> dict:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return json.loads(response.read())
 
 
 def _pyflink_version() -> str | None:

@@ -44,21 +44,28 @@ def wait_group_gone(pgid: int, seconds: float, leader: subprocess.Popen | None =
 
 
 def end_group(pgid: int, grace: float, *, leader: subprocess.Popen | None = None,
-              before_kill: Callable[[], None] | None = None, settle: float = 10.0) -> bool:
+              before_kill: Callable[[], None] | None = None, settle: float = 10.0,
+              ended: Callable[[], bool] | None = None) -> bool:
     """SIGTERM every process of group ``pgid``, SIGKILL what is left after ``grace`` seconds, then wait up to
     ``settle`` seconds until the group is gone. ``before_kill`` runs just before the SIGKILL (e.g. to ask a
-    hung process for its stacks). True when the group ended within the grace period."""
+    hung process for its stacks). ``ended``: what the grace period waits for when it is not the whole group
+    (the job a launcher runs, say); once it holds, what is left of the group is killed at once. True when
+    the group (or ``ended``) ended within the grace period."""
     if not signal_group(pgid, signal.SIGTERM):
         if leader is not None:
             leader.poll()
         return True
-    if wait_group_gone(pgid, grace, leader):
-        return True
-    if before_kill is not None:
+    if ended is None:
+        if wait_group_gone(pgid, grace, leader):
+            return True
+        in_time = False
+    else:
+        in_time = any(ended() for _ in polling(grace, 0.05)) or ended()
+    if not in_time and before_kill is not None:
         before_kill()
     signal_group(pgid, signal.SIGKILL)
     wait_group_gone(pgid, settle, leader)
-    return False
+    return in_time
 
 
 def end_process(process: subprocess.Popen, grace: float, settle: float = 10.0) -> bool:

@@ -28,16 +28,20 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from aiflow_notebook.core.errors import AIFlowError
+from aiflow_notebook.core.files import write_atomic
+from aiflow_notebook.engines.flink_environment import new_environment, program_name
+from aiflow_notebook.engines.flink_remote import ClusterJobFailed, run_on_cluster
+from aiflow_notebook.engines.flink_rest import cluster_address
 from aiflow_notebook.engines.model_io import TorchModel, save_model, split_trained
 from aiflow_notebook.sdk.capture import load_payload
 
+ENGINES = ("pytorch", "tensorflow")
 DEFAULT_WORKERS = 2
 RESULT_FILE = "model.json"  # {"uri": ..., "metrics": ...} written by the chief
 ERROR_TAIL_LINES = 12
@@ -64,25 +68,23 @@ def run_tensorflow_job(spec: dict[str, Any]) -> None:
 
 
 def _run(spec: dict[str, Any], framework: str) -> None:
-    from aiflow_notebook.engines.flink_job import REMOTE_PREFIX, ClusterJobFailed, run_on_cluster
-
     job = spec["job"]
-    where = f"job {spec['workflow']}.{job['name']} (engine {framework})"
+    where = _where(spec, framework)
     node = _train_node(job, where)
     result = _run_dir(spec) / RESULT_FILE
     result.unlink(missing_ok=True)
-    platform = job.get("platform") or "local"
-    if platform.startswith(REMOTE_PREFIX):
-        # the program is built by `flink run` (flink_job.main → build_program) and its roles run in the
+    address = cluster_address(job.get("platform"))
+    if address is not None:
+        # the program is built by `flink run` (flink_main → build_program) and its roles run in the
         # cluster's TaskManagers; they find the AM through the event bus, not through files
         try:
-            run_on_cluster(spec, platform[len(REMOTE_PREFIX):])
+            run_on_cluster(spec, address)
         except ClusterJobFailed as exc:
             raise _training_failed(exc, where, node["name"]) from None
     else:
         env = build_program(spec, framework)
         try:
-            env.execute(f"{spec['workflow']}.{job['name']}")
+            env.execute(program_name(spec))
         except Exception as exc:
             raise _training_failed(exc, where, node["name"]) from None
 
@@ -109,10 +111,8 @@ def build_program(spec: dict[str, Any], framework: str, address_book: Any = None
     ``address_book``: where the AM publishes its address (None: dl_on_flink's default, files on this
     machine); a job on a Flink cluster passes a ``BusAddressBook``.
     """
-    from aiflow_notebook.engines.flink_job import new_environment
-
     job = spec["job"]
-    where = f"job {spec['workflow']}.{job['name']} (engine {framework})"
+    where = _where(spec, framework)
     node = _train_node(job, where)
     callables = dict(load_payload(base64.b64decode(job["payload"]))["callables"])
     trainer = callables.get(node["name"])
@@ -183,9 +183,8 @@ class TrainerEntry:
         chief = ctx.get_node_type() == "worker" and ctx.get_index() == 0
         if chief and trained is not None:
             uri = save_model(as_model(trained), self.model or "unnamed", getattr(self, "home", None))
-            tmp = f"{self.result_path}.{os.getpid()}.tmp"
-            Path(tmp).write_text(json.dumps({"uri": uri, "metrics": metrics}))
-            os.replace(tmp, self.result_path)  # atomic: a later attempt's model replaces an earlier one whole
+            # atomic: a later attempt's model replaces an earlier one whole
+            write_atomic(self.result_path, json.dumps({"uri": uri, "metrics": metrics}))
 
 
 def as_model(trained: Any) -> Any:
@@ -234,6 +233,11 @@ def _coerce(value: Any, kind: str) -> Any:
     if kind == "BYTES":
         return value.encode() if isinstance(value, str) else bytes(value)
     return str(value)
+
+
+def _where(spec: dict[str, Any], framework: str) -> str:
+    """How errors and the log name the job: ``job WORKFLOW.JOB (engine pytorch)``."""
+    return f"job {program_name(spec)} (engine {framework})"
 
 
 def _train_node(job: dict[str, Any], where: str) -> dict[str, Any]:

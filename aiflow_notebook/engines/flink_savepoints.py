@@ -23,14 +23,17 @@ the new program are those that wrote it; see :func:`resume_decision`.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
+from aiflow_notebook.core.files import write_atomic
 from aiflow_notebook.core.stop_signal import StopSignal
+from aiflow_notebook.core.waiting import Deadline, polling, wait_until
+from aiflow_notebook.engines.flink_environment import program_name
+from aiflow_notebook.engines.flink_rest import ENDED_STATES
 from aiflow_notebook.engines.process import stop_grace
 
 RESTORE_PATH_KEY = "execution.state-recovery.path"  # Flink 2.x (1.x: execution.savepoint.path)
@@ -63,11 +66,11 @@ def run_streaming(spec: dict[str, Any], build_environment, stateful: dict[str, s
     if stop.requested:  # stopped before anything ran: the state to resume from is still the old one
         outcome.update(savepoint=resume_from)
         raise SystemExit(143)
-    client = env.execute_async(f"{spec['workflow']}.{spec['job']['name']}")
+    client = env.execute_async(program_name(spec))
     print(f"[aiflow] Flink job {client.get_job_id()} running", flush=True)
     while not stop.wait(POLL_S):
         state = str(client.get_job_status().result())
-        if state in ("FINISHED", "FAILED", "CANCELED"):
+        if state in ENDED_STATES:
             client.get_job_execution_result().result()  # raises with Flink's error when it failed
             return
     began = time.monotonic()
@@ -96,16 +99,12 @@ def stop_with_savepoint(client, directory: str, seconds: float) -> tuple[str | N
     the start) is tried again until the deadline. A job that failed while stopping *after* its savepoint
     was complete gives ``(path, what happened)``: Flink calls that savepoint consistent, and restoring it
     commits the sink's pending files."""
-    deadline = time.monotonic() + seconds
+    deadline = Deadline(seconds)
     error = "no time was left for a savepoint"
-    while time.monotonic() < deadline:
+    while not deadline.passed:
         try:
             future = _stop_with_savepoint_async(client, directory)
-            while not future.done():
-                if time.monotonic() >= deadline:
-                    future.cancel()
-                    raise TimeoutError(f"the savepoint took longer than {seconds:.1f} s")
-                time.sleep(0.05)
+            _await(future, deadline, f"the savepoint took longer than {seconds:.1f} s")
             return local_path(future.result()), None
         except TimeoutError as exc:
             error = str(exc)
@@ -117,9 +116,9 @@ def stop_with_savepoint(client, directory: str, seconds: float) -> tuple[str | N
                 return created, f"the job failed while stopping, after its savepoint was complete ({_reason(exc)})"
             error = _reason(exc)
             state = _job_state(client)
-            if state in ("FINISHED", "FAILED", "CANCELED") or "not all required tasks" not in str(exc).lower():
+            if state in ENDED_STATES or "not all required tasks" not in str(exc).lower():
                 break
-            time.sleep(POLL_S)
+            deadline.sleep(POLL_S)
     _cancel(client)
     return None, error
 
@@ -193,10 +192,7 @@ class Outcome:
         self.values.update(values)
         if self.path is None:
             return
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
-            json.dump(self.values, fh)
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(self.values))
 
 
 def _stop_with_savepoint_async(client, directory: str):
@@ -221,6 +217,15 @@ def local_path(uri: str) -> str:
     return uri
 
 
+def _await(future, deadline: Deadline, late: str) -> None:
+    """Wait until ``future`` is done; when the deadline comes first, cancel it and raise ``TimeoutError(late)``."""
+    try:
+        wait_until(future.done, deadline.left(), interval=0.05)
+    except TimeoutError:
+        future.cancel()
+        raise TimeoutError(late) from None
+
+
 def _job_state(client) -> str:
     try:
         return str(client.get_job_status().result())
@@ -231,9 +236,9 @@ def _job_state(client) -> str:
 def _cancel(client) -> None:
     try:
         future = client.cancel()
-        deadline = time.monotonic() + STOP_MARGIN_S
-        while not future.done() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        for _ in polling(STOP_MARGIN_S, 0.05):
+            if future.done():
+                break
     except Exception:  # noqa: BLE001 - already ended; the process exits next anyway
         pass
 

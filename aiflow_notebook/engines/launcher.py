@@ -1,15 +1,15 @@
 """``python -m aiflow_notebook.engines.launcher STATUS_FILE -- CMD...``: run CMD, record how it ended.
 
 The launcher is the leader of the job's process group. It forwards SIGTERM/SIGINT to the job, waits,
-and writes ``{"returncode": N, "signal": S}`` to STATUS_FILE atomically (write + rename), so whoever
-supervises the job — the scheduler that started it, or one restarted after a crash — can learn the
-outcome. Kept free of heavy imports: it is on the critical path of every job start.
+and writes ``{"returncode": N, "signal": S}`` to STATUS_FILE atomically (``core.files.write_atomic``), so
+whoever supervises the job — the scheduler that started it, or one restarted after a crash — can learn the
+outcome. Kept free of heavy imports: it is on the critical path of every job start, and it imports even
+that one function only once the job has started, while the job starts up.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -27,14 +27,10 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    from aiflow_notebook.core.files import write_atomic  # not before the job runs: see the docstring
+
     code = child.wait()
-    status = {"returncode": code, "signal": -code if code < 0 else None}
-    tmp = f"{status_file}.tmp"
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
-        json.dump(status, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, status_file)
+    write_atomic(status_file, json.dumps({"returncode": code, "signal": -code if code < 0 else None}))
     return 0 if code == 0 else 1
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiflow_notebook.core.vocabulary import Stage
 from aiflow_notebook.engines.model_io import ModelSelectionError, _triggering_version, load_model
 
 VALIDATION_METRIC = "validation"
@@ -26,13 +27,7 @@ VALIDATION_METRIC = "validation"
 
 def evaluate_version(node: Any, evaluator: Any, inputs: list[Any]) -> Any:
     """Run an ``evaluate`` node (``node`` is its ``job_runtime.NodeContext``); returns what the evaluator did."""
-    from aiflow_notebook.meta import default_store
-
-    if evaluator is None:
-        raise ModelSelectionError(f"evaluate node {node.node!r} of model {node.model!r} needs "
-                                  "evaluator=fn(model, *inputs) returning a dict of metrics")
-    store = default_store()
-    version = version_under_review(store, node.model, node.model_version, node.trigger)
+    store, version = _review(node, evaluator, "evaluator=fn(model, *inputs) returning a dict of metrics")
     metrics = evaluator(load_model(version.uri), *inputs)
     if isinstance(metrics, dict):
         store.update_model_version(node.model, version.version, metrics=metrics)
@@ -42,24 +37,29 @@ def evaluate_version(node: Any, evaluator: Any, inputs: list[Any]) -> Any:
 
 def validate_version(node: Any, validator: Any, inputs: list[Any]) -> bool:
     """Run a ``model_validate`` node: VALIDATED on a passing verdict, else GENERATED with the reason."""
-    from aiflow_notebook.meta import default_store
-
-    if validator is None:
-        raise ModelSelectionError(f"model_validate node {node.node!r} of model {node.model!r} needs "
-                                  "validator=fn(version, *inputs) returning True/False or (bool, reason)")
-    store = default_store()
-    version = version_under_review(store, node.model, node.model_version, node.trigger)
+    store, version = _review(node, validator, "validator=fn(version, *inputs) returning True/False or (bool, reason)")
     verdict = validator(version, *inputs)
     passed, reason = verdict if isinstance(verdict, tuple) else (verdict, None)
     passed = bool(passed)
     reason = str(reason) if reason else ("passed" if passed else "rejected by the validator")
     if passed:
-        store.update_model_version(node.model, version.version, "VALIDATED", metrics={VALIDATION_METRIC: reason})
+        store.update_model_version(node.model, version.version, Stage.VALIDATED, metrics={VALIDATION_METRIC: reason})
     else:
         store.update_model_version(node.model, version.version, metrics={VALIDATION_METRIC: reason})
     print(f"[aiflow] {node.node}: model {node.model} version {version.version} "
-          f"{'VALIDATED' if passed else 'stays ' + version.stage}: {reason}", flush=True)
+          f"{Stage.VALIDATED if passed else 'stays ' + version.stage}: {reason}", flush=True)
     return passed
+
+
+def _review(node: Any, fn: Any, needs: str) -> tuple[Any, Any]:
+    """The store and the version an evaluate or model_validate ``node`` works on; ``fn``, the user's function,
+    must be given (``needs`` says what it is)."""
+    from aiflow_notebook.meta import default_store
+
+    if fn is None:
+        raise ModelSelectionError(f"{node.kind} node {node.node!r} of model {node.model!r} needs {needs}")
+    store = default_store()
+    return store, version_under_review(store, node.model, node.model_version, node.trigger)
 
 
 def metric_at_least(name: str, threshold: float):
@@ -92,8 +92,8 @@ def version_under_review(store: Any, model: str, version: int | str | None, trig
                 raise ModelSelectionError(f"model {model!r} has no version {number} to review "
                                           f"(versions: {sorted(by_number) or 'none'})")
             return by_number[int(number)]
-    generated = [v for v in versions if v.stage == "GENERATED"]
-    live = [v for v in versions if v.stage != "DELETED"]
+    generated = [v for v in versions if v.stage == Stage.GENERATED]
+    live = [v for v in versions if v.stage != Stage.DELETED]
     if generated or live:
         return (generated or live)[-1]
     raise ModelSelectionError(f"model {model!r} has no version to review; train one first")

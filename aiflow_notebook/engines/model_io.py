@@ -61,7 +61,7 @@ def split_trained(result: Any) -> tuple[Any, dict[str, Any] | None]:
     return result, None
 
 
-SERVABLE_STAGES = ("VALIDATED", "DEPLOYED")  # what a predict without version=/stage= prefers
+SERVABLE_STAGES = (Stage.VALIDATED, Stage.DEPLOYED)  # what a predict without version=/stage= prefers
 _NOT_SERVED_ON = (model_event_type(Stage.DEPRECATED), model_event_type(Stage.DELETED))  # a version to stop serving
 
 
@@ -94,7 +94,7 @@ def choose_model_version(store: Any, model: str, version: int | str | None = Non
 
     if version is not None:
         found = by_number.get(int(version))
-        if found is None or found.stage == "DELETED":
+        if found is None or found.stage == Stage.DELETED:
             raise ModelSelectionError(f"model {model!r} has no version {version} to predict with "
                                       f"(versions: {exists()})")
         if wanted is not None and found.stage != wanted:
@@ -105,7 +105,7 @@ def choose_model_version(store: Any, model: str, version: int | str | None = Non
     named = _triggering_version(trigger, model)
     if named is not None:
         found = by_number.get(named)
-        if found is not None and found.stage != "DELETED" and wanted in (None, found.stage):
+        if found is not None and found.stage != Stage.DELETED and wanted in (None, found.stage):
             return found, (f"the job run was started by {trigger['event_type']} of version {named} "
                            f"(event {trigger.get('version')})")
         now = "missing" if found is None else found.stage
@@ -119,7 +119,7 @@ def choose_model_version(store: Any, model: str, version: int | str | None = Non
     servable = [v for v in versions if v.stage in SERVABLE_STAGES]
     if servable:
         return servable[-1], f"newest VALIDATED or DEPLOYED version{note}"
-    generated = [v for v in versions if v.stage == "GENERATED"]
+    generated = [v for v in versions if v.stage == Stage.GENERATED]
     if generated:
         return generated[-1], (f"NOTE: no version is VALIDATED or DEPLOYED, so the newest GENERATED one "
                                f"(not yet validated) is served{note}")

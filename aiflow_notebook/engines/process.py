@@ -21,6 +21,9 @@ from pathlib import Path
 
 import psutil
 
+from aiflow_notebook.core.processes import end_group
+from aiflow_notebook.core.waiting import Deadline
+
 # Set by PyFlink's Python worker in the process that ran a local job (loopback mode) and inherited by
 # every child: a job process that inherits them believes it is a UDF worker and refuses to start Flink, and
 # a Flink cluster's JVMs that inherit them run their Python operators back in that process.
@@ -35,7 +38,9 @@ STOP_GRACE_S = 10.0
 # A streaming Flink job stops with a savepoint; on a busy machine that can take longer than 10 s, and a job
 # killed before it finishes restarts fresh (re-reading its input). Give it a minute unless told otherwise.
 STREAMING_FLINK_STOP_GRACE_S = 60.0
-# Run by path, not with -m: the launcher needs the standard library only, not this package's imports.
+LEFTOVERS_S = 5.0  # for what is left of a job's group to go after its SIGKILL
+# Run by path, not with -m: -m would import this package before the job starts; the launcher imports only
+# core.files, once the job runs (see its docstring).
 LAUNCHER = str(Path(__file__).with_name("launcher.py"))
 
 
@@ -144,29 +149,27 @@ class JobProcess:
         return ExitStatus(None)
 
     def wait(self, timeout: float | None = None, interval: float = 0.02) -> ExitStatus | None:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = Deadline(timeout)
         while (status := self.poll()) is None:
-            if deadline is not None and time.monotonic() >= deadline:
+            if deadline.passed:
                 return None
             if self._popen is not None:
                 try:
-                    self._popen.wait(timeout=interval if deadline is None else min(interval, max(0.0, deadline - time.monotonic())))
+                    self._popen.wait(timeout=min(interval, deadline.left()))
                 except subprocess.TimeoutExpired:
                     pass
             else:
-                time.sleep(interval)
+                deadline.sleep(interval)
         return status
 
     def stop(self, grace: float = STOP_GRACE_S) -> ExitStatus:
-        """SIGTERM the whole process group, SIGKILL what is left after ``grace`` seconds."""
-        if self.is_alive():
-            _signal_group(self.record.pid, signal.SIGTERM)
-            if self.wait(grace) is None:
-                _dump_job_stacks(self.record.pid)
-                _signal_group(self.record.pid, signal.SIGKILL)
-        if self.record.pid > 0:  # (0 would be "our own process group")
-            _kill_group_leftovers(self.record.pid)
-        return self.wait(5) or ExitStatus(None, signal.SIGKILL)
+        """SIGTERM the whole process group; SIGKILL it when the job has not ended after ``grace`` seconds (its
+        stacks go to its log first). What is left of the group once the job ended is killed at once."""
+        pgid = self.record.pid
+        if pgid > 0:  # (0 would be "our own process group")
+            end_group(pgid, grace, ended=lambda: not self.is_alive(), before_kill=lambda: _dump_job_stacks(pgid),
+                      settle=LEFTOVERS_S)
+        return self.wait(LEFTOVERS_S) or ExitStatus(None, signal.SIGKILL)
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -176,13 +179,6 @@ class JobProcess:
                 return "\n".join(fh.read().decode("utf-8", "replace").splitlines()[-lines:])
         except OSError:
             return ""
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _dump_job_stacks(launcher: int) -> None:
@@ -196,16 +192,3 @@ def _dump_job_stacks(launcher: int) -> None:
         return
     if jobs:
         time.sleep(0.5)
-
-
-def _kill_group_leftovers(pgid: int, timeout: float = 5.0) -> None:
-    """Anything still in the job's process group (a child that ignored SIGTERM) gets SIGKILL; wait for it."""
-    leftovers = []
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if os.getpgid(proc.pid) == pgid and proc.pid != os.getpid():
-                proc.kill()
-                leftovers.append(proc)
-        except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
-            continue
-    psutil.wait_procs(leftovers, timeout=timeout)

@@ -8,18 +8,18 @@ check "runs on a real Flink cluster" without anything installed beyond ``apache-
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import yaml
 
+from aiflow_notebook.core.files import private_dir
 from aiflow_notebook.core.ports import free_port
+from aiflow_notebook.core.waiting import polling
+from aiflow_notebook.engines.flink_rest import FlinkRest
 
 
 def pyflink_home() -> Path:
@@ -36,9 +36,10 @@ class StandaloneFlinkCluster:
         self.home = pyflink_home()
         self.taskmanagers = taskmanagers
         self.base = Path(base) if base is not None else Path(tempfile.mkdtemp(prefix="aiflow-flink-"))
-        self.base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(self.base)
         self.conf_dir = self.base / "conf"
         self.rest_port, self.rpc_port = free_port(), free_port()
+        self.client = FlinkRest(self.address, timeout=5)
         self.slots, self.jobmanager_mb, self.taskmanager_mb = slots, jobmanager_mb, taskmanager_mb
         self._started = False
 
@@ -49,7 +50,7 @@ class StandaloneFlinkCluster:
 
     @property
     def rest_url(self) -> str:
-        return f"http://{self.address}"
+        return self.client.url
 
     def env(self) -> dict[str, str]:
         """The environment of the cluster's scripts and JVMs: without what PyFlink's loopback mode left in this
@@ -96,26 +97,22 @@ class StandaloneFlinkCluster:
         for script in ("jobmanager.sh", *["taskmanager.sh"] * self.taskmanagers):
             subprocess.run([str(self.home / "bin" / script), "start"], env=self.env(), check=True,
                            capture_output=True, timeout=60)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        for _ in polling(timeout, 0.5):
             try:
                 if self.rest("/overview").get("taskmanagers", 0) >= self.taskmanagers:
                     return self
             except OSError:
                 pass
-            time.sleep(0.5)
         logs = "\n".join(p.read_text(errors="replace")[-2000:] for p in (self.base / "log").glob("*.log"))
         self.stop()
         raise RuntimeError(f"Flink cluster did not come up within {timeout} s; logs:\n{logs}")
 
     def rest(self, path: str, method: str = "GET") -> dict:
-        request = urllib.request.Request(self.rest_url + path, method=method)
-        with urllib.request.urlopen(request, timeout=5) as response:
-            body = response.read()
-        return json.loads(body) if body else {}
+        """The answer of the cluster's REST API to ``method path`` (see ``engines.flink_rest``)."""
+        return self.client.request(path, method)
 
     def jobs(self) -> list[dict]:
-        return self.rest("/jobs/overview").get("jobs", [])
+        return self.client.jobs()
 
     def pids(self) -> list[int]:
         """The JVMs of this cluster (from its pid files)."""
@@ -125,7 +122,7 @@ class StandaloneFlinkCluster:
     def subtask_taskmanagers(self, job_id: str, name_contains: str, parallelism: int | None = None) -> dict[int, str]:
         """``{subtask index: TaskManager id}`` of the job's vertex whose name contains ``name_contains``
         (and of ``parallelism``, if given), from Flink's REST API."""
-        job = self.rest(f"/jobs/{job_id}")
+        job = self.client.job(job_id)
         vertex = next((v for v in job["vertices"] if name_contains in v["name"]
                        and parallelism in (None, v["parallelism"])), None)
         if vertex is None:

@@ -1,8 +1,8 @@
 """A real ``jupyter lab`` and a headless Debian Chromium for browser tests and the sidebar benchmark.
 
 JupyterLab runs as its own process group on a free loopback port with a random token, a private root
-directory and ``AIFLOW_HOME``; :meth:`JupyterLab.stop` ends it by pid (SIGTERM: the server shuts its
-kernels down; then SIGKILL of the group if it hangs). Chromium is Debian's (``/usr/bin/chromium``) driven
+directory and ``AIFLOW_HOME``; :meth:`JupyterLab.stop` ends that group (SIGTERM: the server shuts its
+kernels down; then SIGKILL if it hangs). Chromium is Debian's (``/usr/bin/chromium``) driven
 by the Python ``playwright`` pinned for it (docs/lab_extension.md): never a downloaded browser.
 """
 
@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 from aiflow_notebook.core.ports import free_port
+from aiflow_notebook.core.processes import end_process
 from aiflow_notebook.testing.waiting import wait_for
 
 CHROMIUM = "/usr/bin/chromium"
@@ -98,22 +97,11 @@ class JupyterLab:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM (JupyterLab shuts its kernels down), then SIGKILL of its process group if it hangs."""
+        """SIGTERM to its process group (JupyterLab shuts its kernels down, which run in sessions of their
+        own), then SIGKILL of what is left of the group after ``timeout`` seconds."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        deadline = time.monotonic() + 10  # kernels and jobs it started are in its process group
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(self.proc.pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.2)
+        end_process(self.proc, timeout)
 
     def __enter__(self) -> JupyterLab:
         return self.start()

@@ -14,10 +14,10 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 from aiflow_notebook.core.ports import free_port
+from aiflow_notebook.core.waiting import Deadline
 
 _REPO = Path(__file__).resolve().parents[2]
 _LISTENING = re.compile(r"listening on (\S+) \(updates on (\S+)\)")
@@ -52,14 +52,14 @@ class EventServerProcess:
         self.process = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=self._stderr, text=True,
                                         env=env, cwd=self.cwd or _REPO)
         threading.Thread(target=self._read_stdout, args=(self.process,), daemon=True).start()
-        deadline = time.monotonic() + timeout
+        deadline = Deadline(timeout)
         with self._seen:
             while True:
                 match = next((m for m in map(_LISTENING.search, self._lines) if m), None)
                 if match:
                     self.publish_url = match.group(2)
                     return self
-                if self.process.poll() is not None or time.monotonic() > deadline:
+                if self.process.poll() is not None or deadline.passed:
                     self.stop()
                     raise RuntimeError(f"the event server did not start (exit code {self.process.returncode}):\n"
                                        f"{self.log()[-3000:]}")

@@ -16,12 +16,13 @@ Only processes of our own user are looked at; the others' environments are not r
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
 import psutil
+
+from aiflow_notebook.core.waiting import polling
 
 SESSION_VARIABLE = "AIFLOW_TEST_SESSION"
 
@@ -73,9 +74,7 @@ def wait_no_process_left(*, timeout: float = 20.0, **which) -> list[str]:
     Use it as ``assert wait_no_process_left(cmdline=...) == []``: a failure lists each survivor's pid and
     command line.
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = our_processes(**which)
-        if not alive or time.monotonic() > deadline:
+    for _ in polling(timeout, 0.2):
+        if not (alive := our_processes(**which)):
             return alive
-        time.sleep(0.2)
+    return our_processes(**which)
