@@ -1,10 +1,15 @@
-"""Helpers for tests and examples that run dl_on_flink jobs on the local mini-cluster."""
+"""Helpers for tests and examples that run dl_on_flink jobs on the local mini-cluster.
+
+``CHILD_MODULE`` is in the command line of every node's child process (to find or count them).
+"""
 
 from __future__ import annotations
 
 import sys
 
-CHILD_MODULE = "dl_on_flink.framework.child"  # in the command line of a node's child process
+from dl_on_flink.framework.child import MODULE as CHILD_MODULE
+
+__all__ = ["CHILD_MODULE", "local_env"]
 
 
 def local_env(parallelism: int = 1):
