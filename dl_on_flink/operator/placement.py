@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
 from pyflink.common import Types
@@ -33,12 +32,12 @@ from pyflink.java_gateway import get_gateway
 from pyflink.table import DataTypes, StatementSet, StreamTableEnvironment, Table, TableDescriptor
 from pyflink.table import Schema as TableSchema
 
-import dl_on_flink
 from dl_on_flink.errors import ConfigError
 from dl_on_flink.framework.address_book import default_address_book
 from dl_on_flink.framework.cluster import ClusterConfig
 from dl_on_flink.framework.codec import Schema
-from dl_on_flink.framework.node import NodePlan
+from dl_on_flink.framework.plan import NodePlan
+from dl_on_flink.framework.process import import_root
 from dl_on_flink.operator.functions import AMFunction, EncodeRows, FedRoleFunction, RoleFunction
 
 NODE_INPUT_TYPE = Types.ROW([Types.INT(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
@@ -73,6 +72,31 @@ def place_cluster(
     for stream in [*side_streams, *([fed_output] if fed_output is not None else [])]:
         _discard(stream)
     return None
+
+
+def place_training(
+    env: StreamExecutionEnvironment | StatementSet, config: ClusterConfig, kind: type[ClusterConfig], *,
+    input: DataStream | Table | None, max_epoch: int,
+) -> None:
+    """``train`` of the framework whose config class is ``kind``: :func:`place_cluster` for such a config."""
+    _check_kind(config, kind)
+    place_cluster(env, config, input=input, max_epoch=max_epoch, name=kind.framework)
+
+
+def place_inference(
+    env: StreamExecutionEnvironment | StatementSet, config: ClusterConfig, kind: type[ClusterConfig], *,
+    input: DataStream | Table, output_schema: Any,
+) -> DataStream | Table:
+    """``inference`` of the framework whose config class is ``kind``: the workers' output rows."""
+    _check_kind(config, kind)
+    if input is None or output_schema is None:
+        raise ConfigError("inference needs input and an output_schema")
+    return place_cluster(env, config, input=input, output_schema=output_schema, name=kind.framework)
+
+
+def _check_kind(config: Any, kind: type[ClusterConfig]) -> None:
+    if not isinstance(config, kind):
+        raise ConfigError(f"expected a {kind.__name__}, got {type(config).__name__}")
 
 
 def _place_in_statement_set(
@@ -213,7 +237,7 @@ def _use_this_python(env: StreamExecutionEnvironment) -> None:
     )
     if not config.getString("python.executable", ""):
         env.set_python_executable(sys.executable)
-    root = str(Path(dl_on_flink.__file__).resolve().parents[1])
+    root = import_root()
     paths = [p for p in config.getString("python.pythonpath", "").split(os.pathsep) if p]
     if root not in paths:
         config.setString("python.pythonpath", os.pathsep.join([*paths, root]))
