@@ -37,6 +37,8 @@ from dl_on_flink.framework.state_machine import NodeId
 
 log = logging.getLogger(__name__)
 
+THREAD_NAME = "dl-on-flink-supervisor"  # of every supervisor thread: ``<THREAD_NAME>-<node type>-<index>``
+
 
 class Supervisor:
     """Supervises node ``plan.node_type`` ``index`` from a thread of its own (see the module docstring)."""
@@ -70,7 +72,8 @@ class Supervisor:
 
     # --- for the operator thread ---
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"dl-on-flink-{self.node[0]}-{self.index}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{THREAD_NAME}-{self.node[0]}-{self.index}",
+                                        daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
