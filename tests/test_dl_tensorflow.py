@@ -83,14 +83,16 @@ def test_job_finishes_when_worker_zero_exits_3_workers_2_ps(tmp_path):
     entries (an hour of sleep each): they are stopped, not waited for."""
     from aiflow_notebook.testing.waiting import wait_for
 
+    marks = tmp_path / "marks"
+    marks.mkdir()
     env = local_env()
     config = (TFClusterConfig.new_builder().set_worker_count(3).set_ps_count(2)
-              .set_node_entry(only_worker_zero_exits).set_property("out", tmp_path).build())
+              .set_node_entry(only_worker_zero_exits).set_property("out", marks).build())
     train(env, config)
     result = env.execute_async("tf-worker-zero").get_job_execution_result()
     wait_for(result.done, timeout=240, what="the job to finish once worker 0 returned")
     result.result()  # raises if the job failed
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
+    assert sorted(p.name for p in marks.iterdir()) == [
         "ps-0.started", "ps-1.started", "worker-0.returned", "worker-0.started", "worker-1.started",
         "worker-2.started"]
 
