@@ -133,16 +133,8 @@ def _place(
     output_schema: Any, name: str | None,
 ) -> tuple[DataStream | None, list[DataStream]]:
     """Add the roles to ``env``: (the fed workers' stream or None, the other roles' streams)."""
-    if input is not None and not isinstance(input, DataStream):
-        raise ConfigError(f"input must be a pyflink DataStream or Table, got {type(input).__name__}")
-    if not isinstance(max_epoch, int) or max_epoch < 1:
-        raise ConfigError(f"max_epoch must be an int >= 1, got {max_epoch!r}")
-    if output_schema is not None and input is None:
-        raise ConfigError("an output schema needs input: inference(env, input, config, output_schema)")
+    fed_type = _fed_node_type(config, input, max_epoch, output_schema)
     counts = config.get_node_type_count_map()
-    fed_type = config.input_node_type if input is not None else None
-    if fed_type is not None and counts.get(fed_type, 0) == 0:
-        raise ConfigError(f"input is given but the cluster has no {fed_type!r} nodes to feed")
     _use_this_python(env)
     job_key = f"{name or config.framework}-{uuid.uuid4().hex[:12]}"
     address_book = config.get_address_book() or default_address_book()
@@ -177,6 +169,20 @@ def _place(
                 .name(f"{job_key} {node_type}").set_parallelism(count)
             )
     return fed_output, side_streams
+
+
+def _fed_node_type(config: ClusterConfig, input: DataStream | None, max_epoch: int, output_schema: Any) -> str | None:
+    """The node type the input feeds (None without input); ConfigError for arguments that cannot work."""
+    if input is not None and not isinstance(input, DataStream):
+        raise ConfigError(f"input must be a pyflink DataStream or Table, got {type(input).__name__}")
+    if not isinstance(max_epoch, int) or max_epoch < 1:
+        raise ConfigError(f"max_epoch must be an int >= 1, got {max_epoch!r}")
+    if output_schema is not None and input is None:
+        raise ConfigError("an output schema needs input: inference(env, input, config, output_schema)")
+    fed_type = config.input_node_type if input is not None else None
+    if fed_type is not None and config.get_node_count(fed_type) == 0:
+        raise ConfigError(f"input is given but the cluster has no {fed_type!r} nodes to feed")
+    return fed_type
 
 
 def _place_fed(
