@@ -27,7 +27,7 @@ import traceback
 
 from aiflow_notebook.engines.job_spec import attach_payload, receive_secrets
 
-OUR_PACKAGES = ("aiflow_notebook", "dl_on_flink")  # what a job imports of ours (kernel_magics: kernels only)
+FIRST_IMPORTS = ("aiflow_notebook", "dl_on_flink")  # our packages a job may import (kernel_magics: kernels)
 
 
 def main(argv: list[str]) -> int:
@@ -58,12 +58,12 @@ def main(argv: list[str]) -> int:
 
 
 def import_our_packages() -> None:
-    """Import :data:`OUR_PACKAGES` with no entry on ``sys.path`` that could pass for one of them (see the
+    """Import :data:`FIRST_IMPORTS` with no entry on ``sys.path`` that could pass for one of them (see the
     module docstring), then put the path back as it was."""
     saved = list(sys.path)
     sys.path[:] = [entry for entry in saved if not _may_shadow_ours(entry)]
     try:
-        for name in OUR_PACKAGES:
+        for name in FIRST_IMPORTS:
             try:
                 importlib.import_module(name)
             except ModuleNotFoundError as exc:  # not installed here: nothing of it to shadow
@@ -80,7 +80,7 @@ def _may_shadow_ours(entry: str) -> bool:
     if os.path.realpath(folder) == os.path.realpath(os.curdir):
         return True
     return any(os.path.isdir(os.path.join(folder, name)) and not os.path.isfile(os.path.join(folder, name, "__init__.py"))
-               for name in OUR_PACKAGES)
+               for name in FIRST_IMPORTS)
 
 
 if __name__ == "__main__":
