@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pickle
 import threading
-import time
 
 import pytest
 
@@ -53,7 +52,6 @@ def test_nodes_find_the_newest_attempt_published_elsewhere(book):
     found = []
     waiter = threading.Thread(target=lambda: found.append(node.wait_for("job-a", None, timeout=20)))
     waiter.start()
-    time.sleep(0.3)
     am.publish("job-a", 0, "tcp://127.0.0.1:4000")
     waiter.join(30)
     assert found == [(0, "tcp://127.0.0.1:4000")]

@@ -16,7 +16,7 @@ import pytest
 from aiflow_notebook.testing.processes import our_processes, wait_no_process_left
 from aiflow_notebook.testing.waiting import wait_for
 from dl_on_flink.pytorch import PyTorchClusterConfig, train
-from dl_on_flink.testing import CHILD_MODULE, local_env
+from dl_on_flink.testing import CHILD_MODULE, live_supervisors, local_env
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -52,7 +52,9 @@ def test_cancel_stops_failover_and_kills_every_node_child_within_seconds(tmp_pat
     assert wait_no_process_left(cmdline=CHILD_MODULE, timeout=10) == []
     gone_after = time.monotonic() - cancelled
     seen = attempts(log)
-    time.sleep(3)  # a failover that went on would start attempt after attempt (0.5 s each)
+    # Only a node's supervisor starts its children, and it kills them before it ends: a failover that went
+    # on would have started a new attempt before they all ended, or kept them alive.
+    wait_for(lambda: not live_supervisors(), timeout=60, what="every node supervisor to end after the cancel")
     assert attempts(log) == seen, "the cluster started new attempts after the cancel"
     assert our_processes(cmdline=CHILD_MODULE) == []
     assert gone_after <= 5, f"node children outlived the cancel by {gone_after:.1f} s"

@@ -301,6 +301,53 @@ GARBAGE = {
 }
 
 
+def test_every_message_survives_its_wire_form():
+    from dl_on_flink.framework import am_protocol as p
+
+    requests = [
+        p.Heartbeat(("worker", 1), 2, "running", progress=p.Progress(phase="entry", reports=3, rows_read=10,
+                                                                     waiting=True, cpu=1.5, input_blocked=0.0)),
+        p.Heartbeat(("ps", 0), cancelled=True),
+        p.Rendezvous(("worker", 0), 0, "127.0.0.1", {"tf_port": "4242"}),
+        p.Barrier(("worker", 0), 1, "tf-collective-server-update-1"),
+        p.FinishedWorkers(("worker", 1), 0),
+    ]
+    for rid, request in enumerate(requests):
+        assert p.parse_request([p.encode_request(request, rid)]) == (request, rid)
+    replies = [
+        (requests[0], p.Verdict("run", attempt=2)),
+        (requests[0], p.Verdict("fail", error="worker 1 exited with code 1")),
+        (requests[2], p.RendezvousReply(cluster={"worker": [{"host": "h", "props": {}}]})),
+        (requests[2], p.RendezvousReply(wait=True)),
+        (requests[3], p.BarrierReply(wait=True, missing=(("worker", 1),))),
+        (requests[4], p.FinishedWorkersReply((0, 1))),
+        (requests[1], p.Rejected("unknown node ps 0")),
+    ]
+    for request, reply in replies:
+        assert p.parse_reply(request, p.encode_reply(reply, 7)) == (reply, 7)
+    assert p.Progress.from_json(p.Progress(phase="setup").to_json()) == p.Progress(phase="setup")
+
+
+@pytest.mark.parametrize("name", sorted(GARBAGE))
+def test_malformed_requests_do_not_parse(name):
+    from dl_on_flink.framework.am_protocol import BadMessage, parse_request
+
+    if name == "unknown node":  # well-formed: the AM answers it with an error of its own
+        assert parse_request(GARBAGE[name])[0].node == ("ps", 7)
+        return
+    with pytest.raises(BadMessage):
+        parse_request(GARBAGE[name])
+
+
+def test_a_progress_report_with_a_field_nobody_knows_is_refused():
+    from dl_on_flink.framework.am_protocol import BadMessage, Progress, parse_request
+
+    with pytest.raises(BadMessage, match="unknown field"):
+        Progress.from_json('{"phase": "entry", "colour": "red"}')
+    with pytest.raises(BadMessage, match="progress"):
+        parse_request([b'{"op": "hb", "node": ["worker", 0], "child": "running", "progress": {"cpu": -1}}'])
+
+
 @pytest.mark.slow
 def test_am_rejects_malformed_requests_and_keeps_serving(tmp_path, caplog):
     import zmq

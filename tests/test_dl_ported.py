@@ -23,7 +23,7 @@ from pyflink.table.expressions import col
 from aiflow_notebook.testing.processes import our_processes, wait_no_process_left
 from aiflow_notebook.testing.waiting import wait_for
 from dl_on_flink.pytorch import PyTorchClusterConfig, inference, train
-from dl_on_flink.testing import CHILD_MODULE, local_env
+from dl_on_flink.testing import CHILD_MODULE, live_supervisors, local_env
 
 EXAMPLES = Path(__file__).parent / "dl_on_flink_examples"
 
@@ -132,7 +132,9 @@ def test_cancel_while_failover(tmp_path):
     assert wait_no_process_left(cmdline=CHILD_MODULE, timeout=10) == []
     assert time.monotonic() - cancelled <= 5
     seen = attempts()
-    time.sleep(3)
+    # Only a node's supervisor starts its children, and it kills them before it ends: a failover that went
+    # on would have started a new attempt before they all ended, or kept them alive.
+    wait_for(lambda: not live_supervisors(), timeout=60, what="every node supervisor to end after the cancel")
     assert attempts() == seen, "attempts started after the cancel"
     with pytest.raises(Exception, match="JobCancellationException"):
         result.result()

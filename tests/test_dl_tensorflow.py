@@ -65,18 +65,36 @@ def test_parameter_server_training_2_workers_1_ps(tmp_path):
 
 def only_worker_zero_exits(ctx):
     import time
+    from pathlib import Path
 
+    from aiflow_notebook.core.waiting import wait_until
+
+    out = Path(ctx.get_property("out"))
+    (out / f"{ctx.get_node_type()}-{ctx.get_index()}.started").touch()
     if (ctx.get_node_type(), ctx.get_index()) == ("worker", 0):
+        wait_until(lambda: len(list(out.glob("*.started"))) == 5, timeout=120, what="every node in its entry")
+        (out / "worker-0.returned").touch()
         return
     time.sleep(3600)
 
 
-def test_job_finishes_when_worker_zero_exits_3_workers_2_ps():
+def test_job_finishes_when_worker_zero_exits_3_workers_2_ps(tmp_path):
+    """Batch mode: worker 0 returning ends the job, while the ps and the other workers are still in their
+    entries (an hour of sleep each): they are stopped, not waited for."""
+    from aiflow_notebook.testing.waiting import wait_for
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
     env = local_env()
     config = (TFClusterConfig.new_builder().set_worker_count(3).set_ps_count(2)
-              .set_node_entry(only_worker_zero_exits).build())
+              .set_node_entry(only_worker_zero_exits).set_property("out", marks).build())
     train(env, config)
-    env.execute("tf-worker-zero")
+    result = env.execute_async("tf-worker-zero").get_job_execution_result()
+    wait_for(result.done, timeout=240, what="the job to finish once worker 0 returned")
+    result.result()  # raises if the job failed
+    assert sorted(p.name for p in marks.iterdir()) == [
+        "ps-0.started", "ps-1.started", "worker-0.returned", "worker-0.started", "worker-1.started",
+        "worker-2.started"]
 
 
 def tf_echo(ctx):

@@ -54,17 +54,21 @@ def write_private(path: str | os.PathLike, data: str | bytes, *, append: bool = 
         os.close(fd)
 
 
-def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
+def write_atomic(path: str | os.PathLike, data: str | bytes, *, sync: bool = True) -> None:
     """Replace ``path`` with ``data`` (mode 0600) so that a reader sees the old file or the new one whole,
-    also after a crash or power loss: written beside it, flushed to disk, then renamed over it."""
+    also after a crash or power loss: written beside it, flushed to disk, then renamed over it.
+
+    ``sync=False`` skips the flush to disk: still whole for every reader, but not kept through a power loss;
+    for state rewritten several times a second that dies with the processes anyway (a progress report)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode() if isinstance(data, str) else data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if sync:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -42,14 +42,20 @@ class Deadline:
         return not self.passed
 
 
-def polling(seconds: float | None, interval: float = 0.2, stop: threading.Event | None = None) -> Iterator[float]:
+def polling(seconds: float | None, interval: float = 0.2, stop: threading.Event | None = None, *,
+            growth: float = 1.0, max_interval: float | None = None) -> Iterator[float]:
     """Yield at once, then every ``interval`` seconds until ``seconds`` have passed (or ``stop`` is set); each
-    yield gives the seconds left. ``for _ in polling(8): if done(): break`` tries for at most 8 s."""
+    yield gives the seconds left. ``for _ in polling(8): if done(): break`` tries for at most 8 s.
+
+    ``growth`` > 1 stretches each pause by that factor, up to ``max_interval``: quick to notice what happens
+    soon, cheap when it takes long (a peer that is still starting up)."""
     deadline = Deadline(seconds)
+    longest = math.inf if max_interval is None else max_interval
     while True:
         yield deadline.left()
         if not deadline.sleep(interval, stop):
             return
+        interval = min(interval * growth, longest)
 
 
 def wait_until(condition: Callable[[], T], timeout: float = 60.0, what: str | None = None,

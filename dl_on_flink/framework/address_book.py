@@ -8,19 +8,27 @@ process. Here the store is an interface with two implementations:
   the local mini-cluster and not across the TaskManagers of a real cluster.
 - :class:`BusAddressBook` (jobs on a Flink cluster): the AM publishes its address as an event on the
   aiflow event bus the job already reaches, and nodes look it up there — no shared filesystem. It is
-  the only place dl_on_flink imports ``aiflow_notebook`` (its event client), lazily.
+  the only place dl_on_flink imports ``aiflow_notebook.events`` (its event client), lazily.
+
+The default directory is ``$AIFLOW_HOME/dl-on-flink/address-book``: a state folder named like a package
+(it was ``dl_on_flink/address_book`` before) is a namespace package to Python's path finder, and a process
+whose working directory is ``AIFLOW_HOME`` imported it instead of dl_on_flink. The old folder is not read:
+the address book travels pickled with the cluster config, root and all, so every role of a cluster uses
+the folder its job was built with, and an AM's entry lives only as long as its cluster.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
-import tempfile
-import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 
+from aiflow_notebook.core.files import write_atomic
+from aiflow_notebook.core.waiting import polling
 from dl_on_flink.errors import RendezvousError
 
 
@@ -51,29 +59,17 @@ class FileAddressBook(AddressBook):
     def publish(self, job_key: str, attempt: int, address: str) -> None:
         folder = self.root / _safe(job_key)
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(address)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, folder / f"{attempt:08d}.addr")
+        write_atomic(folder / f"{attempt:08d}.addr", address)
 
     def wait_for(self, job_key: str, attempt: int | None = None, timeout: float = 60.0) -> tuple[int, str]:
         folder = self.root / _safe(job_key)
-        deadline = time.monotonic() + timeout
-        delay = 0.02
-        while True:
-            found = self._lookup(folder, attempt)
-            if found is not None:
-                return found
-            if time.monotonic() >= deadline:
-                which = "any attempt" if attempt is None else f"attempt {attempt}"
-                raise RendezvousError(
-                    f"no application master published for job {job_key!r} ({which}) in {folder} "
-                    f"within {timeout:.0f} s"
-                )
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.25)
+        found = _look_until(lambda: self._lookup(folder, attempt), timeout, first_pause=0.02)
+        if found is not None:
+            return found
+        which = "any attempt" if attempt is None else f"attempt {attempt}"
+        raise RendezvousError(
+            f"no application master published for job {job_key!r} ({which}) in {folder} within {timeout:.0f} s"
+        )
 
     def remove(self, job_key: str) -> None:
         shutil.rmtree(self.root / _safe(job_key), ignore_errors=True)
@@ -138,44 +134,18 @@ class BusAddressBook(AddressBook):
         return self._client
 
     def publish(self, job_key: str, attempt: int, address: str) -> None:
-        import json
-
         self._events().send_event(key=job_key, value=json.dumps({"attempt": attempt, "address": address}),
                                   event_type=BUS_EVENT_TYPE, namespace=BUS_NAMESPACE)
 
     def wait_for(self, job_key: str, attempt: int | None = None, timeout: float = 60.0) -> tuple[int, str]:
-        import json
-
-        deadline = time.monotonic() + timeout
-        delay, since = 0.05, 0
-        newest: tuple[int, str] | None = None
-        while True:
-            for event in self._events().list_events(key=job_key, namespace=BUS_NAMESPACE,
-                                                    event_type=BUS_EVENT_TYPE, since_version=since):
-                since = event.version
-                try:
-                    record = json.loads(event.value)
-                except ValueError:
-                    continue
-                if record.get("address") is None:  # withdrawn by remove()
-                    newest = None
-                    continue
-                found = (int(record["attempt"]), str(record["address"]))
-                if attempt is not None and found[0] == attempt:
-                    return found
-                newest = found
-            if attempt is None and newest is not None:
-                return newest
-            if time.monotonic() >= deadline:
-                which = "any attempt" if attempt is None else f"attempt {attempt}"
-                raise RendezvousError(f"no application master published for job {job_key!r} ({which}) on the "
-                                      f"event bus {self.url} within {timeout:.0f} s")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.25)
+        found = _look_until(_BusReader(self._events(), job_key, attempt).look, timeout, first_pause=0.05)
+        if found is not None:
+            return found
+        which = "any attempt" if attempt is None else f"attempt {attempt}"
+        raise RendezvousError(f"no application master published for job {job_key!r} ({which}) on the "
+                              f"event bus {self.url} within {timeout:.0f} s")
 
     def remove(self, job_key: str) -> None:
-        import json
-
         try:
             self._events().send_event(key=job_key, value=json.dumps({"address": None}),
                                       event_type=BUS_EVENT_TYPE, namespace=BUS_NAMESPACE)
@@ -186,17 +156,54 @@ class BusAddressBook(AddressBook):
         return f"BusAddressBook({self.url!r})"
 
 
+class _BusReader:
+    """The addresses published for one job, read on from where the last look stopped."""
+
+    def __init__(self, events, job_key: str, attempt: int | None) -> None:
+        self.events, self.job_key, self.attempt = events, job_key, attempt
+        self.since = 0
+        self.newest: tuple[int, str] | None = None  # of any attempt, unless withdrawn since
+
+    def look(self) -> tuple[int, str] | None:
+        """The address asked for, if it is published by now."""
+        for event in self.events.list_events(key=self.job_key, namespace=BUS_NAMESPACE,
+                                             event_type=BUS_EVENT_TYPE, since_version=self.since):
+            self.since = event.version
+            try:
+                record = json.loads(event.value)
+            except ValueError:
+                continue
+            if record.get("address") is None:  # withdrawn by remove()
+                self.newest = None
+                continue
+            found = (int(record["attempt"]), str(record["address"]))
+            if self.attempt is not None and found[0] == self.attempt:
+                return found
+            self.newest = found
+        return self.newest if self.attempt is None else None
+
+
 BUS_NAMESPACE = "dl_on_flink"
 BUS_EVENT_TYPE = "DL_AM_ADDRESS"
+STATE_FOLDER = "dl-on-flink"  # in AIFLOW_HOME; not a Python name, so it never passes for a package there
 
 
 def default_address_book() -> AddressBook:
-    """``$DL_ON_FLINK_ADDRESS_BOOK``, else ``$AIFLOW_HOME/dl_on_flink/address_book`` (``~/.aiflow`` default)."""
+    """``$DL_ON_FLINK_ADDRESS_BOOK``, else ``$AIFLOW_HOME/dl-on-flink/address-book`` (``~/.aiflow`` default)."""
     root = os.environ.get("DL_ON_FLINK_ADDRESS_BOOK")
     if not root:
         home = os.environ.get("AIFLOW_HOME") or os.path.join("~", ".aiflow")
-        root = os.path.join(home, "dl_on_flink", "address_book")
+        root = os.path.join(home, STATE_FOLDER, "address-book")
     return FileAddressBook(root)
+
+
+def _look_until(look: Callable[[], tuple[int, str] | None], timeout: float,
+                first_pause: float) -> tuple[int, str] | None:
+    """``look()``'s first answer within ``timeout`` seconds (asked quickly at first, then every 0.25 s)."""
+    for _ in polling(timeout, first_pause, growth=1.5, max_interval=0.25):
+        if (found := look()) is not None:
+            return found
+    return look()  # once more at the deadline
 
 
 def _safe(job_key: str) -> str:

@@ -26,10 +26,12 @@ from __future__ import annotations
 import struct
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import zmq
 
+from aiflow_notebook.core.waiting import Deadline
 from dl_on_flink.errors import ChannelError
 from dl_on_flink.framework.codec import RowCodec
 
@@ -75,42 +77,20 @@ def iter_rows(frame: bytes | memoryview) -> Iterator[memoryview]:
         offset += length
 
 
-class Sender:
-    """The sending end (PUSH) of one channel; ``bind=True`` on the operator side, False in the child."""
+def endpoint(directory: Path, direction: str, attempt: int) -> str:
+    """The channel ``direction`` ("in": operator → child, "out": child → operator) of ``attempt``."""
+    return f"ipc://{directory}/{direction}-{attempt}"
 
-    def __init__(self, endpoint: str, *, bind: bool, hwm: int = HWM) -> None:
+
+class _End:
+    """One end of a channel: a ZeroMQ socket bound (operator side) or connected (child side)."""
+
+    def __init__(self, kind: int, endpoint: str, *, bind: bool, options: dict[int, int]) -> None:
         self.endpoint = endpoint
-        self._sock = zmq.Context.instance().socket(zmq.PUSH)
-        self._sock.setsockopt(zmq.SNDHWM, hwm)
-        self._sock.setsockopt(zmq.LINGER, 0 if bind else 30_000)
+        self._sock = zmq.Context.instance().socket(kind)
+        for option, value in options.items():
+            self._sock.setsockopt(option, value)
         (self._sock.bind if bind else self._sock.connect)(endpoint)
-
-    def send(self, frame: bytes, timeout: float | None = None, *, still_wanted: Callable[[], bool] | None = None) -> bool:
-        """Send one frame, waiting while the reader lags (back-pressure).
-
-        Waits in 100 ms slices; between slices ``still_wanted()`` may say to give up (the reader died or a
-        failover replaced it). Returns False when the frame was not sent (timeout or given up).
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                self._sock.send(frame, zmq.NOBLOCK, copy=len(frame) < 16384)
-                return True
-            except zmq.Again:
-                pass
-            if still_wanted is not None and not still_wanted():
-                return False
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            self._sock.poll(100, zmq.POLLOUT)
-
-    def try_send(self, frame: bytes) -> bool:
-        """Send without waiting; False when the reader's queue is full (or no reader is connected)."""
-        try:
-            self._sock.send(frame, zmq.NOBLOCK, copy=len(frame) < 16384)
-            return True
-        except zmq.Again:
-            return False
 
     @property
     def socket(self) -> zmq.Socket:
@@ -121,15 +101,42 @@ class Sender:
         self._sock.close()
 
 
-class Receiver:
+class Sender(_End):
+    """The sending end (PUSH) of one channel; ``bind=True`` on the operator side, False in the child."""
+
+    def __init__(self, endpoint: str, *, bind: bool, hwm: int = HWM) -> None:
+        super().__init__(zmq.PUSH, endpoint, bind=bind,
+                         options={zmq.SNDHWM: hwm, zmq.LINGER: 0 if bind else 30_000})
+
+    def send(self, frame: bytes, timeout: float | None = None, *, still_wanted: Callable[[], bool] | None = None) -> bool:
+        """Send one frame, waiting while the reader lags (back-pressure).
+
+        Waits in 100 ms slices; between slices ``still_wanted()`` may say to give up (the reader died or a
+        failover replaced it). Returns False when the frame was not sent (timeout or given up).
+        """
+        deadline = Deadline(timeout)
+        while not self.try_send(frame):
+            if still_wanted is not None and not still_wanted():
+                return False
+            if deadline.passed:
+                return False
+            self._sock.poll(100, zmq.POLLOUT)
+        return True
+
+    def try_send(self, frame: bytes) -> bool:
+        """Send without waiting; False when the reader's queue is full (or no reader is connected)."""
+        try:
+            self._sock.send(frame, zmq.NOBLOCK, copy=len(frame) < 16384)
+            return True
+        except zmq.Again:
+            return False
+
+
+class Receiver(_End):
     """The receiving end (PULL) of one channel."""
 
     def __init__(self, endpoint: str, *, bind: bool, hwm: int = HWM) -> None:
-        self.endpoint = endpoint
-        self._sock = zmq.Context.instance().socket(zmq.PULL)
-        self._sock.setsockopt(zmq.RCVHWM, hwm)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        (self._sock.bind if bind else self._sock.connect)(endpoint)
+        super().__init__(zmq.PULL, endpoint, bind=bind, options={zmq.RCVHWM: hwm, zmq.LINGER: 0})
 
     def recv(self, timeout: float | None = None) -> bytes | None:
         """The next frame, or None if none arrived within ``timeout`` seconds (None = wait forever)."""
@@ -143,13 +150,6 @@ class Receiver:
             return self._sock.recv(zmq.NOBLOCK)
         except zmq.Again:
             return None
-
-    @property
-    def socket(self) -> zmq.Socket:
-        return self._sock
-
-    def close(self) -> None:
-        self._sock.close()
 
 
 class RowReader:

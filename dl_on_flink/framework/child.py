@@ -11,55 +11,60 @@ tells a stuck node from a busy one. Exit codes: 0 the entry returned, 1 it raise
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass
+from pathlib import Path
 
 import cloudpickle
 
+from aiflow_notebook.core.files import write_atomic
 from dl_on_flink.errors import RendezvousError
-from dl_on_flink.framework.am import AMClient
-from dl_on_flink.framework.context import Context, NodeLaunch
+from dl_on_flink.framework.am_protocol import AMClient, Rejected, Rendezvous
+from dl_on_flink.framework.context import Context, Entry, NodeSpec
+from dl_on_flink.framework.hooks import NodeHooks
 from dl_on_flink.framework.process import watch_parent
 
+MODULE = "dl_on_flink.framework.child"  # started as ``python -m MODULE LAUNCH_FILE``
 EXIT_OK, EXIT_FAILED, EXIT_SUPERSEDED = 0, 1, 3
+
+
+@dataclass(frozen=True)
+class NodeLaunch:
+    """The launch file: everything the child of one attempt needs, written by its node runner."""
+
+    spec: NodeSpec
+    entry: Entry
+    hooks: NodeHooks
+    progress_path: str | None = None  # where the child's progress reporter writes (read by the node runner)
+
+    def write(self, path: Path) -> None:
+        with open(path, "wb") as fh:
+            cloudpickle.dump(self, fh)
+
+    @staticmethod
+    def read(path: str | os.PathLike) -> NodeLaunch:
+        with open(path, "rb") as fh:
+            return cloudpickle.load(fh)
 
 
 def main(argv: list[str]) -> int:
     watch_parent()
-    with open(argv[1], "rb") as fh:
-        launch: NodeLaunch = cloudpickle.load(fh)
-    ctx = Context(launch)
+    launch = NodeLaunch.read(argv[1])
+    ctx = Context(launch.spec)
     if launch.progress_path is not None:
         start_progress_reporter(ctx, launch.progress_path)
-    am = AMClient(launch.am_address)
+    am = AMClient(launch.spec.am_address)
     try:
-        ctx._phase = "prepare"
-        props = launch.hooks.prepare(ctx)
-        ctx._phase = "rendezvous"
-        cluster = rendezvous(am, launch, props)
-        if cluster is None:
-            return EXIT_SUPERSEDED
-        ctx._cluster = cluster
-        ctx._phase = "setup"
-        launch.hooks.setup(ctx)
-        ctx._phase = "entry"
-        launch.entry(ctx)
-        ctx._close_io()
-        ctx._phase = "teardown"
-        launch.hooks.teardown(ctx)
-        return EXIT_OK
+        return run_node(ctx, launch, am)
     except BaseException as exc:  # noqa: BLE001 - everything the entry raises is the node's failure
         if isinstance(exc, SystemExit) and exc.code in (0, None):
             ctx._close_io()
             return EXIT_OK
-        print(
-            f"dl_on_flink: {launch.node_type} {launch.index} (attempt {launch.attempt}) failed:",
-            file=sys.stderr,
-        )
+        print(f"dl_on_flink: {launch.spec.name} failed:", file=sys.stderr)
         traceback.print_exc()
         return EXIT_FAILED
     finally:
@@ -67,35 +72,36 @@ def main(argv: list[str]) -> int:
         ctx._close_sockets()
 
 
-def rendezvous(am: AMClient, launch: NodeLaunch, props: dict[str, str]) -> dict | None:
+def run_node(ctx: Context, launch: NodeLaunch, am: AMClient) -> int:
+    """The steps of the module docstring, each under its phase (what the AM quotes for a stuck node)."""
+    ctx._phase = "prepare"
+    props = launch.hooks.prepare(ctx)
+    ctx._phase = "rendezvous"
+    cluster = rendezvous(am, launch.spec, props)
+    if cluster is None:
+        return EXIT_SUPERSEDED
+    ctx._cluster = cluster
+    ctx._phase = "setup"
+    launch.hooks.setup(ctx)
+    ctx._phase = "entry"
+    launch.entry(ctx)
+    ctx._close_io()
+    ctx._phase = "teardown"
+    launch.hooks.teardown(ctx)
+    return EXIT_OK
+
+
+def rendezvous(am: AMClient, spec: NodeSpec, props: dict[str, str]) -> dict | None:
     """Register with the AM and wait for the full cluster spec (None: this attempt was superseded)."""
-    request = {
-        "op": "rendezvous",
-        "node": [launch.node_type, launch.index],
-        "attempt": launch.attempt,
-        "host": launch.host,
-        "props": props,
-    }
-    deadline = time.monotonic() + launch.rendezvous_timeout
-    delay = 0.02
-    while True:
-        try:
-            reply = am.call(request, timeout=5.0)
-        except RendezvousError:
-            reply = {"wait": True}
-        if "error" in reply:
-            raise RendezvousError(f"the application master rejected the rendezvous: {reply['error']}")
-        if reply.get("stale"):
+    request = Rendezvous((spec.node_type, spec.index), spec.attempt, spec.host, props)
+    for reply in am.keep_asking(request, spec.rendezvous_timeout):
+        if isinstance(reply, Rejected):
+            raise RendezvousError(f"the application master rejected the rendezvous: {reply.error}")
+        if reply is not None and reply.stale:
             return None
-        if "cluster" in reply:
-            return reply["cluster"]
-        if time.monotonic() > deadline:
-            raise RendezvousError(
-                f"{launch.node_type} {launch.index} (attempt {launch.attempt}): the cluster did not assemble "
-                f"within {launch.rendezvous_timeout:.0f} s"
-            )
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.2)
+        if reply is not None and reply.cluster is not None:
+            return reply.cluster
+    raise RendezvousError(f"{spec.name}: the cluster did not assemble within {spec.rendezvous_timeout:.0f} s")
 
 
 def start_progress_reporter(ctx: Context, path: str, interval: float = 0.2) -> threading.Thread:
@@ -106,11 +112,8 @@ def start_progress_reporter(ctx: Context, path: str, interval: float = 0.2) -> t
         while True:
             progress = ctx._progress()
             if progress != last:
-                tmp = f"{path}.tmp"
                 try:
-                    with open(tmp, "w") as fh:
-                        json.dump(progress, fh)
-                    os.replace(tmp, path)
+                    write_atomic(path, progress.to_json(), sync=False)  # rewritten often, read at once
                     last = progress
                 except OSError:
                     pass  # the node directory is gone: the runner is closing
@@ -125,8 +128,6 @@ def _exit(code: int) -> None:
     """Flush, let ZeroMQ deliver what is queued, and exit without waiting for framework threads."""
     sys.stdout.flush()
     sys.stderr.flush()
-    import threading
-
     import zmq
 
     # term() waits until queued frames (the last rows, the end-of-output marker) are delivered; bounded,

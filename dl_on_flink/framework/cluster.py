@@ -12,20 +12,17 @@ import importlib.util
 import inspect
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from dl_on_flink.errors import ConfigError
 from dl_on_flink.framework.address_book import AddressBook
+from dl_on_flink.framework.context import Context, Entry
 from dl_on_flink.framework.hooks import NodeHooks
 from dl_on_flink.framework.state_machine import AMStateMachine
 from dl_on_flink.framework.status import StatusPublisher, logging_publisher
 
-if TYPE_CHECKING:
-    from dl_on_flink.framework.context import Context
-
-Entry = Callable[["Context"], None]
 B = TypeVar("B", bound="ClusterConfig.Builder")
 
 DEFAULT_MAX_FAILOVER = 3

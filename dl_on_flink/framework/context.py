@@ -8,23 +8,23 @@ context's fields ``identity``, ``index``, ``roleName``, ``failNum``, ``propertie
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-from dl_on_flink.errors import ConfigError
+from dl_on_flink.errors import ConfigError, RendezvousError
+from dl_on_flink.framework.am_protocol import AMClient, Barrier, FinishedWorkers, Progress, Rejected
 from dl_on_flink.framework.channel import Receiver, RowReader, RowWriter, Sender
 from dl_on_flink.framework.codec import RowCodec, Schema
 
-if TYPE_CHECKING:
-    from dl_on_flink.framework.cluster import Entry
-    from dl_on_flink.framework.hooks import NodeHooks
-
+Entry = Callable[["Context"], Any]  # what each node runs: a function of its Context
 _MISSING = object()
 
 
-@dataclass
-class NodeLaunch:
-    """Everything a child process needs, written by the node runner and read by :mod:`.child`."""
+@dataclass(frozen=True)
+class NodeSpec:
+    """Who one attempt of a node is and where it connects: what its :class:`Context` knows (written by the
+    node runner into the child's launch file, see :mod:`.child`)."""
 
     job_key: str
     node_type: str
@@ -32,8 +32,6 @@ class NodeLaunch:
     attempt: int
     node_type_count_map: dict[str, int]
     properties: dict[str, str]
-    entry: Entry
-    hooks: NodeHooks
     am_address: str
     host: str
     input_endpoint: str | None = None
@@ -41,15 +39,18 @@ class NodeLaunch:
     input_schema: Schema | None = None
     output_schema: Schema | None = None
     rendezvous_timeout: float = 180.0
-    progress_path: str | None = None  # where the child's progress reporter writes (read by the node runner)
-    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """How messages name this node: ``"worker 1 (attempt 0)"``."""
+        return f"{self.node_type} {self.index} (attempt {self.attempt})"
 
 
 class Context:
     """The node's view of the cluster, given to the entry function as its only argument."""
 
-    def __init__(self, launch: NodeLaunch) -> None:
-        self._launch = launch
+    def __init__(self, spec: NodeSpec) -> None:
+        self._spec = spec
         self._cluster: dict[str, list[dict]] | None = None
         self._reader: RowReader | None = None
         self._writer: RowWriter | None = None
@@ -61,75 +62,72 @@ class Context:
 
     # --- identity (dl-on-flink names) ---
     def get_node_type(self) -> str:
-        return self._launch.node_type
+        return self._spec.node_type
 
     def get_index(self) -> int:
-        return self._launch.index
+        return self._spec.index
 
     def get_current_attempt_index(self) -> int:
         """0 on the first run; incremented every time a node failure restarted the cluster."""
-        return self._launch.attempt
+        return self._spec.attempt
 
     def get_node_type_count_map(self) -> dict[str, int]:
-        return dict(self._launch.node_type_count_map)
+        return dict(self._spec.node_type_count_map)
 
     def get_property(self, key: str, default: Any = _MISSING) -> str:
         """A property set with ``set_property``; KeyError if missing and no default is given."""
-        if key in self._launch.properties:
-            return self._launch.properties[key]
+        if key in self._spec.properties:
+            return self._spec.properties[key]
         if default is _MISSING:
             raise KeyError(f"no property {key!r} (set it with ClusterConfig.Builder.set_property)")
         return default
 
     def get_properties(self) -> dict[str, str]:
-        return dict(self._launch.properties)
+        return dict(self._spec.properties)
 
     def get_job_key(self) -> str:
-        return self._launch.job_key
+        return self._spec.job_key
 
     def get_host(self) -> str:
-        return self._launch.host
+        return self._spec.host
 
     def get_finished_worker_nodes(self) -> list[int]:
         """The indices of the workers whose entry has returned in this attempt (asks the AM)."""
-        from dl_on_flink.errors import RendezvousError
-        from dl_on_flink.framework.am import AMClient
-
-        launch = self._launch
-        am = AMClient(launch.am_address)
+        spec = self._spec
+        am = AMClient(spec.am_address)
         try:
-            reply = am.call({"op": "finished", "node": [launch.node_type, launch.index], "attempt": launch.attempt})
+            reply = am.call(FinishedWorkers((spec.node_type, spec.index), spec.attempt))
         finally:
             am.close()
-        if "workers" not in reply:
-            raise RendezvousError(f"the application master did not list the finished workers: {reply}")
-        return list(reply["workers"])
+        if isinstance(reply, Rejected):
+            raise RendezvousError(f"the application master did not list the finished workers: {reply.error}")
+        return list(reply.workers)
 
     # --- dl-on-flink's attribute names (its Context exposed these fields) ---
     @property
     def identity(self) -> str:
         """``"<node type>:<index>"``, e.g. ``"worker:0"``."""
-        return f"{self._launch.node_type}:{self._launch.index}"
+        return f"{self._spec.node_type}:{self._spec.index}"
 
     @property
     def index(self) -> int:
-        return self._launch.index
+        return self._spec.index
 
     @property
     def roleName(self) -> str:  # the node type
-        return self._launch.node_type
+        return self._spec.node_type
 
     @property
     def failNum(self) -> int:  # the attempt index: how many failovers restarted the cluster
-        return self._launch.attempt
+        return self._spec.attempt
 
     @property
     def properties(self) -> dict[str, str]:
-        return dict(self._launch.properties)
+        return dict(self._spec.properties)
 
     @property
     def roleParallelism(self) -> dict[str, int]:  # the node type count map
-        return dict(self._launch.node_type_count_map)
+        return dict(self._spec.node_type_count_map)
 
     def get_cluster_spec(self) -> dict[str, list[dict]]:
         """Every node's ``{"host": ..., "props": {...}}`` by node type, in index order."""
@@ -143,38 +141,23 @@ class Context:
         RendezvousError when they did not within ``rendezvous_timeout`` (naming the missing nodes), or
         when this attempt was replaced meanwhile.
         """
-        import time
-
-        from dl_on_flink.errors import RendezvousError
-        from dl_on_flink.framework.am import AMClient
-
-        launch, phase = self._launch, self._phase
+        spec, phase = self._spec, self._phase
         self._phase = f"barrier {name}"
-        me = f"{launch.node_type} {launch.index} (attempt {launch.attempt})"
-        request = {"op": "barrier", "node": [launch.node_type, launch.index], "attempt": launch.attempt, "name": name}
-        deadline = time.monotonic() + launch.rendezvous_timeout
-        am, delay, missing = AMClient(launch.am_address), 0.02, []
+        am, missing = AMClient(spec.am_address), ()
         try:
-            while True:
-                try:
-                    reply = am.call(request, timeout=5.0)
-                except RendezvousError:
-                    reply = {"wait": True}
-                if reply.get("go"):
+            for reply in am.keep_asking(Barrier((spec.node_type, spec.index), spec.attempt, name),
+                                        spec.rendezvous_timeout):
+                if isinstance(reply, Rejected) or (reply is not None and reply.stale):
+                    why = reply.error if isinstance(reply, Rejected) else "attempt replaced"
+                    raise RendezvousError(f"{spec.name} at barrier {name!r}: {why}")
+                if reply is not None and reply.go:
                     return
-                if "error" in reply or reply.get("stale"):
-                    raise RendezvousError(f"{me} at barrier {name!r}: {reply.get('error') or 'attempt replaced'}")
-                missing = reply.get("missing", missing)
-                if time.monotonic() > deadline:
-                    names = ", ".join(f"{t} {i}" for t, i in missing) or "some nodes"
-                    raise RendezvousError(
-                        f"{me}: {names} did not reach {name!r} within {launch.rendezvous_timeout:.0f} s"
-                    )
-                time.sleep(delay)
-                delay = min(delay * 1.5, 0.2)
+                missing = reply.missing if reply is not None and reply.missing else missing
         finally:
             am.close()
             self._phase = phase
+        names = ", ".join(f"{t} {i}" for t, i in missing) or "some nodes"
+        raise RendezvousError(f"{spec.name}: {names} did not reach {name!r} within {spec.rendezvous_timeout:.0f} s")
 
     # --- progress ---
     def report_progress(self, message: str | None = None) -> None:
@@ -189,54 +172,55 @@ class Context:
         if message is not None:
             self._report_message = str(message)[:200]
 
-    def _progress(self) -> dict[str, Any]:
+    def _progress(self) -> Progress:
         """What the child's progress reporter sends to its node runner (see :mod:`.child`)."""
         reader, writer = self._reader, self._writer
-        return {
-            "phase": self._phase,
-            "reports": self._reports,
-            "message": self._report_message,
-            "rows_read": reader.rows_read if reader is not None else 0,
-            "rows_written": writer.rows_written if writer is not None else 0,
-            "waiting": bool((reader is not None and reader.waiting) or (writer is not None and writer.waiting)),
-        }
+        return Progress(
+            phase=self._phase,
+            reports=self._reports,
+            message=self._report_message,
+            rows_read=reader.rows_read if reader is not None else 0,
+            rows_written=writer.rows_written if writer is not None else 0,
+            waiting=bool((reader is not None and reader.waiting) or (writer is not None and writer.waiting)),
+        )
 
     # --- data from and to Flink ---
     def get_input_schema(self) -> Schema | None:
-        return self._launch.input_schema
+        return self._spec.input_schema
 
     def get_output_schema(self) -> Schema | None:
-        return self._launch.output_schema
+        return self._spec.output_schema
 
     def get_row_reader(self) -> RowReader:
         """Rows from Flink (nodes fed by an upstream operator only); one epoch per ``read_epoch()``."""
         if self._reader is None:
-            if self._launch.input_endpoint is None or self._launch.input_schema is None:
-                raise ConfigError(
-                    f"{self.get_node_type()} {self.get_index()} has no input from Flink "
-                    "(pass input=... to train/inference; only workers are fed)"
-                )
-            receiver = Receiver(self._launch.input_endpoint, bind=False)
-            self._sockets.append(receiver)
-            self._reader = RowReader(receiver, RowCodec(self._launch.input_schema, arrays_as="numpy"))
+            spec = self._spec
+            receiver = self._connect(Receiver, spec.input_endpoint, spec.input_schema,
+                                     "input from Flink (pass input=... to train/inference; only workers are fed)")
+            self._reader = RowReader(receiver, RowCodec(spec.input_schema, arrays_as="numpy"))
         return self._reader
 
     def get_row_writer(self) -> RowWriter:
         """Rows to Flink (inference only): ``write(tuple)`` per row, matching the output schema."""
         if self._writer is None:
-            if self._launch.output_endpoint is None or self._launch.output_schema is None:
-                raise ConfigError(
-                    f"{self.get_node_type()} {self.get_index()} has no output to Flink "
-                    "(only inference(...) takes an output schema)"
-                )
-            sender = Sender(self._launch.output_endpoint, bind=False)
-            self._sockets.append(sender)
-            self._writer = RowWriter(sender, RowCodec(self._launch.output_schema))
+            spec = self._spec
+            sender = self._connect(Sender, spec.output_endpoint, spec.output_schema,
+                                   "output to Flink (only inference(...) takes an output schema)")
+            self._writer = RowWriter(sender, RowCodec(spec.output_schema))
         return self._writer
+
+    def _connect(self, end: type[Sender | Receiver], endpoint: str | None, schema: Schema | None,
+                 what: str) -> Sender | Receiver:
+        """This node's end of the channel at ``endpoint``; ConfigError naming ``what`` when it has none."""
+        if endpoint is None or schema is None:
+            raise ConfigError(f"{self.get_node_type()} {self.get_index()} has no {what}")
+        sock = end(endpoint, bind=False)
+        self._sockets.append(sock)
+        return sock
 
     def _close_io(self) -> None:
         """Send the end-of-output marker (also when the entry wrote nothing) and close the sockets."""
-        if self._launch.output_endpoint is not None and self._launch.output_schema is not None:
+        if self._spec.output_endpoint is not None and self._spec.output_schema is not None:
             self.get_row_writer().close()
         self._close_sockets()
 

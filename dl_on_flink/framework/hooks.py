@@ -8,10 +8,7 @@ node's host and properties) → ``setup`` (e.g. ``init_process_group``, ``TF_CON
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from dl_on_flink.framework.context import Context
+from dl_on_flink.framework.context import Context
 
 
 class NodeHooks:

@@ -6,6 +6,7 @@ new session, so killing its process group also kills whatever it started (DataLo
 threads' helpers); and it holds the read end of a pipe whose write end only the operator holds, so when
 the operator process dies for any reason the child sees end-of-file and kills its own group. An
 ``atexit`` hook kills every child still alive when the operator process exits normally.
+:func:`import_root` is where every process we start imports dl_on_flink from.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import subprocess
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from aiflow_notebook.core.processes import signal_group
 
 PARENT_FD_ENV = "DL_ON_FLINK_PARENT_FD"
 
@@ -62,10 +65,7 @@ class ChildProcess:
 
     def kill(self, timeout: float = 10.0) -> None:
         """SIGKILL the child's whole process group and reap the child (idempotent)."""
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        signal_group(self.pid, signal.SIGKILL)
         self.wait(timeout)
         self._release()
 
@@ -95,6 +95,17 @@ class ChildProcess:
             _live.discard(self)
 
 
+def import_root() -> str:
+    """The folder this dl_on_flink is imported from, for the import path of the processes we start.
+
+    With it on their path they import this very code, also from a source checkout that is not installed.
+    And a folder named ``dl_on_flink`` in their working directory cannot pass for the package: Python's
+    path finder takes a regular package anywhere on the path over such a namespace portion, whereas an
+    editable install's own finder, which runs after the path finder, never gets asked.
+    """
+    return str(Path(__file__).resolve().parents[2])
+
+
 def watch_parent() -> None:
     """In the child: kill our process group as soon as the operator that started us is gone."""
     fd = os.environ.get(PARENT_FD_ENV)
@@ -107,7 +118,7 @@ def watch_parent() -> None:
                 pass
         except OSError:
             pass
-        os.killpg(os.getpgid(0), signal.SIGKILL)
+        signal_group(os.getpgid(0), signal.SIGKILL)
 
     threading.Thread(target=watch, name="dl-on-flink-parent-watch", daemon=True).start()
 

@@ -32,7 +32,8 @@ from pyflink.datastream.functions import FlatMapFunction, KeyedCoProcessFunction
 from dl_on_flink.errors import ClusterCancelledError
 from dl_on_flink.framework.am import ApplicationMaster
 from dl_on_flink.framework.codec import RowCodec, Schema
-from dl_on_flink.framework.node import NodePlan, NodeRunner
+from dl_on_flink.framework.node import NodeRunner
+from dl_on_flink.framework.plan import NodePlan
 from dl_on_flink.operator.harness import cancellation_probe
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
 from pyflink.common import Types
@@ -33,12 +32,12 @@ from pyflink.java_gateway import get_gateway
 from pyflink.table import DataTypes, StatementSet, StreamTableEnvironment, Table, TableDescriptor
 from pyflink.table import Schema as TableSchema
 
-import dl_on_flink
 from dl_on_flink.errors import ConfigError
 from dl_on_flink.framework.address_book import default_address_book
 from dl_on_flink.framework.cluster import ClusterConfig
 from dl_on_flink.framework.codec import Schema
-from dl_on_flink.framework.node import NodePlan
+from dl_on_flink.framework.plan import NodePlan
+from dl_on_flink.framework.process import import_root
 from dl_on_flink.operator.functions import AMFunction, EncodeRows, FedRoleFunction, RoleFunction
 
 NODE_INPUT_TYPE = Types.ROW([Types.INT(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
@@ -75,6 +74,31 @@ def place_cluster(
     return None
 
 
+def place_training(
+    env: StreamExecutionEnvironment | StatementSet, config: ClusterConfig, kind: type[ClusterConfig], *,
+    input: DataStream | Table | None, max_epoch: int,
+) -> None:
+    """``train`` of the framework whose config class is ``kind``: :func:`place_cluster` for such a config."""
+    _check_kind(config, kind)
+    place_cluster(env, config, input=input, max_epoch=max_epoch, name=kind.framework)
+
+
+def place_inference(
+    env: StreamExecutionEnvironment | StatementSet, config: ClusterConfig, kind: type[ClusterConfig], *,
+    input: DataStream | Table, output_schema: Any,
+) -> DataStream | Table:
+    """``inference`` of the framework whose config class is ``kind``: the workers' output rows."""
+    _check_kind(config, kind)
+    if input is None or output_schema is None:
+        raise ConfigError("inference needs input and an output_schema")
+    return place_cluster(env, config, input=input, output_schema=output_schema, name=kind.framework)
+
+
+def _check_kind(config: Any, kind: type[ClusterConfig]) -> None:
+    if not isinstance(config, kind):
+        raise ConfigError(f"expected a {kind.__name__}, got {type(config).__name__}")
+
+
 def _place_in_statement_set(
     statement_set: StatementSet, config: ClusterConfig, input: DataStream | Table | None, max_epoch: int,
     output_schema: Any, name: str | None,
@@ -109,16 +133,8 @@ def _place(
     output_schema: Any, name: str | None,
 ) -> tuple[DataStream | None, list[DataStream]]:
     """Add the roles to ``env``: (the fed workers' stream or None, the other roles' streams)."""
-    if input is not None and not isinstance(input, DataStream):
-        raise ConfigError(f"input must be a pyflink DataStream or Table, got {type(input).__name__}")
-    if not isinstance(max_epoch, int) or max_epoch < 1:
-        raise ConfigError(f"max_epoch must be an int >= 1, got {max_epoch!r}")
-    if output_schema is not None and input is None:
-        raise ConfigError("an output schema needs input: inference(env, input, config, output_schema)")
+    fed_type = _fed_node_type(config, input, max_epoch, output_schema)
     counts = config.get_node_type_count_map()
-    fed_type = config.input_node_type if input is not None else None
-    if fed_type is not None and counts.get(fed_type, 0) == 0:
-        raise ConfigError(f"input is given but the cluster has no {fed_type!r} nodes to feed")
     _use_this_python(env)
     job_key = f"{name or config.framework}-{uuid.uuid4().hex[:12]}"
     address_book = config.get_address_book() or default_address_book()
@@ -153,6 +169,20 @@ def _place(
                 .name(f"{job_key} {node_type}").set_parallelism(count)
             )
     return fed_output, side_streams
+
+
+def _fed_node_type(config: ClusterConfig, input: DataStream | None, max_epoch: int, output_schema: Any) -> str | None:
+    """The node type the input feeds (None without input); ConfigError for arguments that cannot work."""
+    if input is not None and not isinstance(input, DataStream):
+        raise ConfigError(f"input must be a pyflink DataStream or Table, got {type(input).__name__}")
+    if not isinstance(max_epoch, int) or max_epoch < 1:
+        raise ConfigError(f"max_epoch must be an int >= 1, got {max_epoch!r}")
+    if output_schema is not None and input is None:
+        raise ConfigError("an output schema needs input: inference(env, input, config, output_schema)")
+    fed_type = config.input_node_type if input is not None else None
+    if fed_type is not None and config.get_node_count(fed_type) == 0:
+        raise ConfigError(f"input is given but the cluster has no {fed_type!r} nodes to feed")
+    return fed_type
 
 
 def _place_fed(
@@ -213,7 +243,7 @@ def _use_this_python(env: StreamExecutionEnvironment) -> None:
     )
     if not config.getString("python.executable", ""):
         env.set_python_executable(sys.executable)
-    root = str(Path(dl_on_flink.__file__).resolve().parents[1])
+    root = import_root()
     paths = [p for p in config.getString("python.pythonpath", "").split(os.pathsep) if p]
     if root not in paths:
         config.setString("python.pythonpath", os.pathsep.join([*paths, root]))

@@ -6,6 +6,7 @@ from dl_on_flink.errors import ConfigError
 from dl_on_flink.framework.cluster import ClusterConfig
 from dl_on_flink.framework.hooks import NodeHooks
 from dl_on_flink.framework.state_machine import AllWorkersStateMachine, AMStateMachine
+from dl_on_flink.pytorch.hooks import PyTorchHooks
 
 
 class PyTorchClusterConfig(ClusterConfig):
@@ -17,8 +18,6 @@ class PyTorchClusterConfig(ClusterConfig):
     framework = "pytorch"
 
     def node_hooks(self) -> NodeHooks:
-        from dl_on_flink.pytorch.hooks import PyTorchHooks
-
         return PyTorchHooks()
 
     def state_machine(self, has_input: bool) -> AMStateMachine:

@@ -7,8 +7,7 @@ from typing import Any
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.table import StatementSet, Table
 
-from dl_on_flink.errors import ConfigError
-from dl_on_flink.operator import place_cluster
+from dl_on_flink.operator import place_inference, place_training
 from dl_on_flink.pytorch.cluster_config import PyTorchClusterConfig
 
 
@@ -27,8 +26,7 @@ def train(
     typed ROW type) the rows are spread over the workers; ``get_dataset_from_flink()`` yields them, and
     a bounded input is replayed ``max_epoch`` times, each epoch ending with an end-of-epoch marker.
     """
-    _check(config)
-    place_cluster(env_or_statement_set, config, input=input, max_epoch=max_epoch, name="pytorch")
+    place_training(env_or_statement_set, config, PyTorchClusterConfig, input=input, max_epoch=max_epoch)
 
 
 def inference(
@@ -43,12 +41,5 @@ def inference(
     a ``dl_on_flink.framework.Schema`` or a list of (name, type) pairs. Given a ``StatementSet`` (and a
     ``Table`` input, as in dl-on-flink) it returns a ``Table``: insert it into the statement set.
     """
-    _check(config)
-    if input is None or output_schema is None:
-        raise ConfigError("inference needs input and an output_schema")
-    return place_cluster(env_or_statement_set, config, input=input, output_schema=output_schema, name="pytorch")
+    return place_inference(env_or_statement_set, config, PyTorchClusterConfig, input=input, output_schema=output_schema)
 
-
-def _check(config: Any) -> None:
-    if not isinstance(config, PyTorchClusterConfig):
-        raise ConfigError(f"expected a PyTorchClusterConfig, got {type(config).__name__}")

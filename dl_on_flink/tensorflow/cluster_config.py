@@ -6,8 +6,8 @@ from dl_on_flink.errors import ConfigError
 from dl_on_flink.framework.cluster import ClusterConfig
 from dl_on_flink.framework.hooks import NodeHooks
 from dl_on_flink.framework.state_machine import AllWorkersStateMachine, AMStateMachine, WorkerZeroStateMachine
-
-CHIEF_PROPERTY = "tf_is_worker_zero_chief"
+from dl_on_flink.tensorflow.hooks import TFHooks
+from dl_on_flink.tensorflow.tasks import CHIEF_PROPERTY
 
 
 class TFClusterConfig(ClusterConfig):
@@ -21,8 +21,6 @@ class TFClusterConfig(ClusterConfig):
     framework = "tensorflow"
 
     def node_hooks(self) -> NodeHooks:
-        from dl_on_flink.tensorflow.hooks import TFHooks
-
         return TFHooks()
 
     def state_machine(self, has_input: bool) -> AMStateMachine:

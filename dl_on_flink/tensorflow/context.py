@@ -9,7 +9,8 @@ import tensorflow as tf
 from dl_on_flink.framework.channel import RowWriter
 from dl_on_flink.framework.codec import FieldType
 from dl_on_flink.framework.context import Context
-from dl_on_flink.tensorflow.hooks import SERVER_KEY, tf_cluster, tf_task
+from dl_on_flink.tensorflow.hooks import SERVER_KEY
+from dl_on_flink.tensorflow.tasks import tf_cluster, tf_task
 
 _SPECS = {
     FieldType.INT: tf.TensorSpec((), tf.int32),

@@ -7,8 +7,7 @@ from typing import Any
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.table import StatementSet, Table
 
-from dl_on_flink.errors import ConfigError
-from dl_on_flink.operator import place_cluster
+from dl_on_flink.operator import place_inference, place_training
 from dl_on_flink.tensorflow.cluster_config import TFClusterConfig
 
 
@@ -25,8 +24,7 @@ def train(
     job ends when every worker returned. As in dl-on-flink, ``env_or_statement_set`` may be a Table
     ``StatementSet`` and ``input`` a ``Table`` (then run ``statement_set.execute()``).
     """
-    _check(config)
-    place_cluster(env_or_statement_set, config, input=input, max_epoch=max_epoch, name="tensorflow")
+    place_training(env_or_statement_set, config, TFClusterConfig, input=input, max_epoch=max_epoch)
 
 
 def inference(
@@ -37,12 +35,5 @@ def inference(
 ) -> DataStream | Table:
     """Run the entry on every worker over ``input``; return the stream of rows the workers write
     (a ``Table`` when given a ``StatementSet``; ``output_schema`` as in :func:`dl_on_flink.pytorch.inference`)."""
-    _check(config)
-    if input is None or output_schema is None:
-        raise ConfigError("inference needs input and an output_schema")
-    return place_cluster(env_or_statement_set, config, input=input, output_schema=output_schema, name="tensorflow")
+    return place_inference(env_or_statement_set, config, TFClusterConfig, input=input, output_schema=output_schema)
 
-
-def _check(config: Any) -> None:
-    if not isinstance(config, TFClusterConfig):
-        raise ConfigError(f"expected a TFClusterConfig, got {type(config).__name__}")
