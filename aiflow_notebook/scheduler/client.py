@@ -220,7 +220,7 @@ class WorkflowRun:
         found: dict[str, str] = {}
         for event in self.job_events():
             job = event.key[len(self.workflow.name) + 1:]
-            error = json.loads(event.context).get("error")
+            error = reach.error_of(event)
             if event.value == JobState.FAILED and error:
                 found[job] = error
             elif event.value in (*ACTIVE_STATES, JobState.FINISHED):

@@ -47,12 +47,13 @@ class JobNow:
 def latest_states(workflow: Any, events: Iterable[Any]) -> dict[str, JobNow]:
     """Each job's latest state from the run's ``JOB_STATUS_CHANGED`` events (oldest first); jobs that have
     not started are missing."""
-    found: dict[str, JobNow] = {}
-    for event in events:
-        job = event.key[len(workflow.name) + 1:]
-        error = json.loads(event.context).get("error") if event.context else None
-        found[job] = JobNow(event.value, event.version, error)
-    return found
+    return {event.key[len(workflow.name) + 1:]: JobNow(event.value, event.version, error_of(event)) for event in events}
+
+
+def error_of(event: Any) -> str | None:
+    """The error a ``JOB_STATUS_CHANGED`` event of a failed job carries (its log tail included), else None."""
+    context = json.loads(event.context) if event.context else None
+    return context.get("error") if isinstance(context, dict) else None
 
 
 def leading_to(workflow: Any, job: str) -> set[str]:
