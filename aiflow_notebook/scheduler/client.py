@@ -273,36 +273,37 @@ class WorkflowRun:
         self._check_job(job)
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"count must be an integer >= 1, got {count!r}")
-        key = f"{self.workflow.name}.{job}"
         self._catch_up()
         since, leading = self._seen, reach.leading_to(self.workflow, job)
 
-        def hits() -> list[Event]:
-            return [e for e in self._job_events if e.key == key and e.value == state]
-
         def reached() -> Event | None:
-            found = hits()
+            found = self._hits(job, state)
             return found[count - 1] if len(found) >= count else None
-
-        def message(how: str, failed: dict[str, str] | None = None) -> str:
-            error = self.errors().get(job)
-            others = {name: text for name, text in (failed or {}).items() if name != job}
-            return (f"job {job!r} of run {self.run_id} ({self.workflow.name!r}) did not reach {state}"
-                    f"{f' for the {_ordinal(count)} time' if count > 1 else ''} {how}: it is "
-                    f"{self._states()[job]} (reached {state} {len(hits())} time(s)); run {self._status}"
-                    + (f"; its error: {error}" if error else "") + (f"; {reach.describe(others)}" if others else ""))
 
         def stuck() -> BaseException | None:
             if self._status in FINAL_STATES:
-                return SchedulerError(message("before the run ended"))
+                return SchedulerError(self._missed(job, state, count, "before the run ended"))
             failed = reach.failed_for_good(self.workflow, self._latest(), leading, since)
             if not failed:
                 return None
-            return RunCannotGetThereError(message(f"and no longer can: {', '.join(map(repr, failed))} failed and "
-                                                  f"nothing that leads to {job!r} runs", failed))
+            how = f"and no longer can: {', '.join(map(repr, failed))} failed and nothing that leads to {job!r} runs"
+            return RunCannotGetThereError(self._missed(job, state, count, how, failed))
 
         return self._follow(reached, stuck, Deadline(timeout), 0.5,
-                            lambda: TimeoutError(message(f"within {timeout:g} s")))
+                            lambda: TimeoutError(self._missed(job, state, count, f"within {timeout:g} s")))
+
+    def _hits(self, job: str, state: str) -> list[Event]:
+        key = f"{self.workflow.name}.{job}"
+        return [e for e in self._job_events if e.key == key and e.value == state]
+
+    def _missed(self, job: str, state: str, count: int, how: str, failed: dict[str, str] | None = None) -> str:
+        """Why ``wait_for`` gave up: the job, the state waited for, where the job is, and the errors."""
+        error = self.errors().get(job)
+        others = {name: text for name, text in (failed or {}).items() if name != job}
+        return (f"job {job!r} of run {self.run_id} ({self.workflow.name!r}) did not reach {state}"
+                f"{f' for the {_ordinal(count)} time' if count > 1 else ''} {how}: it is "
+                f"{self._states()[job]} (reached {state} {len(self._hits(job, state))} time(s)); run {self._status}"
+                + (f"; its error: {error}" if error else "") + (f"; {reach.describe(others)}" if others else ""))
 
     def hopeless(self, job: str | None = None) -> Callable[[], str | None]:
         """A check for ``af.wait_until(condition, ..., hopeless=run.hopeless("serve"))``: from now on it says
