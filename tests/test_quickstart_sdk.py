@@ -138,6 +138,20 @@ def test_read_rows_reads_committed_part_files_typed_and_wait_until_names_what_it
     assert time.monotonic() - started < 5
 
 
+def test_wait_until_stops_at_once_when_its_hopeless_check_gives_a_reason_and_checks_once_more_first():
+    from aiflow_notebook.core.waiting import HopelessWaitError
+
+    asked = []
+    started = time.monotonic()
+    with pytest.raises(HopelessWaitError, match=r"gave up waiting for the scores: job 'train' FAILED: boom"):
+        af.wait_until(lambda: False, timeout=60, what="the scores",
+                      hopeless=lambda: asked.append(1) or (len(asked) >= 3 and "job 'train' FAILED: boom") or None)
+    assert len(asked) == 3 and time.monotonic() - started < 5
+    checks = []  # what became true while the work ended counts: the condition is asked once more
+    assert af.wait_until(lambda: checks.append(1) or len(checks) >= 2, timeout=60, hopeless=lambda: "ended") is True
+    assert len(checks) == 2
+
+
 @pytest.mark.slow
 def test_group_by_on_a_flink_batch_job_joins_per_key_aggregates_back_to_every_row(tmp_path):
     from pyflink.common import Configuration

@@ -196,3 +196,137 @@ def test_a_process_given_a_host_submits_to_the_hosts_scheduler(scheduler, monkey
     submission.stop_embedded_scheduler()  # the guest lets go; the host's scheduler goes on
     assert scheduler.scheduler.alive
     assert scheduler.submit(af.compile("guest")).wait(60) == "FINISHED"
+
+
+# --- requests are answered by the scheduler only ------------------------------------------------------------
+
+
+@pytest.fixture
+def bare_bus(tmp_path):
+    """An event bus with no scheduler on it: whatever answers a request there is a forger."""
+    from aiflow_notebook.events import EventClient, EventServer
+
+    server = EventServer(f"sqlite:///{tmp_path / 'bus.db'}").start()
+    client = EventClient(server.url)
+    try:
+        yield client
+    finally:
+        client.close()
+        server.stop()
+
+
+def _forge_replies(client, sender: str, reply_type: str, value: str):
+    """Answer every command to scheduler ``nobody`` with a reply naming its request, sent as ``sender``."""
+    from aiflow_notebook.core.vocabulary import CONTROL_NAMESPACE, command_key
+    from aiflow_notebook.events import Event
+
+    def forge(event):
+        request = json.loads(event.value)
+        if event.sender != sender and "request_id" in request:
+            client.send_event(Event(key=command_key("nobody"), value=value, event_type=reply_type,
+                                    namespace=CONTROL_NAMESPACE, sender=sender,
+                                    context=json.dumps({"request_id": request["request_id"], "run": 42})))
+
+    return client.listen(command_key("nobody"), since_version=client.latest_version(), callback=forge)
+
+
+@pytest.mark.parametrize("forger, accepted", [("mallory", False), ("scheduler", True)])
+def test_a_reply_from_another_sender_is_ignored_for_a_submission_and_for_a_schedule(bare_bus, forger, accepted):
+    from aiflow_notebook.core.vocabulary import RUN_CREATED, SCHEDULE_REPLY
+    from aiflow_notebook.scheduler import SchedulerClient, SchedulerError
+    from aiflow_notebook.scheduler.schedule_client import ScheduleClient
+
+    with af.workflow("forged"), af.job_config("a"):
+        af.user_define_operation(make_numbers, name="make")
+    api = SchedulerClient(bare_bus, "nobody")
+    listener = _forge_replies(bare_bus, forger, RUN_CREATED, json.dumps({"run": 42, "workflow": "forged"}))
+    try:
+        if accepted:  # the forger works: what makes the difference is the sender alone
+            assert api.submit(af.compile("forged"), timeout=10).run_id == 42
+        else:
+            with pytest.raises(SchedulerError, match="scheduler 'nobody' did not answer within 2 s"):
+                api.submit(af.compile("forged"), timeout=2)
+    finally:
+        listener.stop()
+    listener = _forge_replies(bare_bus, forger, SCHEDULE_REPLY, json.dumps({"result": ["forged"]}))
+    try:
+        if accepted:
+            assert ScheduleClient(api).list_schedules(timeout=10) == ["forged"]
+        else:
+            with pytest.raises(SchedulerError, match="scheduler 'nobody' did not answer list schedules within 2 s"):
+                ScheduleClient(api).list_schedules(timeout=2)
+    finally:
+        listener.stop()
+
+
+# --- a wait that can no longer succeed stops at once ------------------------------------------------------
+
+
+def numbers_a_little_later():
+    time.sleep(2)  # the wait has begun before anything fails
+    return [[1], [2], [3]]
+
+
+def _hopeless_workflow(tmp_path: Path) -> str:
+    """serve (streaming) runs on; prep → train, which fails → validate, which can never start."""
+    with af.workflow("hopeless"):
+        with af.job_config("serve", streaming=True):
+            af.user_define_operation(serve_forever, name="serve", properties={"marker": str(tmp_path / "served")})
+        with af.job_config("prep"):
+            af.write_dataset(af.user_define_operation(numbers_a_little_later, name="make"), "nums",
+                             uri=str(tmp_path / "n.json"))
+        with af.job_config("train"):
+            af.write_dataset(af.transform(af.read_dataset("nums"), explode), "out", uri=str(tmp_path / "o.json"))
+        with af.job_config("validate"):
+            af.write_dataset(af.transform(af.read_dataset("out"), double), "checked", uri=str(tmp_path / "v.json"))
+        af.action_on_job_status("train", upstream="prep")
+        af.action_on_job_status("validate", upstream="train")
+    return "hopeless"
+
+
+TRAIN_FAILED = r"job 'train' FAILED: exit code 1; log tail:.*ValueError: bad row in the input: boom"
+
+
+def test_wait_for_stops_at_once_when_a_job_that_leads_there_failed(scheduler, tmp_path):
+    from aiflow_notebook.scheduler.client import RunCannotGetThereError
+
+    run = scheduler.submit(af.compile(_hopeless_workflow(tmp_path)))
+    started = time.monotonic()
+    with pytest.raises(RunCannotGetThereError, match=r"(?s)job 'validate' of run \d+ \('hopeless'\) did not reach "
+                                                     r"FINISHED and no longer can: 'train' failed.* it is INIT .*"
+                                                     + TRAIN_FAILED):
+        run.wait_for("validate", "FINISHED", timeout=600)
+    assert time.monotonic() - started < 120, "it waited out (most of) its timeout"
+    assert run.status() == "RUNNING" and run.jobs()["serve"] == "RUNNING"  # the run goes on: serve runs
+    assert run.stop() == "KILLED"
+
+
+def test_wait_stops_at_once_when_only_streaming_jobs_are_left_after_a_failure(scheduler, tmp_path):
+    from aiflow_notebook.scheduler.client import RunCannotGetThereError
+
+    run = scheduler.submit(af.compile(_hopeless_workflow(tmp_path)))
+    started = time.monotonic()
+    with pytest.raises(RunCannotGetThereError, match=r"(?s)run \d+ of 'hopeless' will not end by itself: "
+                                                     + TRAIN_FAILED + r".*only streaming jobs run \(serve\)"):
+        run.wait(timeout=600)
+    assert time.monotonic() - started < 120, "it waited out (most of) its timeout"
+    assert run.stop() == "KILLED"  # a stop is awaited to the end, failure or not
+
+
+def test_wait_until_with_a_runs_hopeless_check_stops_at_once_naming_the_failed_job(scheduler, tmp_path):
+    from aiflow_notebook.core.waiting import HopelessWaitError
+
+    run = scheduler.submit(af.compile(_hopeless_workflow(tmp_path)))
+    started = time.monotonic()
+    with pytest.raises(HopelessWaitError, match=r"(?s)gave up waiting for validate's output: in run \d+ of "
+                                                r"'hopeless', " + TRAIN_FAILED + ".*nothing that leads to 'validate'"):
+        af.wait_until(lambda: (tmp_path / "v.json").exists(), timeout=600, what="validate's output",
+                      hopeless=run.hopeless("validate"))
+    assert time.monotonic() - started < 120, "it waited out (most of) its timeout"
+    # A failure from before the check was made does not count (an event just sent may retry the job)...
+    with pytest.raises(TimeoutError):
+        af.wait_until(lambda: (tmp_path / "v.json").exists(), timeout=1, hopeless=run.hopeless("validate"))
+    # ...an ended run always does, and the error names the job that failed in it.
+    assert run.stop() == "KILLED"
+    with pytest.raises(HopelessWaitError, match=r"(?s)run \d+ of 'hopeless' ended KILLED; " + TRAIN_FAILED):
+        af.wait_until(lambda: False, timeout=600, hopeless=run.hopeless())

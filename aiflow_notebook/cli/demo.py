@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from aiflow_notebook.core.errors import AIFlowError
+from aiflow_notebook.core.waiting import polling
 
 NOTEBOOK_NAME = "00_quickstart.ipynb"
 CLIENT_NAME = "notebook"
@@ -162,13 +163,18 @@ class ClusterDemo:
         self.server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self._env(),
                                        cwd=self.base, start_new_session=True)
         log.close()
-        deadline = time.monotonic() + 60
-        while "listening on" not in (self.base / "server.log").read_text(errors="replace"):
-            if self.server.poll() is not None or time.monotonic() > deadline:
-                raise DemoError("the aiflow server did not start:\n"
-                                + (self.base / "server.log").read_text(errors="replace")[-3000:])
-            time.sleep(0.2)
+        for _ in polling(60, 0.2):
+            if "listening on" in (self.base / "server.log").read_text(errors="replace"):
+                break
+            if self.server.poll() is not None:
+                raise self._server_failed()
+        else:
+            raise self._server_failed()
         self.say(f"== aiflow server (CURVE) on {self.server_url}, database {self.db_url.split('@')[-1]}")
+
+    def _server_failed(self) -> DemoError:
+        return DemoError("the aiflow server did not start:\n"
+                         + (self.base / "server.log").read_text(errors="replace")[-3000:])
 
     def _env(self) -> dict[str, str]:
         """The environment of the server and the notebook kernel: this demo's home, this interpreter first."""

@@ -15,7 +15,8 @@ from contextlib import contextmanager
 
 from aiflow_notebook.cli.console import print_json, print_table
 from aiflow_notebook.core.config import default_meta_url
-from aiflow_notebook.meta.store import MetadataStore, bus_publisher
+from aiflow_notebook.meta.default import bus_publisher
+from aiflow_notebook.meta.store import MetadataStore
 from aiflow_notebook.storage.database import Database, head_revision, safe_url
 
 VERSION_COLUMNS = ["version", "stage", "uri", "metrics", "job_run_id", "created_at"]

@@ -22,8 +22,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from aiflow_notebook.core.stop_signal import StopSignal
+from aiflow_notebook.core.vocabulary import DEFAULT_SCHEDULER, SCHEDULER_SENDER
 
-SCHEDULER_CLIENT = "scheduler"  # the scheduler's name on a CURVE bus (the sender of its events)
+SCHEDULER_CLIENT = SCHEDULER_SENDER  # the scheduler's name on a CURVE bus (the sender of its events)
 STORE_CLIENT = "aiflow-store"  # the metadata store's publisher on a CURVE bus (names the client it acts for)
 JOBS_CLIENT = "aiflow-jobs"  # the job processes' name on a CURVE bus
 
@@ -124,16 +125,15 @@ class MetadataService:
     def __init__(self, server, db_url: str, *, home: str | Path | None = None):
         from aiflow_notebook.core.config import aiflow_home
         from aiflow_notebook.events import EventClient
-        from aiflow_notebook.events.publisher import EventBusPublisher
         from aiflow_notebook.meta.service import ActingPublisher, StoreService
-        from aiflow_notebook.meta.store import MetadataStore
+        from aiflow_notebook.scheduler.services import BusServices
         from aiflow_notebook.storage.blobs import BlobUploads, LocalBlobStore
 
         self.server = server
-        self.client = EventClient(server.bind_address if server.url is None else server.url, auth=self._auth(),
-                                  client_id="aiflow-store")
-        self.publisher = ActingPublisher(EventBusPublisher(self.client))
-        self.store = MetadataStore(db_url, publisher=self.publisher)
+        client = EventClient(server.bind_address if server.url is None else server.url, auth=self._auth(),
+                             client_id=STORE_CLIENT)
+        self._services = BusServices(client, db_url, wrap_publisher=ActingPublisher)
+        self.client, self.store, self.publisher = client, self._services.store, self._services.publisher
         blobs = LocalBlobStore((Path(home) if home else aiflow_home()) / "blobs")
         server.serve_calls(StoreService(self.store, BlobUploads(blobs), self.publisher))
 
@@ -153,8 +153,7 @@ class MetadataService:
         return self
 
     def stop(self) -> None:
-        self.client.close()
-        self.store.close()
+        self._services.close()
 
     def __repr__(self) -> str:
         return "MetadataService()"
@@ -167,25 +166,24 @@ class SchedulerService:
     the same database, and leaves job processes running when it stops: a restarted server adopts them.
     """
 
-    def __init__(self, server, db_url: str, *, name: str = "default", home: str | Path | None = None,
+    def __init__(self, server, db_url: str, *, name: str = DEFAULT_SCHEDULER, home: str | Path | None = None,
                  curve_dir: str | Path | None = None):
         self.server, self.db_url, self.name, self.home = server, db_url, name, home
         self.curve_dir = Path(curve_dir) if curve_dir else None
         self.scheduler = None
         self.failure: BaseException | None = None
+        self._services = None
 
     def start(self) -> SchedulerService:
         from aiflow_notebook.events import EventClient
-        from aiflow_notebook.events.publisher import EventBusPublisher
-        from aiflow_notebook.meta.store import MetadataStore
-        from aiflow_notebook.scheduler.scheduler import Scheduler
+        from aiflow_notebook.scheduler.services import BusServices
 
         client = EventClient(self.server.url, auth=self._auth(), client_id=f"scheduler-{self.name}")
-        store = MetadataStore(self.db_url, publisher=EventBusPublisher(client))
-        scheduler = Scheduler(store, client, name=self.name, home=self.home, job_env=self._job_env())
-        if self.server.curve is not None:
-            scheduler.authorize = self.server.curve.is_admitted
-        self.scheduler = scheduler.start()
+        self._services = BusServices(client, self.db_url)
+        curve = self.server.curve
+        self.scheduler = self._services.start_scheduler(
+            name=self.name, home=self.home, job_env=self._job_env(),
+            authorize=curve.is_admitted if curve is not None else None)
         return self
 
     def _auth(self):
@@ -221,10 +219,8 @@ class SchedulerService:
         return self.scheduler is not None and self.scheduler.alive
 
     def stop(self) -> None:
-        if self.scheduler is not None:
-            self.scheduler.stop(kill_jobs=False)
-            self.scheduler.client.close()
-            self.scheduler.store.close()
+        if self._services is not None:
+            self._services.close(kill_jobs=False)  # its jobs run on: a restarted server adopts them
 
     def __repr__(self) -> str:
         return f"SchedulerService({self.name!r})"

@@ -110,6 +110,8 @@ SCHEDULE_REPLY = "SCHEDULE_REPLY"
 SCHEDULER_SENDER = "scheduler"
 """The sender of every event a scheduler publishes (status events, replies): a reply from another sender is
 not the scheduler's word."""
+DEFAULT_SCHEDULER = "default"
+"""The name of a scheduler that is given none (a process may run several, each with its command key)."""
 
 
 def command_key(scheduler: str) -> str:

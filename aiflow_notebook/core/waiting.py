@@ -1,8 +1,10 @@
 """Waiting with a deadline: the one loop that polls until something holds or time is up.
 
 :func:`wait_until` (``af.wait_until``) polls a condition and raises a ``TimeoutError`` that says what was
-awaited; :func:`polling` is the same loop for code that tries something until it works or the deadline
-passes; :class:`Deadline` is the arithmetic for waits that block on something else (a socket, an event).
+awaited, or a :class:`HopelessWaitError` as soon as what it waits for can no longer come (its ``hopeless``
+check says why); :func:`polling` is the same loop for code that tries something until it works or the
+deadline passes; :class:`Deadline` is the arithmetic for waits that block on something else (a socket, an
+event).
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
+from aiflow_notebook.core.errors import AIFlowError
+
 T = TypeVar("T")
+
+
+class HopelessWaitError(AIFlowError):
+    """What a wait awaited can no longer come, so it stopped at once instead of running out its timeout;
+    the message says what was awaited and why it cannot come (e.g. the job that failed, with its error)."""
 
 
 class Deadline:
@@ -59,15 +68,28 @@ def polling(seconds: float | None, interval: float = 0.2, stop: threading.Event 
 
 
 def wait_until(condition: Callable[[], T], timeout: float = 60.0, what: str | None = None,
-               interval: float = 0.2) -> T:
+               interval: float = 0.2, hopeless: Callable[[], str | None] | None = None) -> T:
     """Return ``condition()``'s first truthy value; after ``timeout`` seconds raise ``TimeoutError`` naming
-    ``what`` was awaited (say it with numbers: "2000 scores of batch-1")."""
+    ``what`` was awaited (say it with numbers: "2000 scores of batch-1").
+
+    ``hopeless``: asked after each check that fails; it returns None while what is awaited may still come,
+    else the reason it never will. Then the wait stops at once with :class:`HopelessWaitError` naming
+    ``what`` and that reason (the condition is checked once more first). The work a wait is about usually
+    knows: pass a workflow run's check, ``af.wait_until(..., hopeless=run.hopeless("serve"))``, and the wait
+    ends when that run ended or a job that leads to ``serve`` failed, with the job's error, instead of
+    waiting out its timeout. Any callable will do: this module knows nothing about runs."""
+    name = what or getattr(condition, "__name__", "condition")
     for _ in polling(timeout, interval):
         value = condition()
         if value:
             return value
+        reason = hopeless() if hopeless is not None else None
+        if reason:
+            value = condition()  # what became true meanwhile counts: the work may have ended right after it
+            if value:
+                return value
+            raise HopelessWaitError(f"gave up waiting for {name}: {reason}")
     value = condition()  # once more at the deadline: what became true while we slept counts
     if value:
         return value
-    name = what or getattr(condition, "__name__", "condition")
     raise TimeoutError(f"timed out after {timeout:g} s waiting for {name}")

@@ -1,5 +1,6 @@
 """Metadata store, model center and lineage (DESIGN §4.3)."""
 
+from aiflow_notebook.meta.default import default_store, set_default_store
 from aiflow_notebook.meta.errors import (
     DatabaseUnavailableError,
     DatabaseURLError,
@@ -21,7 +22,7 @@ from aiflow_notebook.meta.models import (
     WorkflowRunRecord,
 )
 from aiflow_notebook.meta.publisher import EventPublisher, PublishedEvent, RecordingPublisher
-from aiflow_notebook.meta.store import MetadataStore, default_store, set_default_store
+from aiflow_notebook.meta.store import MetadataStore
 
 __all__ = [
     "ALLOWED_TRANSITIONS",

@@ -20,8 +20,10 @@ from typing import Any
 
 import aiflow_notebook.meta.errors as _errors
 from aiflow_notebook.core.errors import AIFlowError
-from aiflow_notebook.meta.lineage import LineageGraph, LineageNode
+from aiflow_notebook.meta.lineage import Lineage, LineageGraph, LineageNode
+from aiflow_notebook.meta.model_center import ModelCenter
 from aiflow_notebook.meta.models import Dataset, JobRun, Model, ModelVersion, Stage, WorkflowRunRecord
+from aiflow_notebook.meta.runs import RunRegistry
 
 STORE_METHOD_PREFIX = "store."
 REMOTE_METHODS = frozenset({
@@ -35,6 +37,8 @@ REMOTE_METHODS = frozenset({
     "get_job_run", "job_log", "get_workflow_run", "list_workflow_runs", "count_workflow_runs", "list_job_runs",
     "get_workflow_snapshot",
 })
+_STORE_PARTS = (ModelCenter, RunRegistry, Lineage)
+"""What ``MetadataStore`` is made of: a method of one of them that is not remote is the server's own."""
 _RECORDS = {cls.__name__: cls for cls in (Model, ModelVersion, Dataset, JobRun, WorkflowRunRecord, LineageGraph,
                                           LineageNode)}
 
@@ -66,9 +70,7 @@ class RemoteStore:
     def __getattr__(self, name: str) -> Any:
         if name in REMOTE_METHODS:
             return lambda *args, **kwargs: self.call(name, *args, **kwargs)
-        from aiflow_notebook.meta.store import MetadataStore
-
-        if callable(getattr(MetadataStore, name, None)) and not name.startswith("_"):
+        if not name.startswith("_") and any(callable(getattr(part, name, None)) for part in _STORE_PARTS):
             raise RemoteUnsupportedError(
                 f"{name} is not available while connected to the aiflow server at {self.client.url}: the server's "
                 "scheduler records runs itself. Call it on the server, or af.disconnect() to use the local store")

@@ -15,6 +15,7 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from aiflow_notebook.core.errors import AIFlowError
+from aiflow_notebook.core.vocabulary import DEFAULT_NAMESPACE
 from aiflow_notebook.meta.remote import REMOTE_METHODS, STORE_METHOD_PREFIX, decode, encode, error_to_wire
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class ActingPublisher:
         finally:
             self._local.user = None
 
-    def publish(self, key: str, value: str, event_type: str, namespace: str = "default",
+    def publish(self, key: str, value: str, event_type: str, namespace: str = DEFAULT_NAMESPACE,
                 sender: str | None = None) -> None:
         self.inner.publish(key, value, event_type, namespace, getattr(self._local, "user", None) or sender)
 

@@ -2,8 +2,10 @@
 
 ``af.submit()`` with no server uses one: SQLite under ``AIFLOW_HOME``, an event server on unix sockets in
 a directory only this user can enter (``$AIFLOW_HOME/sockets``, mode 0700: on a shared machine no other
-user can drive it, as they could a loopback TCP port), and the model center of this process publishing onto that bus (so ``af.update_model_version``
-in a cell can restart a serving job). It stops, and stops the jobs it started, when the process exits.
+user can drive it, as they could a loopback TCP port), and the model center of this process publishing onto
+that bus (so ``af.update_model_version`` in a cell can restart a serving job), wired by
+:class:`~aiflow_notebook.scheduler.services.BusServices`. It stops, and stops the jobs it started, when the
+process exits.
 """
 
 from __future__ import annotations
@@ -12,11 +14,10 @@ import os
 from pathlib import Path
 
 from aiflow_notebook.core.config import default_meta_url
+from aiflow_notebook.core.vocabulary import DEFAULT_SCHEDULER
 from aiflow_notebook.events import EventClient, EventServer
-from aiflow_notebook.events.publisher import EventBusPublisher
-from aiflow_notebook.meta.store import MetadataStore
 from aiflow_notebook.scheduler.client import SchedulerClient
-from aiflow_notebook.scheduler.scheduler import Scheduler
+from aiflow_notebook.scheduler.services import BusServices
 
 HOST_URL_VARIABLE = "AIFLOW_SCHEDULER_URL"
 """Set by a process that runs the embedded scheduler for the processes it starts (the Jupyter server
@@ -26,7 +27,7 @@ extension, for its kernels): the bus of that scheduler, which they then use inst
 class EmbeddedScheduler:
     """``EmbeddedScheduler(db_url=..., event_url=None)``: starts its own event server unless given one."""
 
-    def __init__(self, db_url: str | None = None, event_url: str | None = None, *, name: str = "default",
+    def __init__(self, db_url: str | None = None, event_url: str | None = None, *, name: str = DEFAULT_SCHEDULER,
                  home: str | Path | None = None):
         self.db_url = db_url or default_meta_url()
         self._server = None
@@ -34,18 +35,16 @@ class EmbeddedScheduler:
             self._server = EventServer(self.db_url).start()  # private unix sockets: only this user gets in
             event_url = self._server.url
         self.event_url = event_url
-        self.client = EventClient(event_url)
-        self.store = MetadataStore(self.db_url, publisher=EventBusPublisher(self.client))
-        self.scheduler = Scheduler(self.store, self.client, name=name, home=home).start()
+        self._services = BusServices(EventClient(event_url), self.db_url)
+        self.client, self.store = self._services.client, self._services.store
+        self.scheduler = self._services.start_scheduler(name=name, home=home)
         self.api = SchedulerClient(self.client, name, self.scheduler.blobs)
 
     def submit(self, workflow, **kwargs):
         return self.api.submit(workflow, **kwargs)
 
     def stop(self, kill_jobs: bool = True) -> None:
-        self.scheduler.stop(kill_jobs=kill_jobs)
-        self.client.close()
-        self.store.close()
+        self._services.close(kill_jobs=kill_jobs)
         if self._server is not None:
             self._server.stop()
 
@@ -70,16 +69,16 @@ class HostedScheduler:
 
     scheduler = None  # runs in the host process
 
-    def __init__(self, event_url: str, *, db_url: str | None = None, name: str = "default"):
+    def __init__(self, event_url: str, *, db_url: str | None = None, name: str = DEFAULT_SCHEDULER):
         self.db_url = db_url or default_meta_url()
         self.event_url = event_url
-        self.client = EventClient(event_url, auth=os.environ.get("AIFLOW_EVENT_SERVER_KEY") or None)
-        self.store = MetadataStore(self.db_url, publisher=EventBusPublisher(self.client))
+        self._services = BusServices(EventClient(event_url, auth=os.environ.get("AIFLOW_EVENT_SERVER_KEY") or None),
+                                     self.db_url)
+        self.client, self.store = self._services.client, self._services.store
         self.api = SchedulerClient(self.client, name)
 
     def submit(self, workflow, **kwargs):
         return self.api.submit(workflow, **kwargs)
 
     def stop(self, kill_jobs: bool = True) -> None:
-        self.client.close()
-        self.store.close()
+        self._services.close()  # no scheduler here: only this process's connections

@@ -1,7 +1,8 @@
 """Asking a scheduler — embedded or remote — to add, list, pause, resume and delete schedules and triggers.
 
 Like a submission, every request is an event (``SCHEDULE_COMMAND`` on the scheduler's command key) and
-the answer is one too (``SCHEDULE_REPLY``, matched by request id); the workflow (and a trigger's
+the answer is one too (``SCHEDULE_REPLY``, matched by request id, taken from the scheduler only: see
+``SchedulerClient.ask``); the workflow (and a trigger's
 condition) travel as blobs of the scheduler's blob store, which it reads back hash-verified.
 """
 
@@ -9,15 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
-import uuid
 from typing import Any
 
 from aiflow_notebook.core.timing import Timing
-from aiflow_notebook.events import Event
+from aiflow_notebook.core.vocabulary import SCHEDULE_COMMAND, SCHEDULE_REPLY
 from aiflow_notebook.scheduler.client import SchedulerClient, SchedulerError
-from aiflow_notebook.scheduler.scheduler import CONTROL_NAMESPACE, SENDER, command_key
-from aiflow_notebook.scheduler.schedules import SCHEDULE_COMMAND, SCHEDULE_REPLY
 
 
 class ScheduleClient:
@@ -57,26 +54,12 @@ class ScheduleClient:
 
     def request(self, op: str, timeout: float, **arguments: Any) -> Any:
         """Send one command and wait for its answer; the scheduler's refusal becomes a ``SchedulerError``."""
-        client, name = self.scheduler.client, self.scheduler.name
-        request_id = uuid.uuid4().hex
-        sent = client.send_event(Event(key=command_key(name), event_type=SCHEDULE_COMMAND, namespace=CONTROL_NAMESPACE,
-                                       sender=client.client_id,
-                                       value=json.dumps({"op": op, "request_id": request_id, **arguments})))
-        since, deadline = sent.version, time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for event in client.list_events(key=command_key(name), namespace=CONTROL_NAMESPACE,
-                                            event_type=SCHEDULE_REPLY, since_version=since):
-                since = max(since, event.version)
-                if event.sender == SENDER and event.context and \
-                        json.loads(event.context).get("request_id") == request_id:  # the scheduler's word only
-                    answer = json.loads(event.value)
-                    if "error" in answer:
-                        raise SchedulerError(f"{op.replace('_', ' ')}: {answer['error']}")
-                    return answer["result"]
-            time.sleep(0.02)
-        raise SchedulerError(f"scheduler {name!r} did not answer {op.replace('_', ' ')} within {timeout:.0f} s at "
-                             f"{client.url}; is it running? (embedded: af.submit() starts one; remote: "
-                             "`aiflow server start`)")
+        what = op.replace("_", " ")
+        _sent, reply = self.scheduler.ask(SCHEDULE_COMMAND, {"op": op, **arguments}, (SCHEDULE_REPLY,), timeout, what)
+        answer = json.loads(reply.value)
+        if "error" in answer:
+            raise SchedulerError(f"{what}: {answer['error']}")
+        return answer["result"]
 
     def _workflow(self, workflow: Any, project: str | None) -> dict[str, Any]:
         # a server reached over a connection runs jobs in its own working directory (docs/remote.md)

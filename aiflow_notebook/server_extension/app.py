@@ -19,6 +19,7 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Int, Unicode
 
 from aiflow_notebook.core.errors import AIFlowError
+from aiflow_notebook.core.vocabulary import DEFAULT_SCHEDULER
 from aiflow_notebook.server_extension import handlers
 
 API = "aiflow/api"
@@ -51,8 +52,9 @@ class AIFlowExtension(ExtensionApp):
         (rf"/{API}(?:/.*)?", handlers.NotFoundHandler),
     ]
 
-    scheduler_name = Unicode("default", config=True, help="the scheduler that stop/restart requests go to "
-                                                          "(a run's own scheduler, when recorded, wins)")
+    scheduler_name = Unicode(DEFAULT_SCHEDULER, config=True,
+                             help="the scheduler that stop/restart requests go to (a run's own scheduler, when "
+                                  "recorded, wins)")
     worker_threads = Int(4, config=True, help="threads that run the handlers' database and bus calls")
 
     def initialize_settings(self) -> None:
@@ -115,12 +117,10 @@ class AIFlowExtension(ExtensionApp):
         remote = os.environ.get("AIFLOW_EVENT_URL")
         if remote:
             from aiflow_notebook.events import EventClient
-            from aiflow_notebook.events.publisher import EventBusPublisher
-            from aiflow_notebook.meta import MetadataStore
+            from aiflow_notebook.scheduler.services import BusServices
 
-            client = EventClient.from_environment()
-            store = MetadataStore(publisher=EventBusPublisher(client))
-            url = remote
+            services = BusServices(EventClient.from_environment())
+            client, store, url = services.client, services.store, remote
         else:
             from aiflow_notebook.session.submit import embedded_scheduler
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from aiflow_notebook.core.vocabulary import FINAL_STATES
+from aiflow_notebook.core.vocabulary import DEFAULT_SCHEDULER, FINAL_STATES, JobState, run_in_context
 from aiflow_notebook.events import Event, EventClient
 from aiflow_notebook.meta import (
     InvalidStageError,
@@ -29,7 +29,7 @@ from aiflow_notebook.meta.models import JobRun
 from aiflow_notebook.meta.remote import RemoteStore
 from aiflow_notebook.meta.runs import MAX_LOG_LINES  # noqa: F401 - the handlers' bound on ?tail=
 from aiflow_notebook.scheduler.client import SchedulerClient
-from aiflow_notebook.scheduler.scheduler import run_of
+from aiflow_notebook.sdk.graph import DEFAULT_PROJECT
 
 WORKFLOW_CACHE = 64  # compiled workflows kept in memory, by snapshot
 
@@ -50,7 +50,7 @@ class AIFlowService:
 
     ``scheduler_name`` is the scheduler that commands go to unless a run names its own."""
 
-    def __init__(self, store: MetadataStore, client: EventClient, scheduler_name: str = "default"):
+    def __init__(self, store: MetadataStore, client: EventClient, scheduler_name: str = DEFAULT_SCHEDULER):
         self.store, self.client, self.scheduler_name = store, client, scheduler_name
         self._workflows: dict[int, Any] = {}  # snapshot id -> Workflow (snapshots never change)
         self._workflows_lock = threading.Lock()
@@ -80,7 +80,7 @@ class AIFlowService:
             spec = workflow.jobs.get(name) if workflow is not None else None
             jobs.append({
                 "name": name,
-                "state": latest.state if latest else "INIT",
+                "state": latest.state if latest else JobState.INIT,
                 "attempts": len(attempts),
                 "attempt": latest.attempt if latest else None,
                 "job_run_id": latest.id if latest else None,
@@ -122,7 +122,7 @@ class AIFlowService:
             raise RequestError(409, f"run {run_id} recorded no workflow, so it cannot be run again; submit the "
                                     "workflow from its notebook")
         cwd = (run.properties or {}).get("cwd")
-        new = self._scheduler(run).submit(workflow, project=workflow.project or "default", cwd=cwd)
+        new = self._scheduler(run).submit(workflow, project=workflow.project or DEFAULT_PROJECT, cwd=cwd)
         return {"run": new.run_id, "rerun_of": run_id, "workflow": workflow.name}
 
     def job_log(self, run_id: int, job: str, tail: int) -> dict[str, Any]:
@@ -243,7 +243,7 @@ def event_dict(event: Event) -> dict[str, Any]:
     return {"version": event.version, "key": event.key, "value": event.value, "event_type": event.event_type,
             "namespace": event.namespace, "sender": event.sender, "context": event.context,
             "create_time": event.create_time / 1000 if event.create_time is not None else None,
-            "run_id": run_of(event)}
+            "run_id": run_in_context(event.context)}
 
 
 def _run(run: WorkflowRunRecord) -> dict[str, Any]:

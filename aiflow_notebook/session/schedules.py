@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiflow_notebook.core.errors import InvalidArgumentError, UnknownWorkflowError
+from aiflow_notebook.core.vocabulary import DEFAULT_NAMESPACE
 from aiflow_notebook.core.vocabulary import WILDCARD as ANY
 from aiflow_notebook.sdk.conditions import Condition, EventCondition, MeetAll, MeetAny
 
@@ -54,7 +55,7 @@ def delete_workflow_schedule(schedule_id: int, *, scheduler: Any = None) -> dict
 
 
 def add_workflow_trigger(workflow: Any = None, condition: Any = None, *, key: str | None = None,
-                         value: str = ANY, event_type: str = ANY, namespace: str = "default", sender: str = ANY,
+                         value: str = ANY, event_type: str = ANY, namespace: str = DEFAULT_NAMESPACE, sender: str = ANY,
                          value_condition: str = "UPDATED", scheduler: Any = None) -> int:
     """Start a new run of ``workflow`` each time ``condition`` is met (exactly one run per triggering event,
     also across a scheduler crash); the trigger's id. It sees events sent after it was added."""

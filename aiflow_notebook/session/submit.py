@@ -1,4 +1,9 @@
-"""``af.submit`` and ``af.connect``: run the current workflow on the embedded or a remote scheduler."""
+"""``af.submit`` and ``af.connect``: run the current workflow on the embedded or a remote scheduler.
+
+Whether this process is connected is decided in ``events.session`` alone; the connected server's scheduler
+client is derived from its event client (:class:`~aiflow_notebook.core.derived.Derived`), never kept as a
+state of its own.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,27 @@ import os
 import threading
 from typing import Any
 
+from aiflow_notebook.core.derived import Derived
+from aiflow_notebook.core.vocabulary import DEFAULT_SCHEDULER
+
 _lock = threading.Lock()
 _embedded = None
-_connected = None
-_event_url_before: str | None = None
-_session_runs: dict[int, Any] = {}  # AIFLOW_EVENT_URL as it was before the embedded scheduler set it
+_event_url_before: str | None = None  # AIFLOW_EVENT_URL as it was before the embedded scheduler set it
+_session_runs: dict[int, Any] = {}
 
 
-def connect(url: str, auth: Any = None, name: str = "default", timeout: float = 10.0):
+def _scheduler_for(client: Any, name: str = DEFAULT_SCHEDULER):
+    from aiflow_notebook.scheduler.client import SchedulerClient
+    from aiflow_notebook.storage.blobs import RemoteBlobStore
+
+    return SchedulerClient(client, name, blob_store=RemoteBlobStore(client))
+
+
+_connected: Derived[Any, Any] = Derived(_scheduler_for)
+"""The connected server's ``SchedulerClient``, by the connection's ``EventClient``."""
+
+
+def connect(url: str, auth: Any = None, name: str = DEFAULT_SCHEDULER, timeout: float = 10.0):
     """Make the ``aiflow server`` at ``url`` this process's one source of truth; returns its scheduler client.
 
     From now on submissions (their payloads uploaded over the connection), the model center, datasets,
@@ -25,22 +43,16 @@ def connect(url: str, auth: Any = None, name: str = "default", timeout: float = 
     (``$AIFLOW_SERVER_URL``, ``$AIFLOW_SERVER_KEY``, ``$AIFLOW_CLIENT_KEY``: see docs/remote.md).
     Raises after ``timeout`` seconds if the server does not answer (down, or a wrong key).
     """
-    global _connected
     from aiflow_notebook.events.session import connect as connect_client
 
     client = connect_client(url, auth=auth, timeout=timeout)
-    with _lock:
-        _connected = _scheduler_for(client, name)
-    return _connected
+    return _connected.put(client, _scheduler_for(client, name))
 
 
 def disconnect() -> None:
     """Go back to the embedded scheduler and the local store (also when ``$AIFLOW_SERVER_URL`` is set)."""
-    global _connected
     from aiflow_notebook.events.session import disconnect as disconnect_client
 
-    with _lock:
-        _connected = None
     disconnect_client()
 
 
@@ -49,25 +61,12 @@ def connected() -> bool:
     return _connected_scheduler() is not None
 
 
-def _scheduler_for(client: Any, name: str = "default"):
-    from aiflow_notebook.scheduler.client import SchedulerClient
-    from aiflow_notebook.storage.blobs import RemoteBlobStore
-
-    return SchedulerClient(client, name, blob_store=RemoteBlobStore(client))
-
-
 def _connected_scheduler():
     """The connected server's ``SchedulerClient`` (``af.connect``, or ``$AIFLOW_SERVER_URL``), else None."""
-    global _connected
     from aiflow_notebook.events.session import connected_client
 
     client = connected_client()
-    with _lock:
-        if client is None:
-            return None
-        if _connected is None or _connected.client is not client:
-            _connected = _scheduler_for(client)
-        return _connected
+    return None if client is None else _connected.get(client)
 
 
 def event_bus() -> tuple[str, Any]:
@@ -146,6 +145,7 @@ def scheduler_client(scheduler: Any = None):
 def submit(workflow: Any = None, scheduler: Any = None):
     """Compile ``workflow`` (default: the current one) and run it; returns a ``WorkflowRun``."""
     from aiflow_notebook.sdk.compile import compile as compile_workflow
+    from aiflow_notebook.sdk.graph import DEFAULT_PROJECT
 
     compiled = workflow if hasattr(workflow, "to_bytes") else compile_workflow(workflow)
     if not compiled.jobs:
@@ -155,7 +155,7 @@ def submit(workflow: Any = None, scheduler: Any = None):
                           "first, or name the workflow: af.submit('my_workflow') (a `with af.workflow(...)` block "
                           "selects it only inside the block)")
     api = scheduler_client(scheduler)
-    run = api.submit(compiled, project=getattr(compiled, "project", "default") or "default")
+    run = api.submit(compiled, project=getattr(compiled, "project", DEFAULT_PROJECT) or DEFAULT_PROJECT)
     with _lock:
         _session_runs[run.run_id] = run
     return run

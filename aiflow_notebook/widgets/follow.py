@@ -21,6 +21,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from aiflow_notebook.core.waiting import Deadline
+
 RATE = 10.0  # widget updates per second, at most
 TICK_S = 1.0  # how often ``tick`` runs (log tails), when given
 WAIT_S = 0.2  # the painter's longest wait for an event before it looks at its stop flag and its tick
@@ -130,9 +132,9 @@ def stop_all(timeout: float = 2.0) -> None:
         follower._stop.set()
         if follower.listener is not None:
             follower.listener.stop(timeout=0)  # (only tells it; awaited below)
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(timeout)
     for follower in followers:
-        follower.stop(timeout=max(0.0, deadline - time.monotonic()))
+        follower.stop(timeout=deadline.left())
 
 
 def live_threads() -> list[threading.Thread]:

@@ -61,9 +61,10 @@ class ModelPanel(Panel):
                 found += [v.to_dict() for v in model_center.list_model_versions(name)]
             except AIFlowError:
                 continue  # not registered yet: it appears with its first version
+        versions = sorted(found, key=lambda v: (v["model"], -v["version"]))
         with self._lock:
-            self.versions = sorted(found, key=lambda v: (v["model"], -v["version"]))
-            self._render()
+            self._render(versions)  # the rows first: whoever sees a version in the trait finds its buttons
+            self.versions = versions
 
     def _apply(self, batch: list) -> None:
         if any(event.event_type.startswith(MODEL_EVENT_PREFIX) for event in batch):
@@ -77,11 +78,11 @@ class ModelPanel(Panel):
         with EventClient(url, auth=auth) as client:
             return client.latest_version()
 
-    def _render(self) -> None:
+    def _render(self, versions: list[dict[str, Any]]) -> None:
         from aiflow_notebook.meta.models import ALLOWED_TRANSITIONS
 
         rows = []
-        for data in self.versions:
+        for data in versions:
             key = (data["model"], data["version"])
             if key not in self._row_widgets:
                 self._row_widgets[key] = self._new_row(*key)

@@ -8,15 +8,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aiflow_notebook.core.vocabulary import FINAL_STATES, JOB_PROGRESS, JOB_STATUS_CHANGED, RUN_STATUS_CHANGED
-from aiflow_notebook.scheduler.scheduler import SENDER, run_of
+from aiflow_notebook.core.vocabulary import (
+    FINAL_STATES,
+    JOB_PROGRESS,
+    JOB_STATUS_CHANGED,
+    RUN_STATUS_CHANGED,
+    SCHEDULER_SENDER,
+    JobState,
+    RunState,
+    run_in_context,
+)
 
 LOG_TAIL_LINES = 20
 LOG_TAIL_BYTES = 16_384
 
 
 def blank_job() -> dict[str, Any]:
-    return {"state": "INIT", "attempt": None, "attempts": 0, "job_run": None, "started": None, "ended": None,
+    return {"state": JobState.INIT, "attempt": None, "attempts": 0, "job_run": None, "started": None, "ended": None,
             "duration_s": None, "progress": None, "error": None, "log_tail": ""}
 
 
@@ -26,7 +34,7 @@ class RunTracker:
     def __init__(self, run: Any):
         self.run = run
         self.workflow = run.workflow.name
-        self.status = "RUNNING"
+        self.status: str = RunState.RUNNING
         self.jobs: dict[str, dict[str, Any]] = {job: blank_job() for job in run.workflow.jobs}
         self._logs: dict[int, Path] = {}  # job run id -> its log file
         self._read_to_end: set[int] = set()  # job runs whose log was read after they ended
@@ -37,9 +45,9 @@ class RunTracker:
 
     def apply(self, event: Any) -> bool:
         """Take one event; True when it changed something."""
-        if run_of(event) != self.run.run_id:
+        if run_in_context(event.context) != self.run.run_id:
             return False
-        if event.event_type == RUN_STATUS_CHANGED and event.key == self.workflow and event.sender == SENDER:
+        if event.event_type == RUN_STATUS_CHANGED and event.key == self.workflow and event.sender == SCHEDULER_SENDER:
             self.status = event.value
             return True
         job = event.key[len(self.workflow) + 1:] if event.key.startswith(self.workflow + ".") else None
@@ -53,7 +61,7 @@ class RunTracker:
             except ValueError:
                 return False
             return True
-        if event.event_type != JOB_STATUS_CHANGED or event.sender != SENDER:
+        if event.event_type != JOB_STATUS_CHANGED or event.sender != SCHEDULER_SENDER:
             return False
         seconds = event.create_time / 1000 if event.create_time else time.time()
         if context.get("job_run") != info["job_run"]:  # a new job run: a start or a restart
@@ -63,7 +71,7 @@ class RunTracker:
         if event.value in FINAL_STATES:
             info["ended"] = seconds
             info["error"] = context.get("error")
-            if event.value == "FINISHED" and info["progress"] is not None:
+            if event.value == JobState.FINISHED and info["progress"] is not None:
                 info["progress"] = 1.0
         self._duration(info)
         return True

@@ -10,7 +10,7 @@ from typing import Any
 import ipywidgets as widgets
 import traitlets
 
-from aiflow_notebook.core.vocabulary import FINAL_STATES
+from aiflow_notebook.core.vocabulary import FINAL_STATES, JobState, RunState
 from aiflow_notebook.widgets.base import Panel, svg_body, table
 from aiflow_notebook.widgets.run_state import RunTracker
 
@@ -20,7 +20,7 @@ class _RunFollower(Panel):
 
     workflow = traitlets.Unicode("").tag(sync=True)
     run_id = traitlets.Int(0).tag(sync=True)
-    run_status = traitlets.Unicode("RUNNING").tag(sync=True)
+    run_status = traitlets.Unicode(RunState.RUNNING.value).tag(sync=True)
     jobs = traitlets.Dict().tag(sync=True)  # job -> {state, attempt, attempts, duration_s, progress, log_tail...}
 
     def __init__(self, run: Any, **kwargs: Any):
@@ -210,7 +210,7 @@ class RunPanel(_RunFollower):
                           f"{html.escape(info['state'])}{html.escape(_facts(info))}")
             if info["progress"] is not None:
                 bar.value, bar.layout.display = info["progress"], None
-            log.value = _log_html(info["log_tail"]) if info["state"] != "INIT" else ""
+            log.value = _log_html(info["log_tail"]) if info["state"] != JobState.INIT else ""
         self.stop_button.disabled = self.run_status in FINAL_STATES
 
     def _fallback_html(self) -> str:

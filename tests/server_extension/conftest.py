@@ -20,4 +20,4 @@ resource.setrlimit(resource.RLIMIT_NOFILE, _open_files)
 @pytest.fixture
 def jp_server_config():  # noqa: F811 - replaces the plugin's
     """The server loads our extension, as the installed jupyter-config makes a real one do."""
-    return Config({"ServerApp": {"jpserver_extensions": {"aiflow_notebook": True, "jupyter_server_terminals": True}}})
+    return Config({"ServerApp": {"jpserver_extensions": {"aiflow_notebook.server_extension": True, "jupyter_server_terminals": True}}})

@@ -37,7 +37,7 @@ client.close()
 
 async def test_the_push_channel_delivers_a_bus_event_published_by_another_process(jp_ws_fetch, jp_serverapp):
     url = jp_serverapp.web_app.settings["aiflow_service"].client.url
-    extension = next(iter(jp_serverapp.extension_manager.extension_apps["aiflow_notebook"]))
+    extension = next(iter(jp_serverapp.extension_manager.extension_apps["aiflow_notebook.server_extension"]))
     assert await asyncio.to_thread(extension.forwarder.following.wait, 30), "the forwarder does not follow the bus"
     socket = await jp_ws_fetch("api", "events", "subscribe")
     try:
@@ -158,7 +158,7 @@ def bus_down(monkeypatch):
 
 
 async def test_a_remote_bus_that_is_down_does_not_hold_up_the_server(bus_down, jp_serverapp, jp_fetch):
-    extension = next(iter(jp_serverapp.extension_manager.extension_apps["aiflow_notebook"]))
+    extension = next(iter(jp_serverapp.extension_manager.extension_apps["aiflow_notebook.server_extension"]))
     assert not extension.forwarder.following.is_set()  # still waiting for the bus, on its own thread
     response = await jp_fetch(*API, "runs")  # the metadata database answers meanwhile
     assert response.code == 200 and json.loads(response.body) == {"runs": []}
@@ -188,7 +188,7 @@ async def test_without_a_scheduler_every_route_answers_503_with_the_reason(bus_o
 
 async def test_stopping_the_server_stops_the_forwarder_and_the_scheduler_and_restores_the_environment(
         jp_serverapp):
-    extension = next(iter(jp_serverapp.extension_manager.extension_apps["aiflow_notebook"]))
+    extension = next(iter(jp_serverapp.extension_manager.extension_apps["aiflow_notebook.server_extension"]))
     hosted = os.environ["AIFLOW_SCHEDULER_URL"]
     assert hosted == submission.embedded_scheduler().event_url == os.environ["AIFLOW_EVENT_URL"]
     assert extension.forwarder.error is None and _threads("aiflow-event-server") == 1
