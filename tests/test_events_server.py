@@ -272,4 +272,4 @@ def test_a_client_used_from_many_short_lived_threads(server):
                 t.join()
         gc.collect()
         assert sorted(versions) == list(range(1, 201))
-        assert len(c._channels) <= 2  # the sockets of ended threads are gone
+        assert len(c.wire.channels) <= 2  # the sockets of ended threads are gone
