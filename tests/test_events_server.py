@@ -236,9 +236,9 @@ def test_embedded_server_over_inproc_and_ipc(tmp_path, transport):
 
 def test_listing_and_replay_page_through_the_log(tmp_path, monkeypatch):
     """Small pages (7 events) so that every listing and replay crosses page boundaries."""
-    from aiflow_notebook.events import server as server_module
+    from aiflow_notebook.events import loop
 
-    monkeypatch.setattr(server_module, "PAGE_EVENTS", 7)
+    monkeypatch.setattr(loop, "PAGE_EVENTS", 7)
     with EventServer(f"sqlite:///{tmp_path / 'e.db'}") as srv, EventClient(srv.url) as c:
         stored = c.send_events([Event(f"k{i % 3}", str(i)) for i in range(50)])
         assert [e.version for e in stored] == list(range(1, 51))

@@ -374,8 +374,8 @@ def test_a_flood_of_calls_is_held_back_with_a_retryable_answer(tmp_path):
     import zmq
 
     from aiflow_notebook.events import protocol
+    from aiflow_notebook.events.calls import MAX_PENDING_CALLS
     from aiflow_notebook.events.protocol import Kind
-    from aiflow_notebook.events.server import MAX_PENDING_CALLS
 
     release = threading.Event()
 
