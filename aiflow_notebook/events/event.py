@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from aiflow_notebook.core.vocabulary import WILDCARD
+from aiflow_notebook.core.vocabulary import DEFAULT_NAMESPACE, WILDCARD
 from aiflow_notebook.events.errors import InvalidEventError
 
 MAX_KEY_CHARS = 1024
@@ -32,7 +32,7 @@ class Event:
     key: str
     value: str
     event_type: str = "UNDEFINED"
-    namespace: str = "default"
+    namespace: str = DEFAULT_NAMESPACE
     sender: str | None = None
     context: str | None = None
     version: int | None = None

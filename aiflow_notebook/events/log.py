@@ -20,12 +20,12 @@ import json
 import logging
 import os
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError
 
+from aiflow_notebook.core.waiting import polling
 from aiflow_notebook.events.errors import EventServerError
 from aiflow_notebook.events.event import EventFilter
 from aiflow_notebook.storage.database import Database, safe_url
@@ -91,16 +91,13 @@ class EventLog:
         included, so a restarted server can claim the log. A claim is retried for ``wait`` seconds (the
         database may take a moment to notice that the previous server's connection is gone).
         """
-        deadline = time.monotonic() + wait
-        while True:
+        for _ in polling(wait, 0.2):
             owner = self._try_claim()
             if owner is None:
                 self._claimed = True
                 return
-            if time.monotonic() >= deadline:
-                raise EventServerError(f"another event server ({owner}) already serves {self.url}; stop it first "
-                                       "or point this one at another database (--db)")
-            time.sleep(0.2)
+        raise EventServerError(f"another event server ({owner}) already serves {self.url}; stop it first "
+                               "or point this one at another database (--db)")
 
     def _try_claim(self) -> str | None:
         """None if claimed, else a description of the current owner."""
