@@ -28,7 +28,7 @@ from aiflow_notebook.core.vocabulary import DEFAULT_NAMESPACE, RUN_FIELD, run_co
 from aiflow_notebook.events import process_bus, protocol
 from aiflow_notebook.events.auth import CurveAuth
 from aiflow_notebook.events.errors import EventRequestError, EventTooLargeError, InvalidEventError
-from aiflow_notebook.events.event import Event, EventFilter, validate_event
+from aiflow_notebook.events.event import Event, EventFilter, is_count, validate_event
 from aiflow_notebook.events.listener import Listener
 from aiflow_notebook.events.protocol import Kind
 from aiflow_notebook.events.wire import Wire, paused_gc
@@ -205,7 +205,7 @@ class EventClient:
         with ``since_version=<last version seen>``). ``until_version`` is inclusive; ``since_time`` and
         ``until_time`` (datetime or ms since the epoch) select ``since_time <= create_time < until_time``.
         """
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        if limit is not None and not is_count(limit, 1):
             raise InvalidEventError(f"limit must be a positive integer or None, got {limit!r}")
         flt = EventFilter.build(key, namespace, event_type, sender, since_version, until_version, since_time,
                                 until_time)
@@ -240,7 +240,7 @@ class EventClient:
                 processor.process([event])
 
         flt = EventFilter.build(keys, namespace, event_type, sender)
-        if isinstance(since_version, bool) or not isinstance(since_version, int) or since_version < 0:
+        if not is_count(since_version):
             raise InvalidEventError(f"since_version must be a non-negative integer, got {since_version!r}")
         listener = Listener(self.wire, flt, since_version, callback)
         self._listeners.add(listener)

@@ -211,9 +211,14 @@ def _wild(value: str | None, field: str) -> str | None:
     return value
 
 
+def is_count(value, least: int = 0) -> bool:
+    """Whether ``value`` is an integer of at least ``least`` (a bool is not): a version, a limit."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
 def _version(value, field: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if not is_count(value):
         raise InvalidEventError(f"{field} must be a non-negative integer, got {value!r}")
     return value

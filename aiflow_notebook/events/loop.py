@@ -30,7 +30,7 @@ from aiflow_notebook.events.auth import ServerCurve
 from aiflow_notebook.events.calls import CallWorkers, Reply, unsupported
 from aiflow_notebook.events.dedupe import SendRegistry
 from aiflow_notebook.events.errors import EventServerError, InvalidEventError, ProtocolError
-from aiflow_notebook.events.event import EventFilter
+from aiflow_notebook.events.event import EventFilter, is_count
 from aiflow_notebook.events.log import EventLog
 from aiflow_notebook.events.protocol import Kind
 
@@ -237,7 +237,7 @@ class ServerLoop:
     def _list(self, rid: int, payload: dict) -> bytes:
         flt = EventFilter.from_wire(payload.get("filter"))
         limit = payload.get("limit")
-        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        if limit is not None and not is_count(limit, 1):
             raise InvalidEventError(f"limit must be a positive integer or null, got {limit!r}")
         as_of = self.last_version
         found = self._log.query(flt, PAGE_EVENTS if limit is None else min(limit, PAGE_EVENTS), PAGE_BYTES)
