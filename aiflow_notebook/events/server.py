@@ -91,7 +91,12 @@ class EventServer:
     # --- life cycle ----------------------------------------------------------------------------------
 
     def start(self, timeout: float = 60.0) -> EventServer:
-        """Serve in a background thread; returns once the sockets are bound (raises what set-up raised)."""
+        """Serve in a background thread; returns once the sockets are bound (raises what set-up raised).
+
+        A server starts once: ``with EventServer(...).start() as server`` enters a started server, and a
+        second serving thread would fail to claim the log and then close the sockets of the first."""
+        if self._thread is not None and self._startup_error is None:
+            return self
         self._thread = threading.Thread(target=self.serve_forever, name="aiflow-event-server", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
