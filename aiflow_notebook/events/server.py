@@ -25,12 +25,14 @@ import zmq
 from aiflow_notebook.core.config import default_meta_url
 from aiflow_notebook.events.auth import ServerCurve
 from aiflow_notebook.events.calls import CallError, CallHandler, CallWorkers
-from aiflow_notebook.events.endpoints import Endpoints
+from aiflow_notebook.events.endpoints import Endpoints, private_endpoint
 from aiflow_notebook.events.errors import EventServerError
 from aiflow_notebook.events.log import EventLog
 from aiflow_notebook.events.loop import ServerLoop
 
-__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "CallError", "CallHandler", "EventServer"]
+# CallError: a documented name of this module (docs/remote.md); private_endpoint: main's
+# session/local_server.py imports it from here (its home is events.endpoints).
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "CallError", "CallHandler", "EventServer", "private_endpoint"]
 
 log = logging.getLogger(__name__)
 
