@@ -1,13 +1,11 @@
-"""Which ``aiflow server`` this process is connected to, and its clients: the one place that decides local
-vs connected.
+"""The clients of the ``aiflow server`` this process is connected to (and the names to reach one).
 
-``af.connect(url, auth=...)`` (:func:`connect`) or the environment (``$AIFLOW_SERVER_URL`` with the key file
-paths ``$AIFLOW_SERVER_KEY``, ``$AIFLOW_CLIENT_KEY``; see :mod:`aiflow_notebook.events.process_bus`, which
-makes the decision without making a client). While connected, the metadata store, uploads, submissions,
-events and panels all use this server (:func:`connected_client`); :func:`disconnect` returns the process
-to the embedded default, also when the environment names a server. A job process (``$AIFLOW_RUN_ID`` set
-by its scheduler) is never connected through the environment: it uses the store and bus its scheduler
-gave it.
+:mod:`~aiflow_notebook.events.process_bus` decides which server that is, without making a client:
+``af.connect(url, auth=...)`` (:func:`connect`), overridden by :func:`disconnect`, else the environment
+(``$AIFLOW_SERVER_URL`` with the key file paths ``$AIFLOW_SERVER_KEY``, ``$AIFLOW_CLIENT_KEY``; never in a
+job process). This module makes and keeps the clients: while connected, the metadata store, uploads,
+submissions, events and panels all use :func:`connected_client`; command-line tools make theirs with
+:func:`command_line_client`. Its names (also those it takes from ``process_bus``) are the public ones.
 """
 
 from __future__ import annotations
