@@ -222,6 +222,21 @@ def test_no_server_is_a_clear_error_within_the_deadline():
     assert time.monotonic() - started < 5
 
 
+def test_a_started_server_entered_as_a_context_serves_on_one_thread(tmp_path):
+    """``with EventServer(...).start() as server`` enters a started server: a second serving thread would
+    fail to claim the log after a few seconds and then close the first one's sockets under it."""
+    def serving() -> set:
+        return {t for t in threading.enumerate() if t.name == "aiflow-event-server"}
+
+    before = serving()
+    with EventServer(f"sqlite:///{tmp_path / 'e.db'}", "tcp://127.0.0.1:0").start() as srv:
+        assert srv.start() is srv
+        assert serving() - before == {srv._thread}
+        with EventClient(srv.url) as c:
+            assert c.send_event(Event("k", "v")).version == 1
+    assert not srv.alive
+
+
 @pytest.mark.parametrize("transport", ["inproc", "ipc"])
 def test_embedded_server_over_inproc_and_ipc(tmp_path, transport):
     bind = "inproc://aiflow-test-events" if transport == "inproc" else f"ipc://{tmp_path / 'events.sock'}"
@@ -236,9 +251,9 @@ def test_embedded_server_over_inproc_and_ipc(tmp_path, transport):
 
 def test_listing_and_replay_page_through_the_log(tmp_path, monkeypatch):
     """Small pages (7 events) so that every listing and replay crosses page boundaries."""
-    from aiflow_notebook.events import server as server_module
+    from aiflow_notebook.events import loop
 
-    monkeypatch.setattr(server_module, "PAGE_EVENTS", 7)
+    monkeypatch.setattr(loop, "PAGE_EVENTS", 7)
     with EventServer(f"sqlite:///{tmp_path / 'e.db'}") as srv, EventClient(srv.url) as c:
         stored = c.send_events([Event(f"k{i % 3}", str(i)) for i in range(50)])
         assert [e.version for e in stored] == list(range(1, 51))
@@ -272,4 +287,4 @@ def test_a_client_used_from_many_short_lived_threads(server):
                 t.join()
         gc.collect()
         assert sorted(versions) == list(range(1, 201))
-        assert len(c._channels) <= 2  # the sockets of ended threads are gone
+        assert len(c.wire.channels) <= 2  # the sockets of ended threads are gone

@@ -187,9 +187,9 @@ def test_the_environment_connects_a_process_with_key_file_paths_only(server, key
     assert not (aiflow_home / "meta.db").exists()
     af.disconnect()  # overrides the environment
     assert not af.connected()
-    from aiflow_notebook.events import connection
+    from aiflow_notebook.events import session
 
-    connection.reset()
+    session.reset()
     os.chmod(keys / "alice.key_secret", 0o644)
     with pytest.raises(CurveKeyError, match="may be read by other users .*chmod 600"):
         default_store()
@@ -374,8 +374,8 @@ def test_a_flood_of_calls_is_held_back_with_a_retryable_answer(tmp_path):
     import zmq
 
     from aiflow_notebook.events import protocol
+    from aiflow_notebook.events.calls import MAX_PENDING_CALLS
     from aiflow_notebook.events.protocol import Kind
-    from aiflow_notebook.events.server import MAX_PENDING_CALLS
 
     release = threading.Event()
 

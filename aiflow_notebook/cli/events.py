@@ -15,6 +15,8 @@ import os
 import sys
 
 from aiflow_notebook.cli.console import print_json, print_table
+from aiflow_notebook.core.vocabulary import DEFAULT_NAMESPACE, WILDCARD
+from aiflow_notebook.core.waiting import Deadline
 
 LIST_COLUMNS = ["version", "created", "namespace", "key", "event_type", "sender", "value"]
 
@@ -50,7 +52,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     send.add_argument("key")
     send.add_argument("value")
     send.add_argument("--type", dest="event_type", default="UNDEFINED", metavar="EVENT_TYPE")
-    send.add_argument("--namespace", default="default")
+    send.add_argument("--namespace", default=DEFAULT_NAMESPACE)
     send.add_argument("--sender", default=None)
     send.add_argument("--context", default=None)
     send.set_defaults(func=_events_send)
@@ -115,36 +117,39 @@ def _events_latest(args) -> None:
 
 
 def _events_listen(args) -> int:
-    import time
-
     with client_from_args(args) as client:
         since = args.since_version if args.since_version is not None else client.latest_version()
-        listener = client.listen(args.key or "*", since_version=since, namespace=args.namespace,
+        listener = client.listen(args.key or WILDCARD, since_version=since, namespace=args.namespace,
                                  event_type=args.event_type, sender=args.sender)
         if not args.json:
             print(f"listening on {client.url} after version {since} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-        end = None if args.timeout is None else time.monotonic() + args.timeout
-        seen = 0
         try:
-            while args.count is None or seen < args.count:
-                wait = 0.5 if end is None else min(0.5, end - time.monotonic())
-                if wait <= 0:
-                    break
-                try:
-                    event = listener.get(timeout=wait)
-                except TimeoutError:
-                    continue
-                seen += 1
-                if args.json:
-                    print(json.dumps(event.to_dict()), flush=True)
-                else:
-                    row = _row(event)
-                    print("  ".join(str(row[c]) for c in LIST_COLUMNS), flush=True)
+            _print_arrivals(listener, args)
         except KeyboardInterrupt:
             pass
         finally:
             listener.stop()
     return 0
+
+
+def _print_arrivals(listener, args) -> None:
+    """Print events as they arrive, until ``--count`` of them came or ``--timeout`` seconds passed."""
+    deadline = Deadline(args.timeout)
+    seen = 0
+    while args.count is None or seen < args.count:
+        wait = min(0.5, deadline.left())
+        if wait <= 0:
+            return
+        try:
+            event = listener.get(timeout=wait)
+        except TimeoutError:
+            continue
+        seen += 1
+        if args.json:
+            print(json.dumps(event.to_dict()), flush=True)
+        else:
+            row = _row(event)
+            print("  ".join(str(row[c]) for c in LIST_COLUMNS), flush=True)
 
 
 def _row(event) -> dict:

@@ -86,7 +86,8 @@ def _server_start(args) -> None:
 def event_server_from_args(args):
     """The :class:`EventServer` that ``aiflow server start`` options describe (for a bigger service too)."""
     from aiflow_notebook.core.config import default_meta_url
-    from aiflow_notebook.events.server import DEFAULT_BIND, DEFAULT_MAX_MESSAGE_BYTES, EventServer
+    from aiflow_notebook.events.endpoints import DEFAULT_BIND
+    from aiflow_notebook.events.server import DEFAULT_MAX_MESSAGE_BYTES, EventServer
 
     return EventServer(args.db or default_meta_url(), args.bind or DEFAULT_BIND,
                        publish_bind=args.publish_bind, curve_dir=args.curve, insecure=args.insecure,

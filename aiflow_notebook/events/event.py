@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from aiflow_notebook.core.vocabulary import WILDCARD
+from aiflow_notebook.core.vocabulary import DEFAULT_NAMESPACE, WILDCARD
 from aiflow_notebook.events.errors import InvalidEventError
 
 MAX_KEY_CHARS = 1024
@@ -32,7 +32,7 @@ class Event:
     key: str
     value: str
     event_type: str = "UNDEFINED"
-    namespace: str = "default"
+    namespace: str = DEFAULT_NAMESPACE
     sender: str | None = None
     context: str | None = None
     version: int | None = None
@@ -211,9 +211,14 @@ def _wild(value: str | None, field: str) -> str | None:
     return value
 
 
+def is_count(value, least: int = 0) -> bool:
+    """Whether ``value`` is an integer of at least ``least`` (a bool is not): a version, a limit."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
 def _version(value, field: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if not is_count(value):
         raise InvalidEventError(f"{field} must be a non-negative integer, got {value!r}")
     return value

@@ -29,16 +29,16 @@ import dataclasses
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 import zmq
 
+from aiflow_notebook.core.waiting import Deadline
 from aiflow_notebook.events import protocol
-from aiflow_notebook.events.client import EventClient, Stopped
 from aiflow_notebook.events.errors import EventError, ProtocolError
 from aiflow_notebook.events.event import Event, EventFilter
 from aiflow_notebook.events.protocol import Kind
+from aiflow_notebook.events.wire import Stopped, Wire
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +51,12 @@ SILENT_HEARTBEATS = 3  # missed heartbeats before the listener reconnects
 
 
 class Listener:
-    """A running ``EventClient.listen``: stop it with :meth:`stop`."""
+    """A running ``EventClient.listen``: stop it with :meth:`stop`. It speaks through the client's ``wire``
+    (its requests on a socket of the listener's thread)."""
 
-    def __init__(self, client: EventClient, flt: EventFilter, since_version: int,
+    def __init__(self, wire: Wire, flt: EventFilter, since_version: int,
                  callback: Callable[[Event], None] | None):
-        self.client = client
+        self.wire = wire
         self.filter = dataclasses.replace(flt, since_version=0)
         self.last_version = since_version  # every matching event up to here has been delivered
         self.callback = callback
@@ -127,30 +128,30 @@ class Listener:
                 except (Stopped, _CallbackFailed):
                     break
                 except (EventError, zmq.ZMQError) as exc:
-                    log.warning("event listener on %s: %s; reconnecting", self.client.url, exc)
+                    log.warning("event listener on %s: %s; reconnecting", self.wire.url, exc)
                     self._stop.wait(0.5)
                 except Exception:  # noqa: BLE001 - a listener must not die silently
-                    log.exception("event listener on %s failed; reconnecting", self.client.url)
+                    log.exception("event listener on %s failed; reconnecting", self.wire.url)
                     self._stop.wait(0.5)
         finally:
             if self._sub is not None:
                 self._sub.close(linger=0)
-            self.client._drop_channel()
+            self.wire.drop_channel()
             if self.error is not None:
                 self._ready.set()  # wake wait_ready(), which then answers False
 
     def _follow(self) -> None:
-        welcome = self.client._ask_welcome(deadline=None, stop=self._stop)
+        welcome = self.wire.ask_welcome(None, self._stop)
         self._subscribe(welcome["publish"])
         self._await_publication()
         self._ready.set()
         silence = SILENT_HEARTBEATS * welcome["heartbeat_interval"] + 0.5
-        heard = time.monotonic()
+        quiet = Deadline(silence)  # renewed by every publication
         while not self._stop.is_set():
             if self._sub.poll(100):
                 self._on_publication(self._sub.recv())
-                heard = time.monotonic()
-            elif time.monotonic() - heard > silence:
+                quiet = Deadline(silence)
+            elif quiet.passed:
                 log.info("no update from %s for %.1fs; reconnecting", self._endpoint, silence)
                 return
 
@@ -159,11 +160,11 @@ class Listener:
             return  # same address: ZeroMQ reconnects and re-subscribes by itself
         if self._sub is not None:
             self._sub.close(linger=0)
-        sub = self.client.context.socket(zmq.SUB)
+        sub = self.wire.context.socket(zmq.SUB)
         sub.linger = 0
         sub.rcvhwm = 100_000
-        if self.client.auth is not None:
-            self.client.auth.apply(sub)
+        if self.wire.auth is not None:
+            self.wire.auth.apply(sub)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         sub.connect(endpoint)
         self._sub, self._endpoint = sub, endpoint
@@ -172,7 +173,7 @@ class Listener:
         """Ask for HEARTBEATs until one arrives: from then on the subscription sees every publication."""
         attempt = 0
         while not self._stop.is_set():
-            self.client._call(Kind.SYNC, b"", deadline=None, stop=self._stop)
+            self.wire.request(Kind.SYNC, b"", None, self._stop)
             if self._sub.poll(int(SYNC_WAITS[min(attempt, len(SYNC_WAITS) - 1)] * 1000)):
                 self._on_publication(self._sub.recv())
                 return
@@ -210,7 +211,7 @@ class Listener:
         """Deliver every stored match after ``last_version``, up to what the server had when asked."""
         self.replays += 1
         flt = dataclasses.replace(self.filter, since_version=self.last_version)
-        for as_of, _last, more, rows in self.client._pages(flt, None, deadline=None, stop=self._stop):
+        for as_of, _last, more, rows in self.wire.pages(flt, None, None, self._stop):
             for row in rows:
                 if row[0] > self.last_version:
                     self._deliver(row)  # (the collector is not paused here: the callback is user code)

@@ -20,12 +20,14 @@ import json
 import logging
 import os
 import threading
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError
 
+from aiflow_notebook.core.waiting import polling
 from aiflow_notebook.events.errors import EventServerError
 from aiflow_notebook.events.event import EventFilter
 from aiflow_notebook.storage.database import Database, safe_url
@@ -91,48 +93,53 @@ class EventLog:
         included, so a restarted server can claim the log. A claim is retried for ``wait`` seconds (the
         database may take a moment to notice that the previous server's connection is gone).
         """
-        deadline = time.monotonic() + wait
-        while True:
+        for _ in polling(wait, 0.2):
             owner = self._try_claim()
             if owner is None:
                 self._claimed = True
                 return
-            if time.monotonic() >= deadline:
-                raise EventServerError(f"another event server ({owner}) already serves {self.url}; stop it first "
-                                       "or point this one at another database (--db)")
-            time.sleep(0.2)
+        raise EventServerError(f"another event server ({owner}) already serves {self.url}; stop it first "
+                               "or point this one at another database (--db)")
 
     def _try_claim(self) -> str | None:
         """None if claimed, else a description of the current owner."""
         if self.dialect == "sqlite":
-            database = self._db.url.database
-            if not database or database == ":memory:":
-                return None
-            import fcntl
-
-            path = Path(database).with_name(Path(database).name + ".event-server.lock")
-            handle = open(path, "a+")  # noqa: SIM115 - held open for the server's life
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                owner = handle.read().strip() or "unknown"
-                handle.close()
-                return f"pid {owner}"
-            handle.truncate(0)
-            handle.write(str(os.getpid()))
-            handle.flush()
-            self._lock_file = handle
-            return None
+            return self._claim_file()
         if self.dialect == "postgresql":
-            conn = self._writer or self._db.write_engine.raw_connection()
-            self._writer = conn
-            cursor = conn.cursor()
-            cursor.execute("SELECT pg_try_advisory_lock(%s)", (_PG_WRITER_LOCK,))
-            (taken,) = cursor.fetchone()
-            conn.commit()
-            return None if taken else "advisory lock held"
+            return self._claim_advisory_lock()
         return None
+
+    def _claim_file(self) -> str | None:
+        """SQLite: an exclusive ``flock`` on ``<db>.event-server.lock``, which holds the owner's pid."""
+        database = self._db.url.database
+        if not database or database == ":memory:":
+            return None
+        import fcntl
+
+        path = Path(database).with_name(Path(database).name + ".event-server.lock")
+        handle = open(path, "a+")  # noqa: SIM115 - held open for the server's life
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "unknown"
+            handle.close()
+            return f"pid {owner}"
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock_file = handle
+        return None
+
+    def _claim_advisory_lock(self) -> str | None:
+        """PostgreSQL: a session advisory lock on the writer's connection."""
+        conn = self._writer or self._db.write_engine.raw_connection()
+        self._writer = conn
+        cursor = conn.cursor()
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", (_PG_WRITER_LOCK,))
+        (taken,) = cursor.fetchone()
+        conn.commit()
+        return None if taken else "advisory lock held"
 
     def checkpoint_in_background(self, interval: float = 1.0) -> None:
         """SQLite: move WAL checkpoints off the commit path, into a thread of their own.
@@ -191,37 +198,8 @@ class EventLog:
         """
         where, params = self._where(flt)
         sql = f"SELECT version, {self._row_json} FROM event_log{where} ORDER BY version LIMIT {int(limit)}"
-        conn = self._read_conn()
-        texts: list[str] = []
-        last, size, cut = 0, 0, False
-        try:
-            cursor = conn.cursor()
-            cursor.execute(sql, tuple(params))
-            chunk_rows = 64  # then sized to what is left of the budget, so big events are never over-read
-            while not cut:
-                chunk = cursor.fetchmany(chunk_rows)
-                if not chunk:
-                    break
-                chunk_texts = [row[1] for row in chunk]
-                chunk_size = sum(map(len, chunk_texts))
-                if size + chunk_size >= max_bytes:
-                    for i, text in enumerate(chunk_texts):
-                        size += len(text)
-                        if size >= max_bytes or i == len(chunk_texts) - 1:
-                            chunk, chunk_texts, cut = chunk[:i + 1], chunk_texts[:i + 1], True
-                            break
-                else:
-                    size += chunk_size
-                    average = max(1, chunk_size // len(chunk))
-                    chunk_rows = max(1, min(4096, (max_bytes - size) // average))
-                texts.extend(chunk_texts)
-                last = chunk[-1][0]
-            cursor.close()
-            if self.dialect != "sqlite":
-                conn.rollback()
-        except BaseException:
-            self._reset_reader()
-            raise
+        with self._reading(sql, params) as cursor:
+            texts, last, cut = _page_of(cursor, max_bytes)
         body = ("[" + ",".join(texts) + "]").encode()
         return Page(body, len(texts), last, cut or len(texts) >= limit)
 
@@ -248,28 +226,27 @@ class EventLog:
     def _where(self, flt: EventFilter) -> tuple[str, list]:
         p = self._p
         clauses, params = [], []
+
+        def where(clause: str, *values) -> None:
+            clauses.append(clause)
+            params.extend(values)
+
         if flt.since_version:
-            clauses.append(f"version > {p}")
-            params.append(flt.since_version)
+            where(f"version > {p}", flt.since_version)
         if flt.until_version is not None:
-            clauses.append(f"version <= {p}")
-            params.append(flt.until_version)
+            where(f"version <= {p}", flt.until_version)
         if flt.keys is not None:
             if len(flt.keys) > MAX_FILTER_KEYS:
                 raise ValueError(f"a filter may name at most {MAX_FILTER_KEYS} keys, got {len(flt.keys)}")
             keys = sorted(flt.keys)
-            clauses.append(f"event_key = {p}" if len(keys) == 1 else f"event_key IN ({', '.join([p] * len(keys))})")
-            params.extend(keys)
+            where(f"event_key = {p}" if len(keys) == 1 else f"event_key IN ({', '.join([p] * len(keys))})", *keys)
         for column, value in (("namespace", flt.namespace), ("event_type", flt.event_type), ("sender", flt.sender)):
             if value is not None:
-                clauses.append(f"{column} = {p}")
-                params.append(value)
+                where(f"{column} = {p}", value)
         if flt.since_time is not None:
-            clauses.append(f"create_time >= {p}")
-            params.append(flt.since_time)
+            where(f"create_time >= {p}", flt.since_time)
         if flt.until_time is not None:
-            clauses.append(f"create_time < {p}")
-            params.append(flt.until_time)
+            where(f"create_time < {p}", flt.until_time)
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
     def _scalar(self, sql: str, params) -> int | None:
@@ -277,14 +254,21 @@ class EventLog:
         return rows[0][0] if rows else None
 
     def _read(self, sql: str, params) -> list:
+        with self._reading(sql, params) as cursor:
+            return cursor.fetchall()
+
+    @contextmanager
+    def _reading(self, sql: str, params) -> Iterator:
+        """A cursor over ``sql``'s result; afterwards no snapshot is held between requests, and a failure
+        drops the reading connection."""
         conn = self._read_conn()
         try:
             cursor = conn.cursor()
             cursor.execute(sql, tuple(params))
-            rows = cursor.fetchall()
+            yield cursor
+            cursor.close()
             if self.dialect != "sqlite":
-                conn.rollback()  # end the implicit transaction: no snapshot held between requests
-            return rows
+                conn.rollback()  # end the implicit transaction
         except BaseException:
             self._reset_reader()
             raise
@@ -337,6 +321,33 @@ class EventLog:
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
+
+
+def _page_of(cursor, max_bytes: int) -> tuple[list[str], int, bool]:
+    """The JSON texts of the rows ``cursor`` gives, until they reach ``max_bytes`` (one row at least); the
+    last version read; whether the budget cut the page short."""
+    texts: list[str] = []
+    last, size, cut = 0, 0, False
+    chunk_rows = 64  # then sized to what is left of the budget, so big events are never over-read
+    while not cut:
+        chunk = cursor.fetchmany(chunk_rows)
+        if not chunk:
+            break
+        chunk_texts = [row[1] for row in chunk]
+        chunk_size = sum(map(len, chunk_texts))
+        if size + chunk_size >= max_bytes:
+            for i, text in enumerate(chunk_texts):
+                size += len(text)
+                if size >= max_bytes or i == len(chunk_texts) - 1:
+                    chunk, chunk_texts, cut = chunk[:i + 1], chunk_texts[:i + 1], True
+                    break
+        else:
+            size += chunk_size
+            average = max(1, chunk_size // len(chunk))
+            chunk_rows = max(1, min(4096, (max_bytes - size) // average))
+        texts.extend(chunk_texts)
+        last = chunk[-1][0]
+    return texts, last, cut
 
 
 class _Checkpointer(threading.Thread):

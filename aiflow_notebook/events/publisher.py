@@ -9,6 +9,7 @@ store's caller sees :class:`EventServerUnavailableError` (the change itself stay
 
 from __future__ import annotations
 
+from aiflow_notebook.core.vocabulary import DEFAULT_NAMESPACE
 from aiflow_notebook.events.client import EventClient
 from aiflow_notebook.events.event import Event
 
@@ -23,7 +24,7 @@ class EventBusPublisher:
             client = EventClient(client, **client_kwargs)
         self.client = client
 
-    def publish(self, key: str, value: str, event_type: str, namespace: str = "default",
+    def publish(self, key: str, value: str, event_type: str, namespace: str = DEFAULT_NAMESPACE,
                 sender: str | None = None) -> None:
         self.client.send_event(Event(key, value, event_type, namespace, sender))
 
