@@ -20,6 +20,7 @@ from aiflow_notebook.events import (
     protocol,
 )
 from aiflow_notebook.events.protocol import Kind
+from aiflow_notebook.sandbox.server_process import ServerStartError
 from aiflow_notebook.testing.event_server import EventServerProcess
 from aiflow_notebook.testing.waiting import wait_for
 
@@ -209,7 +210,7 @@ def test_sigterm_stops_the_server_cleanly_and_a_second_server_is_refused(tmp_pat
     url = f"sqlite:///{tmp_path / 'one.db'}"
     with EventServerProcess(url) as first:
         second = EventServerProcess(url)
-        with pytest.raises(RuntimeError, match="another event server .* already serves"):
+        with pytest.raises(ServerStartError, match="another event server .* already serves"):
             second.start()
         assert first.stop() == 0
 

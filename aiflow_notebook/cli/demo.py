@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from aiflow_notebook.core.errors import AIFlowError
-from aiflow_notebook.core.waiting import polling
 
 NOTEBOOK_NAME = "00_quickstart.ipynb"
 CLIENT_NAME = "notebook"
@@ -118,7 +116,7 @@ class ClusterDemo:
         self.keys = base / "keys"
         self.cluster = None
         self.postgres = None
-        self.server: subprocess.Popen | None = None
+        self.server = None  # a ServerProcess
         self.server_processes: list = []  # psutil.Process of the server and everything it started
         self.db_url = ""
         self.server_url = ""
@@ -155,26 +153,17 @@ class ClusterDemo:
 
     def _start_server(self) -> None:
         from aiflow_notebook.core.ports import free_port
+        from aiflow_notebook.sandbox.server_process import ServerProcess, ServerStartError
 
         self.server_url = f"tcp://127.0.0.1:{free_port()}"
-        log = open(self.base / "server.log", "w")  # noqa: SIM115 - handed to the child, closed below
-        command = [sys.executable, "-m", "aiflow_notebook.cli", "server", "start", "--db", self.db_url,
-                   "--bind", self.server_url, "--curve", str(self.keys), "--home", str(self.home)]
-        self.server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self._env(),
-                                       cwd=self.base, start_new_session=True)
-        log.close()
-        for _ in polling(60, 0.2):
-            if "listening on" in (self.base / "server.log").read_text(errors="replace"):
-                break
-            if self.server.poll() is not None:
-                raise self._server_failed()
-        else:
-            raise self._server_failed()
+        self.server = ServerProcess(["--db", self.db_url, "--bind", self.server_url, "--curve", str(self.keys),
+                                     "--home", str(self.home)], log_path=self.base / "server.log", env=self._env(),
+                                    cwd=self.base)
+        try:
+            self.server.start(timeout=60)
+        except ServerStartError as exc:
+            raise DemoError(str(exc)) from None
         self.say(f"== aiflow server (CURVE) on {self.server_url}, database {self.db_url.split('@')[-1]}")
-
-    def _server_failed(self) -> DemoError:
-        return DemoError("the aiflow server did not start:\n"
-                         + (self.base / "server.log").read_text(errors="replace")[-3000:])
 
     def _env(self) -> dict[str, str]:
         """The environment of the server and the notebook kernel: this demo's home, this interpreter first."""
@@ -274,7 +263,6 @@ class ClusterDemo:
         """Cancel cluster jobs, end the server and all it started, stop the JVMs and PostgreSQL."""
         import psutil
 
-        from aiflow_notebook.core.processes import end_process
         from aiflow_notebook.engines.flink_rest import ENDED_STATES
 
         if self.server is not None:
@@ -291,7 +279,7 @@ class ClusterDemo:
             except OSError:
                 pass
         if self.server is not None:
-            end_process(self.server, grace=20)
+            self.server.stop(grace=20)
             self.server = None
         _end_all(self.server_processes)  # job processes live in groups of their own
         if self.cluster is not None:
