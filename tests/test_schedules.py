@@ -15,7 +15,7 @@ import aiflow_notebook as af
 from aiflow_notebook.core.timing import Timing
 from aiflow_notebook.core.vocabulary import RUN_STATUS_CHANGED
 from aiflow_notebook.events import Event, EventClient
-from aiflow_notebook.scheduler.custom_rules import CustomRule, bind
+from aiflow_notebook.scheduler.rules import CustomRule, bind
 from aiflow_notebook.testing.waiting import wait_for
 
 # --- timing ---------------------------------------------------------------------------------------------

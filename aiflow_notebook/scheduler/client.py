@@ -15,20 +15,21 @@ import uuid
 from typing import Any
 
 from aiflow_notebook.core.errors import AIFlowError
-from aiflow_notebook.core.vocabulary import FINAL_STATES as FINAL_RUN_STATES
-from aiflow_notebook.core.vocabulary import JOB_STATUS_CHANGED, RUN_STATUS_CHANGED
-from aiflow_notebook.events import Event, EventClient
-from aiflow_notebook.scheduler.scheduler import (
+from aiflow_notebook.core.vocabulary import (
     CONTROL_NAMESPACE,
+    JOB_STATUS_CHANGED,
     RESTART_JOB,
     RUN_CREATED,
-    SENDER,
+    RUN_STATUS_CHANGED,
     STOP_WORKFLOW_RUN,
     SUBMIT_REJECTED,
     SUBMIT_WORKFLOW,
     command_key,
-    run_of,
+    run_in_context,
 )
+from aiflow_notebook.core.vocabulary import FINAL_STATES as FINAL_RUN_STATES
+from aiflow_notebook.core.vocabulary import SCHEDULER_SENDER as SENDER
+from aiflow_notebook.events import Event, EventClient
 from aiflow_notebook.storage.blobs import BlobStore, LocalBlobStore
 
 
@@ -120,7 +121,7 @@ class WorkflowRun:
             if event.version <= self._seen:
                 return
             self._seen = event.version
-            if event.sender != SENDER or run_of(event) != self.run_id:
+            if event.sender != SENDER or run_in_context(event.context) != self.run_id:
                 return  # another run's, or not the scheduler's word
             if event.event_type == RUN_STATUS_CHANGED and event.key == self.workflow.name:
                 self._status = event.value

@@ -30,6 +30,7 @@ from sqlalchemy.exc import (
 )
 
 from aiflow_notebook.core.errors import AIFlowError
+from aiflow_notebook.core.waiting import Deadline
 from aiflow_notebook.storage.database import DatabaseUnavailableError
 
 log = logging.getLogger(__name__)
@@ -74,9 +75,9 @@ class DatabaseWaitTimeout(AIFlowError):
 
 
 def call_durably(fn: Callable[[], T], what: str, stopped: threading.Event, name: str = "default",
-                 deadline: float | None = None) -> T:
+                 deadline: Deadline | None = None) -> T:
     """``fn()``, retried through database outages until it succeeds; ``SchedulerStopped`` if stopped first,
-    ``DatabaseWaitTimeout`` once ``time.monotonic()`` passes ``deadline`` (None: no deadline).
+    ``DatabaseWaitTimeout`` once ``deadline`` would pass during the next wait (None: no deadline).
 
     ``what`` says what the loop is waiting for, in the log ("commit event").
     """
@@ -96,7 +97,7 @@ def call_durably(fn: Callable[[], T], what: str, stopped: threading.Event, name:
                 reported = now
                 log.warning("scheduler %s: cannot %s for %.0f s (%s); decisions wait, none is lost: retrying",
                             name, what, now - failed_since, _first_line(exc))
-            if deadline is not None and now + backoff > deadline:
+            if deadline is not None and deadline.left() < backoff:
                 raise DatabaseWaitTimeout(f"scheduler {name}: could not {what} for {now - failed_since:.0f} s: "
                                           f"{_first_line(exc)}") from exc
             if stopped.wait(backoff):
@@ -112,13 +113,13 @@ def call_durably(fn: Callable[[], T], what: str, stopped: threading.Event, name:
 class Durable:
     """``Durable(obj, stopped)``: every method of ``obj`` called through :func:`call_durably`.
 
-    ``deadline``: an absolute ``time.monotonic()`` after which calls give up (None: they wait until
-    stopped); the owner sets it while it must not block, e.g. during start-up.
+    ``deadline``: a :class:`~aiflow_notebook.core.waiting.Deadline` after which calls give up (None: they
+    wait until stopped); the owner sets it while it must not block, e.g. during start-up.
     """
 
     def __init__(self, target: Any, stopped: threading.Event, name: str = "default"):
         self._target, self._stopped, self._name = target, stopped, name
-        self.deadline: float | None = None
+        self.deadline: Deadline | None = None
 
     def __getattr__(self, attribute: str) -> Any:
         value = getattr(self._target, attribute)

@@ -14,10 +14,10 @@ import uuid
 from typing import Any
 
 from aiflow_notebook.core.timing import Timing
+from aiflow_notebook.core.vocabulary import CONTROL_NAMESPACE, SCHEDULE_COMMAND, SCHEDULE_REPLY, command_key
+from aiflow_notebook.core.vocabulary import SCHEDULER_SENDER as SENDER
 from aiflow_notebook.events import Event
 from aiflow_notebook.scheduler.client import SchedulerClient, SchedulerError
-from aiflow_notebook.scheduler.scheduler import CONTROL_NAMESPACE, SENDER, command_key
-from aiflow_notebook.scheduler.schedules import SCHEDULE_COMMAND, SCHEDULE_REPLY
 
 
 class ScheduleClient:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from aiflow_notebook.core.vocabulary import FINAL_STATES
+from aiflow_notebook.core.vocabulary import FINAL_STATES, run_in_context
 from aiflow_notebook.events import Event, EventClient
 from aiflow_notebook.meta import (
     InvalidStageError,
@@ -29,7 +29,6 @@ from aiflow_notebook.meta.models import JobRun
 from aiflow_notebook.meta.remote import RemoteStore
 from aiflow_notebook.meta.runs import MAX_LOG_LINES  # noqa: F401 - the handlers' bound on ?tail=
 from aiflow_notebook.scheduler.client import SchedulerClient
-from aiflow_notebook.scheduler.scheduler import run_of
 
 WORKFLOW_CACHE = 64  # compiled workflows kept in memory, by snapshot
 
@@ -243,7 +242,7 @@ def event_dict(event: Event) -> dict[str, Any]:
     return {"version": event.version, "key": event.key, "value": event.value, "event_type": event.event_type,
             "namespace": event.namespace, "sender": event.sender, "context": event.context,
             "create_time": event.create_time / 1000 if event.create_time is not None else None,
-            "run_id": run_of(event)}
+            "run_id": run_in_context(event.context)}
 
 
 def _run(run: WorkflowRunRecord) -> dict[str, Any]:

@@ -8,8 +8,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aiflow_notebook.core.vocabulary import FINAL_STATES, JOB_PROGRESS, JOB_STATUS_CHANGED, RUN_STATUS_CHANGED
-from aiflow_notebook.scheduler.scheduler import SENDER, run_of
+from aiflow_notebook.core.vocabulary import (
+    FINAL_STATES,
+    JOB_PROGRESS,
+    JOB_STATUS_CHANGED,
+    RUN_STATUS_CHANGED,
+    run_in_context,
+)
+from aiflow_notebook.core.vocabulary import SCHEDULER_SENDER as SENDER
 
 LOG_TAIL_LINES = 20
 LOG_TAIL_BYTES = 16_384
@@ -37,7 +43,7 @@ class RunTracker:
 
     def apply(self, event: Any) -> bool:
         """Take one event; True when it changed something."""
-        if run_of(event) != self.run.run_id:
+        if run_in_context(event.context) != self.run.run_id:
             return False
         if event.event_type == RUN_STATUS_CHANGED and event.key == self.workflow and event.sender == SENDER:
             self.status = event.value
