@@ -81,33 +81,48 @@ def call_durably(fn: Callable[[], T], what: str, stopped: threading.Event, name:
 
     ``what`` says what the loop is waiting for, in the log ("commit event").
     """
-    failed_since: float | None = None
-    reported = 0.0
-    backoff = FIRST_BACKOFF_S
+    outage = _Outage(what, name)
     while True:
         try:
             result = fn()
         except Exception as exc:
             if not is_outage(exc):
                 raise
-            now = time.monotonic()
-            if failed_since is None:
-                failed_since = now
-            if now - reported >= REPORT_EVERY_S:
-                reported = now
-                log.warning("scheduler %s: cannot %s for %.0f s (%s); decisions wait, none is lost: retrying",
-                            name, what, now - failed_since, _first_line(exc))
-            if deadline is not None and deadline.left() < backoff:
-                raise DatabaseWaitTimeout(f"scheduler {name}: could not {what} for {now - failed_since:.0f} s: "
-                                          f"{_first_line(exc)}") from exc
-            if stopped.wait(backoff):
-                raise SchedulerStopped(f"scheduler {name} stopped while waiting to {what}") from exc
-            backoff = min(MAX_BACKOFF_S, backoff * 2)
+            outage.wait(exc, stopped, deadline)
             continue
-        if failed_since is not None:
-            log.warning("scheduler %s: the database answers again after %.1f s; could %s",
-                        name, time.monotonic() - failed_since, what)
+        outage.over()
         return result
+
+
+class _Outage:
+    """One outage as a caller sees it: since when, when it was last reported, how long to wait next."""
+
+    def __init__(self, what: str, name: str):
+        self.what, self.name = what, name
+        self.since: float | None = None
+        self.reported = 0.0
+        self.backoff = FIRST_BACKOFF_S
+
+    def wait(self, exc: Exception, stopped: threading.Event, deadline: Deadline | None) -> None:
+        """Report the outage (every ``REPORT_EVERY_S``) and wait the backoff, unless stopped or out of time."""
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        if now - self.reported >= REPORT_EVERY_S:
+            self.reported = now
+            log.warning("scheduler %s: cannot %s for %.0f s (%s); decisions wait, none is lost: retrying",
+                        self.name, self.what, now - self.since, _first_line(exc))
+        if deadline is not None and deadline.left() < self.backoff:
+            raise DatabaseWaitTimeout(f"scheduler {self.name}: could not {self.what} for {now - self.since:.0f} s: "
+                                      f"{_first_line(exc)}") from exc
+        if stopped.wait(self.backoff):
+            raise SchedulerStopped(f"scheduler {self.name} stopped while waiting to {self.what}") from exc
+        self.backoff = min(MAX_BACKOFF_S, self.backoff * 2)
+
+    def over(self) -> None:
+        if self.since is not None:
+            log.warning("scheduler %s: the database answers again after %.1f s; could %s",
+                        self.name, time.monotonic() - self.since, self.what)
 
 
 class Durable:
