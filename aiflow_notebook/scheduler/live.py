@@ -1,8 +1,8 @@
 """What the scheduler's loop knows in memory: its live runs, their workflows, the job processes it follows,
 the runs being stopped and the last event it took.
 
-Only the loop thread changes it, and only after the database committed what it reflects (see ``state``):
-a decision that could not be committed leaves no trace here.
+Only the loop thread changes it (and the start-up, before the loop runs), and only after the database
+committed what it reflects (see ``state``): a decision that could not be committed leaves no trace here.
 """
 
 from __future__ import annotations
