@@ -101,7 +101,7 @@ class Scheduler:
         settler = Settler(state, store, live, actions, periodic, announcer, self.launcher.paths)
         intake = Intake(state, live, periodic, actions, announcer)
         self.schedules = Schedules(self._schedule_state, state, store, self.blobs, live, intake, periodic,
-                                   self.admission, announcer, periodic.lateness)
+                                   self.admission, announcer)
         commands = Commands(state, store, self.blobs, live, intake, actions, settler, announcer, self.admission)
         decisions = Decisions(state, live, self.schedules, actions, settler, self.decision_seconds)
         self.recovery = Recovery(state, store, self.blobs, live, self.launcher, actions, settler, announcer,

@@ -37,7 +37,7 @@ from aiflow_notebook.scheduler.announce import Announcer
 from aiflow_notebook.scheduler.durable import SchedulerStopped
 from aiflow_notebook.scheduler.intake import Intake, control_edges, initial_jobs
 from aiflow_notebook.scheduler.live import Live
-from aiflow_notebook.scheduler.periodic import PeriodicJobs, TickLateness
+from aiflow_notebook.scheduler.periodic import PeriodicJobs
 from aiflow_notebook.scheduler.rules import CustomRule, Rule, bind
 from aiflow_notebook.scheduler.schedule_state import NewRun, ScheduleRow, TriggerRow
 from aiflow_notebook.sdk.control import Action
@@ -55,10 +55,10 @@ class Schedules:
     state and metadata store; ``intake`` takes in the runs schedules and triggers start."""
 
     def __init__(self, state: Any, cursor: Any, store: Any, blobs: BlobStore, live: Live, intake: Intake,
-                 periodic: PeriodicJobs, admission: Admission, announcer: Announcer, lateness: TickLateness):
+                 periodic: PeriodicJobs, admission: Admission, announcer: Announcer):
         self.state, self.cursor, self.store, self.blobs, self.live = state, cursor, store, blobs, live
         self.intake, self.periodic, self.admission, self.announcer = intake, periodic, admission, announcer
-        self.lateness = lateness
+        self.lateness = periodic.lateness  # one record of ticks, periodic jobs' and schedules'
         self.name = state.name
         self._schedules: dict[int, ScheduleRow] = {}
         self._triggers: dict[int, tuple[TriggerRow, Any]] = {}  # id -> (row, rule)
