@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from aiflow_notebook.scheduler.scheduler import PYFLINK_WORKER_VARIABLES
+from aiflow_notebook.engines.process import PYFLINK_WORKER_VARIABLES
 from aiflow_notebook.testing.processes import wait_no_process_left
 from dl_on_flink.testing import CHILD_MODULE
 

@@ -275,7 +275,7 @@ def test_a_savepoint_complete_before_the_job_failed_while_stopping_is_kept():
 
 
 def test_pruning_keeps_the_newest_savepoints_and_never_deletes_outside_the_jobs_own_directory(tmp_path):
-    from aiflow_notebook.scheduler.scheduler import prune_savepoints
+    from aiflow_notebook.scheduler.settle import prune_savepoints
 
     own = tmp_path / "savepoints" / "wf" / "7" / "serve"
     made = []

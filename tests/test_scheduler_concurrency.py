@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import time
 from pathlib import Path
 
 import pytest
@@ -31,11 +30,7 @@ def scheduler(aiflow_home):
 
 def wait_for_gate(context):
     gate = Path(context.properties["gates"]) / os.environ["AIFLOW_RUN_ID"]
-    deadline = time.monotonic() + 120
-    while not gate.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gate {gate} never opened")
-        time.sleep(0.05)
+    af.wait_until(gate.exists, 120, f"gate {gate} to open", interval=0.05)
 
 
 def note_start(context):

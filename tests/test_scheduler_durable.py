@@ -9,6 +9,7 @@ import time
 import pytest
 from sqlalchemy import text
 
+from aiflow_notebook.core.waiting import Deadline
 from aiflow_notebook.scheduler.durable import DatabaseWaitTimeout, SchedulerStopped, call_durably
 from aiflow_notebook.storage.database import Database
 
@@ -48,7 +49,7 @@ def test_a_deadline_ends_the_wait_naming_what_waited(locked):
     db, holder = locked
     holder.execute("BEGIN EXCLUSIVE")
     with pytest.raises(DatabaseWaitTimeout, match=r"could not insert the row .*database is locked"):
-        call_durably(insert(db, 1), "insert the row", threading.Event(), deadline=time.monotonic() + 1)
+        call_durably(insert(db, 1), "insert the row", threading.Event(), deadline=Deadline(1))
     holder.execute("ROLLBACK")
     assert rows(db) == []
 

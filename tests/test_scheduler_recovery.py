@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 import aiflow_notebook as af
+from aiflow_notebook.core.vocabulary import JobState
 from aiflow_notebook.events import EventClient, EventServer
 from aiflow_notebook.events.publisher import EventBusPublisher
 from aiflow_notebook.meta.store import MetadataStore
@@ -44,12 +45,18 @@ def make():
     return [[1]]
 
 
-class DiesBeforePublishingFinished(Scheduler):
-    def _publish_status(self, run, job, job_run_id, attempt, state, error=None):
-        if job == "a" and state == "FINISHED":
-            self.stop()  # the loop ends here: the state is committed, the event never sent
+def dies_before_publishing_finished(scheduler: Scheduler) -> Scheduler:
+    """The scheduler's announcer fails where it would publish job a's FINISHED, as if the process died."""
+    publish = scheduler.announcer.job_status
+
+    def job_status(run, job, job_run_id, attempt, state, error=None, **extra):
+        if job == "a" and state == JobState.FINISHED:
+            scheduler.stop()  # the loop ends here: the state is committed, the event never sent
             raise RuntimeError("simulated crash between commit and publish")
-        super()._publish_status(run, job, job_run_id, attempt, state, error)
+        publish(run, job, job_run_id, attempt, state, error, **extra)
+
+    scheduler.announcer.job_status = job_status
+    return scheduler
 
 
 def test_a_final_state_committed_but_not_published_is_published_after_restart(tmp_path, bus):
@@ -61,7 +68,7 @@ def test_a_final_state_committed_but_not_published_is_published_after_restart(tm
                              uri=str(tmp_path / "y.json"))
         af.action_on_job_status("b", upstream="a")
     client, store = bus
-    first = DiesBeforePublishingFinished(store, client, home=tmp_path).start()
+    first = dies_before_publishing_finished(Scheduler(store, client, home=tmp_path)).start()
     api = SchedulerClient(client, blob_store=LocalBlobStore(tmp_path / "blobs"))
     run = api.submit(af.compile("recover"))
     first._thread.join(60)
@@ -126,16 +133,20 @@ def count_start(context):
         fh.write("start\n")
 
 
-class DiesRightAfterLaunching(Scheduler):
+def dies_right_after_launching(scheduler: Scheduler) -> Scheduler:
     """Dies between starting a job's process and committing its pid, and only once the job has ended: the
     few milliseconds a real kill -9 rarely hits (test_schedules_recovery's kill -9 test hit it once, and the
     restarted scheduler ran the job again)."""
+    launch = scheduler.launcher.launch
 
-    def _launch(self, *args, **kwargs):
-        process = super()._launch(*args, **kwargs)
+    def launch_and_die(*args, **kwargs):
+        process = launch(*args, **kwargs)
         process.wait(60)
-        self.stop()
+        scheduler.stop()
         raise RuntimeError("simulated crash between launching a job and recording its process")
+
+    scheduler.launcher.launch = launch_and_die
+    return scheduler
 
 
 def test_a_job_that_ended_before_its_process_was_recorded_is_not_run_again(tmp_path, bus):
@@ -144,7 +155,7 @@ def test_a_job_that_ended_before_its_process_was_recorded_is_not_run_again(tmp_p
         with af.job_config("once"):
             af.user_define_operation(count_start, name="once", properties={"marker": str(marker)})
     client, store = bus
-    first = DiesRightAfterLaunching(store, client, home=tmp_path).start()
+    first = dies_right_after_launching(Scheduler(store, client, home=tmp_path)).start()
     run = SchedulerClient(client, blob_store=LocalBlobStore(tmp_path / "blobs")).submit(af.compile("launched"))
     first._thread.join(60)
     assert not first.alive and marker.read_text() == "start\n"

@@ -13,9 +13,9 @@ import pytest
 
 import aiflow_notebook as af
 from aiflow_notebook.core.timing import Timing
-from aiflow_notebook.core.vocabulary import RUN_STATUS_CHANGED
+from aiflow_notebook.core.vocabulary import JOB_STATUS_CHANGED, RUN_STATUS_CHANGED
 from aiflow_notebook.events import Event, EventClient
-from aiflow_notebook.scheduler.custom_rules import CustomRule, bind
+from aiflow_notebook.scheduler.rules import CustomRule, bind
 from aiflow_notebook.testing.waiting import wait_for
 
 # --- timing ---------------------------------------------------------------------------------------------
@@ -160,6 +160,21 @@ def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+def _barrier() -> None:
+    """Return once the scheduler has decided every event sent before this call: it answers a schedule
+    command only after the events before it, and announces the runs and jobs they started before that."""
+    af.list_workflow_triggers()
+
+
+def _clock_checked_after(moment: float) -> None:
+    """Return once the scheduler's clock has fired what was due at ``moment`` (seconds since the epoch): the
+    moment passes, then two commands — the second is answered only after the loop finished the batch of the
+    first, which ends with firing what is due (and announcing what that started)."""
+    wait_for(lambda: time.time() > moment, max(0.0, moment - time.time()) + 10, "the moment to pass")
+    _barrier()
+    _barrier()
+
+
 @pytest.mark.slow
 def test_a_workflow_schedule_fires_and_can_be_paused_resumed_listed_and_deleted(tmp_path):
     out = tmp_path / "ticks.txt"
@@ -173,19 +188,18 @@ def test_a_workflow_schedule_fires_and_can_be_paused_resumed_listed_and_deleted(
     assert af.list_workflow_schedules("another") == []
 
     wait_for(lambda: len(_lines(out)) >= 2, 60, "two scheduled runs to record")
-    assert af.pause_workflow_schedule(schedule_id)["paused"] is True
-    time.sleep(0.5)  # a run fired just before the pause may still be starting
-    paused_at = len(_runs_started(client, "every_second"))
-    time.sleep(2.5)
+    paused = af.pause_workflow_schedule(schedule_id)
+    assert paused["paused"] is True
+    paused_at = len(_runs_started(client, "every_second"))  # a run fired before the pause was announced before
+    _clock_checked_after(max(paused["next_tick"], time.time()) + 1)  # two of its ticks are past
     assert len(_runs_started(client, "every_second")) == paused_at, "a paused schedule fired"
 
     af.resume_workflow_schedule(schedule_id)
     wait_for(lambda: len(_runs_started(client, "every_second")) >= paused_at + 2, 30, "the resumed schedule to fire")
     deleted = af.delete_workflow_schedule(schedule_id)
     assert deleted["id"] == schedule_id
-    time.sleep(0.5)
     after_delete = len(_runs_started(client, "every_second"))
-    time.sleep(2.5)
+    _clock_checked_after(max(deleted["next_tick"], time.time()) + 1)  # two of its ticks are past
     assert len(_runs_started(client, "every_second")) == after_delete
     assert af.list_workflow_schedules() == []
     with pytest.raises(af.AIFlowError, match="no workflow schedule"):
@@ -232,7 +246,7 @@ def test_a_trigger_starts_one_run_per_triggering_event_and_can_be_deleted(tmp_pa
     af.delete_workflow_trigger(trigger_id)
     assert af.list_workflow_triggers() == []
     client.send_event(Event("clicks", "v3", "DATASET_UPDATED"))
-    time.sleep(2)
+    _barrier()
     assert len(_runs_started(client, "on_data")) == 2
 
 
@@ -277,9 +291,14 @@ def test_a_control_edge_with_a_stateful_condition_deploys_only_a_better_auc(tmp_
             wait_for(lambda before=before: any(e.value == "FINISHED" for e in run.job_events()[before:]), 60,
                      f"deploy for AUC {auc}")
         else:
-            time.sleep(1)
+            _barrier()
+            assert run.job_events()[before:] == [], f"AUC {auc} started deploy"
     assert _lines(out) == ["0.70", "0.81", "0.90"]
     run.stop()
+
+
+def _starts(client: EventClient, key: str) -> int:
+    return sum(e.value == "STARTING" for e in client.list_events(key=key, event_type=JOB_STATUS_CHANGED))
 
 
 def tick_job(context):
@@ -294,12 +313,13 @@ def test_a_periodic_job_reruns_while_its_run_lives_and_stops_with_it(tmp_path):
         with af.job_config("tick", periodic=1):
             af.user_define_operation(tick_job, name="tick", properties={"out": str(out)})
     run = af.submit("periodic_job")
+    client = EventClient.from_environment()
     wait_for(lambda: len(_lines(out)) >= 3, 60, "three periodic runs of the job")
     assert run.status() == "RUNNING"  # a run with a periodic job lives until stopped
-    assert run.stop() == "KILLED"
-    time.sleep(0.3)
-    stopped_at = len(_lines(out))
-    time.sleep(2)
+    assert run.stop() == "KILLED"  # its job's processes are gone
+    stopped_at, starts = len(_lines(out)), _starts(client, "periodic_job.tick")
+    _clock_checked_after(time.time() + 1.5)  # the job's next tick is past
+    assert _starts(client, "periodic_job.tick") == starts, "a periodic job started after its run was stopped"
     assert len(_lines(out)) == stopped_at
     assert len(set(_lines(out))) == len(_lines(out))  # each tick a new job run
 

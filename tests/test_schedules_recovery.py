@@ -91,7 +91,7 @@ def test_a_triggering_event_starts_exactly_one_run_across_a_kill_9(tmp_path):
         server = EventServerProcess(db, port=server.port).start()
         client.send_event(Event("clicks", "day-3", "DATASET_UPDATED"))
         wait_for(lambda: len(_started(client, "on_dataset")) >= 3, 60, "a run for each of the three events")
-        time.sleep(1.5)  # a duplicate would show up now
+        af.list_workflow_triggers()  # answered after every event before it was decided: a duplicate shows now
         started = _started(client, "on_dataset")
         assert len(started) == 3 and {run["trigger"] for run in started} == {trigger_id}
         assert len({run["event"] for run in started}) == 3
@@ -132,7 +132,7 @@ def test_a_stateful_condition_keeps_its_count_across_a_kill_9(tmp_path):
         wait_for(lambda: len(_started(client, "retrain_report")) == 1, 60, "the run after the third validation")
         for version in (4, 5):
             client.send_event(Event("ctr", str(version), "MODEL_VALIDATED"))
-        time.sleep(2)
+        af.list_workflow_triggers()  # answered after the two events were decided
         assert len(_started(client, "retrain_report")) == 1  # counting starts again after firing
         client.send_event(Event("ctr", "6", "MODEL_VALIDATED"))
         wait_for(lambda: len(_started(client, "retrain_report")) == 2, 60, "the run after the sixth validation")

@@ -24,11 +24,7 @@ import pytest
 
 import aiflow_notebook as af
 from aiflow_notebook.cli import main
-from aiflow_notebook.events import CurveAuth, Event, EventClient
-from aiflow_notebook.events.publisher import EventBusPublisher
-from aiflow_notebook.meta import MetadataStore
-from aiflow_notebook.scheduler import EmbeddedScheduler, SchedulerClient, SchedulerError
-from aiflow_notebook.scheduler.scheduler import (
+from aiflow_notebook.core.vocabulary import (
     CONTROL_NAMESPACE,
     RUN_CREATED,
     STOP_WORKFLOW_RUN,
@@ -36,6 +32,10 @@ from aiflow_notebook.scheduler.scheduler import (
     SUBMIT_WORKFLOW,
     command_key,
 )
+from aiflow_notebook.events import CurveAuth, Event, EventClient
+from aiflow_notebook.events.publisher import EventBusPublisher
+from aiflow_notebook.meta import MetadataStore
+from aiflow_notebook.scheduler import EmbeddedScheduler, SchedulerClient, SchedulerError
 from aiflow_notebook.testing.event_server import EventServerProcess
 from aiflow_notebook.testing.waiting import wait_for
 

@@ -30,6 +30,7 @@ from sqlalchemy.exc import (
 )
 
 from aiflow_notebook.core.errors import AIFlowError
+from aiflow_notebook.core.waiting import Deadline
 from aiflow_notebook.storage.database import DatabaseUnavailableError
 
 log = logging.getLogger(__name__)
@@ -74,51 +75,66 @@ class DatabaseWaitTimeout(AIFlowError):
 
 
 def call_durably(fn: Callable[[], T], what: str, stopped: threading.Event, name: str = "default",
-                 deadline: float | None = None) -> T:
+                 deadline: Deadline | None = None) -> T:
     """``fn()``, retried through database outages until it succeeds; ``SchedulerStopped`` if stopped first,
-    ``DatabaseWaitTimeout`` once ``time.monotonic()`` passes ``deadline`` (None: no deadline).
+    ``DatabaseWaitTimeout`` once ``deadline`` would pass during the next wait (None: no deadline).
 
     ``what`` says what the loop is waiting for, in the log ("commit event").
     """
-    failed_since: float | None = None
-    reported = 0.0
-    backoff = FIRST_BACKOFF_S
+    outage = _Outage(what, name)
     while True:
         try:
             result = fn()
         except Exception as exc:
             if not is_outage(exc):
                 raise
-            now = time.monotonic()
-            if failed_since is None:
-                failed_since = now
-            if now - reported >= REPORT_EVERY_S:
-                reported = now
-                log.warning("scheduler %s: cannot %s for %.0f s (%s); decisions wait, none is lost: retrying",
-                            name, what, now - failed_since, _first_line(exc))
-            if deadline is not None and now + backoff > deadline:
-                raise DatabaseWaitTimeout(f"scheduler {name}: could not {what} for {now - failed_since:.0f} s: "
-                                          f"{_first_line(exc)}") from exc
-            if stopped.wait(backoff):
-                raise SchedulerStopped(f"scheduler {name} stopped while waiting to {what}") from exc
-            backoff = min(MAX_BACKOFF_S, backoff * 2)
+            outage.wait(exc, stopped, deadline)
             continue
-        if failed_since is not None:
-            log.warning("scheduler %s: the database answers again after %.1f s; could %s",
-                        name, time.monotonic() - failed_since, what)
+        outage.over()
         return result
+
+
+class _Outage:
+    """One outage as a caller sees it: since when, when it was last reported, how long to wait next."""
+
+    def __init__(self, what: str, name: str):
+        self.what, self.name = what, name
+        self.since: float | None = None
+        self.reported = 0.0
+        self.backoff = FIRST_BACKOFF_S
+
+    def wait(self, exc: Exception, stopped: threading.Event, deadline: Deadline | None) -> None:
+        """Report the outage (every ``REPORT_EVERY_S``) and wait the backoff, unless stopped or out of time."""
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        if now - self.reported >= REPORT_EVERY_S:
+            self.reported = now
+            log.warning("scheduler %s: cannot %s for %.0f s (%s); decisions wait, none is lost: retrying",
+                        self.name, self.what, now - self.since, _first_line(exc))
+        if deadline is not None and deadline.left() < self.backoff:
+            raise DatabaseWaitTimeout(f"scheduler {self.name}: could not {self.what} for {now - self.since:.0f} s: "
+                                      f"{_first_line(exc)}") from exc
+        if stopped.wait(self.backoff):
+            raise SchedulerStopped(f"scheduler {self.name} stopped while waiting to {self.what}") from exc
+        self.backoff = min(MAX_BACKOFF_S, self.backoff * 2)
+
+    def over(self) -> None:
+        if self.since is not None:
+            log.warning("scheduler %s: the database answers again after %.1f s; could %s",
+                        self.name, time.monotonic() - self.since, self.what)
 
 
 class Durable:
     """``Durable(obj, stopped)``: every method of ``obj`` called through :func:`call_durably`.
 
-    ``deadline``: an absolute ``time.monotonic()`` after which calls give up (None: they wait until
-    stopped); the owner sets it while it must not block, e.g. during start-up.
+    ``deadline``: a :class:`~aiflow_notebook.core.waiting.Deadline` after which calls give up (None: they
+    wait until stopped); the owner sets it while it must not block, e.g. during start-up.
     """
 
     def __init__(self, target: Any, stopped: threading.Event, name: str = "default"):
         self._target, self._stopped, self._name = target, stopped, name
-        self.deadline: float | None = None
+        self.deadline: Deadline | None = None
 
     def __getattr__(self, attribute: str) -> Any:
         value = getattr(self._target, attribute)

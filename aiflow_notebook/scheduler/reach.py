@@ -30,7 +30,8 @@ from aiflow_notebook.core.vocabulary import (
     JobState,
     matches,
 )
-from aiflow_notebook.sdk.control import Action, ValueCondition
+from aiflow_notebook.sdk.conditions import ValueCondition
+from aiflow_notebook.sdk.control import Action
 
 STARTING_ACTIONS = (Action.START, Action.RESTART)
 

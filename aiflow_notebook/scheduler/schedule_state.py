@@ -15,7 +15,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from aiflow_notebook.meta import orm
-from aiflow_notebook.scheduler.state import SchedulerState, insert_run
+from aiflow_notebook.scheduler.state import Outbox, SchedulerState, insert_run
+from aiflow_notebook.sdk.control import Action
 
 
 @dataclass
@@ -224,7 +225,7 @@ class ScheduleState:
                 .values(next_tick=next_tick))
             if moved.rowcount != 1:
                 return False
-            session.add(orm.SchedulerAction(workflow_run_id=run_id, job=job, action="START", state="PENDING"))
+            session.add(orm.SchedulerAction(workflow_run_id=run_id, job=job, action=Action.START, state=Outbox.PENDING))
             return True
 
         return self._db.transaction(work)

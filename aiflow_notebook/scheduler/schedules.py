@@ -1,11 +1,11 @@
 """The scheduler's clock and its workflow starts: schedules, triggers and periodic jobs.
 
-One :class:`Schedules` belongs to a :class:`~aiflow_notebook.scheduler.scheduler.Scheduler` and runs on
-its loop thread. It
+:class:`Schedules` runs on the scheduler's loop thread. It
 
 - takes the ``SCHEDULE_COMMAND`` commands (add / pause / resume / delete / list schedules, add / delete /
   list triggers) that clients send on the bus like a submission, and answers each with ``SCHEDULE_REPLY``;
-- fires **workflow schedules** and **periodic jobs** when their tick is due (the loop wakes for it);
+- fires **workflow schedules** and **periodic jobs** (``periodic``) when their tick is due (the loop wakes
+  for it);
 - evaluates **workflow triggers** on every batch of events, inside the transaction that moves the cursor.
 
 Exactly once across a crash or ``kill -9``:
@@ -23,41 +23,56 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiflow_notebook.core.errors import AIFlowError
 from aiflow_notebook.core.timing import Timing
+from aiflow_notebook.core.vocabulary import SCHEDULE_REPLY
+from aiflow_notebook.engines import engine_runner
 from aiflow_notebook.events import Event
-from aiflow_notebook.scheduler.custom_rules import CustomRule, bind
-from aiflow_notebook.scheduler.durable import Durable, SchedulerStopped
-from aiflow_notebook.scheduler.rules import Rule
-from aiflow_notebook.scheduler.schedule_state import NewRun, ScheduleRow, ScheduleState, TriggerRow
-from aiflow_notebook.scheduler.state import SchedulerState
-
-if TYPE_CHECKING:
-    from aiflow_notebook.scheduler.scheduler import Scheduler
+from aiflow_notebook.scheduler.admission import Admission
+from aiflow_notebook.scheduler.announce import Announcer
+from aiflow_notebook.scheduler.durable import SchedulerStopped
+from aiflow_notebook.scheduler.intake import Intake, control_edges, initial_jobs
+from aiflow_notebook.scheduler.live import Live
+from aiflow_notebook.scheduler.periodic import PeriodicJobs
+from aiflow_notebook.scheduler.rules import CustomRule, Rule, bind
+from aiflow_notebook.scheduler.schedule_state import NewRun, ScheduleRow, TriggerRow
+from aiflow_notebook.sdk.control import Action
+from aiflow_notebook.storage.blobs import BlobStore
 
 log = logging.getLogger(__name__)
 
-SCHEDULE_COMMAND = "SCHEDULE_COMMAND"
-SCHEDULE_REPLY = "SCHEDULE_REPLY"
-PERIODIC = "periodic"  # the job property of a periodic job: {"cron": ...} or {"interval": seconds}
 IDLE_WAKE_S = 0.2  # the loop's longest sleep when nothing is due
 RETRY_S = 5.0  # a tick that failed (not a database outage: those are waited out) is tried again after this
+READ_ONLY_OPS = ("list_schedules", "list_triggers")  # open to every client on the bus
 
 
 class Schedules:
-    def __init__(self, scheduler: Scheduler):
-        self.scheduler = scheduler
-        self.state = Durable(ScheduleState(SchedulerState(scheduler.store, scheduler.name)), scheduler._stop,
-                             scheduler.name)
+    """``state``: the (durable) schedule state; ``cursor`` and ``store``: the loop's (durable) scheduler
+    state and metadata store; ``intake`` takes in the runs schedules and triggers start."""
+
+    def __init__(self, state: Any, cursor: Any, store: Any, blobs: BlobStore, live: Live, intake: Intake,
+                 periodic: PeriodicJobs, admission: Admission, announcer: Announcer):
+        self.state, self.cursor, self.store, self.blobs, self.live = state, cursor, store, blobs, live
+        self.intake, self.periodic, self.admission, self.announcer = intake, periodic, admission, announcer
+        self.lateness = periodic.lateness  # one record of ticks, periodic jobs' and schedules'
+        self.name = state.name
         self._schedules: dict[int, ScheduleRow] = {}
         self._triggers: dict[int, tuple[TriggerRow, Any]] = {}  # id -> (row, rule)
         self._workflows: dict[str, Any] = {}  # blob uri -> Workflow (read from the verified blob store)
-        self._periodic: dict[tuple[int, str], tuple[Timing, float, float]] = {}  # (run, job) -> timing, anchor, next
         self._retry_at: dict[int, float] = {}  # schedule id -> when to try again after a tick failed
-        self.tick_lateness: list[float] | None = None  # seconds from a tick to its firing (benchmarks turn it on)
+
+    @property
+    def tick_lateness(self) -> list[float] | None:
+        """Seconds from each tick (of schedules and periodic jobs) to its firing; benchmarks set a list."""
+        return self.lateness.values
+
+    @tick_lateness.setter
+    def tick_lateness(self, values: list[float] | None) -> None:
+        self.lateness.values = values
 
     # --- start-up ------------------------------------------------------------------------------------
 
@@ -69,37 +84,13 @@ class Schedules:
             try:
                 self._triggers[row.id] = (row, self._trigger_rule(row.condition_uri, row.state))
             except Exception:  # noqa: BLE001 - a trigger that cannot load must not stop the scheduler
-                log.exception("scheduler %s: cannot load trigger %s of %r", self.scheduler.name, row.id, row.workflow)
-        for run in list(self.scheduler._runs.values()):
-            self.run_loaded(run.run_id)
-
-    def run_loaded(self, run_id: int) -> None:
-        """Follow the periodic jobs of a run (after submission or recovery)."""
-        run = self.scheduler._runs[run_id]
-        known = self.state.periodic_jobs(run_id)
-        for job in self.scheduler._workflow(run).jobs.values():
-            periodic = (job.properties or {}).get(PERIODIC)
-            if not periodic:
-                continue
-            timing = Timing.from_dict(periodic)
-            if job.name not in known:
-                now = time.time()
-                first = now if timing.interval is not None else timing.next_after(now, now)
-                self.state.add_periodic_job(run_id, job.name, timing.to_dict(), now, first)
-                known[job.name] = (timing.to_dict(), now, first)
-            _, anchor, next_tick = known[job.name]
-            self._periodic[(run_id, job.name)] = (timing, anchor, next_tick)
-
-    def keeps_running(self, run_id: int) -> bool:
-        """A run with periodic jobs stays RUNNING until stopped (like one with a streaming job)."""
-        return any(key[0] == run_id for key in self._periodic)
+                log.exception("scheduler %s: cannot load trigger %s of %r", self.name, row.id, row.workflow)
+        self.periodic.recover()
 
     # --- the clock -----------------------------------------------------------------------------------
 
     def seconds_until_due(self) -> float:
-        ticks = [self._due(row) for row in self._schedules.values() if not row.paused]
-        ticks += [next_tick for (run_id, _), (_, _, next_tick) in self._periodic.items()
-                  if run_id in self.scheduler._runs]
+        ticks = [self._due(row) for row in self._schedules.values() if not row.paused] + self.periodic.next_ticks()
         if not ticks:
             return IDLE_WAKE_S
         return max(0.0, min(IDLE_WAKE_S, min(ticks) - time.time()))
@@ -108,103 +99,94 @@ class Schedules:
         now = time.time()
         for row in list(self._schedules.values()):
             if not row.paused and self._due(row) <= now:
-                try:
-                    self._fire_schedule(row, now)
-                except SchedulerStopped:
-                    raise
-                except Exception:  # noqa: BLE001 - e.g. its workflow's blob is gone: retry later, keep going
-                    log.exception("scheduler %s: schedule %s of %r could not fire; retrying in %g s",
-                                  self.scheduler.name, row.id, row.workflow, RETRY_S)
-                    self._retry_at[row.id] = now + RETRY_S
-        for (run_id, job), (timing, anchor, tick) in list(self._periodic.items()):
-            if run_id not in self.scheduler._runs:
-                self._periodic.pop((run_id, job), None)  # the run ended
-            elif tick <= now:
-                self._tick_periodic(run_id, job, timing, anchor, tick, now)
+                self._try_schedule(row, now)
+        self.periodic.fire_due(now)
 
     def _due(self, row: ScheduleRow) -> float:
         return max(row.next_tick, self._retry_at.get(row.id, 0.0))
+
+    def _try_schedule(self, row: ScheduleRow, now: float) -> None:
+        try:
+            self._fire_schedule(row, now)
+        except SchedulerStopped:
+            raise
+        except Exception:  # noqa: BLE001 - e.g. its workflow's blob is gone: retry later, keep going
+            log.exception("scheduler %s: schedule %s of %r could not fire; retrying in %g s",
+                          self.name, row.id, row.workflow, RETRY_S)
+            self._retry_at[row.id] = now + RETRY_S
 
     def _fire_schedule(self, row: ScheduleRow, now: float) -> None:
         timing = Timing.from_dict(row.timing)
         next_tick = timing.next_after(now, row.anchor)  # missed ticks coalesce into this one firing
         workflow = self._workflow(row.uri)
-        new_run = self._new_run(workflow, row.snapshot_id, self.scheduler._last_seen,
+        new_run = self._new_run(workflow, row.snapshot_id, self.live.last_seen,
                                 {"schedule": row.id, "tick": row.next_tick, "uri": row.uri, "cwd": row.cwd,
                                  "submitted_by": f"schedule {row.id}"})
         run_id = self.state.fire_schedule(row.id, row.next_tick, next_tick, new_run)
         self._retry_at.pop(row.id, None)
-        if self.tick_lateness is not None:
-            self.tick_lateness.append(time.time() - row.next_tick)
+        self.lateness.record(row.next_tick)
         self._schedules[row.id] = replace(row, next_tick=next_tick, fired=row.fired + (run_id is not None),
                                           last_run_id=run_id or row.last_run_id)
         if run_id is not None:
-            log.info("scheduler %s: schedule %s (%s) started run %s of %r", self.scheduler.name, row.id,
+            log.info("scheduler %s: schedule %s (%s) started run %s of %r", self.name, row.id,
                      timing.describe(), run_id, row.workflow)
-            self.scheduler._run_created(run_id, workflow, origin={"schedule": row.id, "tick": row.next_tick})
-
-    def _tick_periodic(self, run_id: int, job: str, timing: Timing, anchor: float, tick: float, now: float) -> None:
-        next_tick = timing.next_after(now, anchor)
-        queued = self.state.tick_periodic_job(run_id, job, tick, next_tick)
-        self._periodic[(run_id, job)] = (timing, anchor, next_tick)
-        if queued:
-            if self.tick_lateness is not None:
-                self.tick_lateness.append(time.time() - tick)
-            self.scheduler._execute_pending(run_id)
+            self.intake.take(run_id, workflow, origin={"schedule": row.id, "tick": row.next_tick})
 
     # --- triggers ------------------------------------------------------------------------------------
 
-    def evaluate(self, events: list[Event]) -> tuple[Any, Any] | None:
+    def evaluate(self, events: list[Event]) -> tuple[Callable, Callable[[], None]] | None:
         """Evaluate the triggers on ``events`` (on copies). None when nothing changed; else ``(work, done)``:
         ``work(session)`` adds the triggers' state and new runs to the cursor's transaction, ``done()``
         installs them once it committed."""
         if not self._triggers or not events:
             return None
-        working: dict[int, Any] = {}
+        working: dict[int, Any] = {}  # trigger id -> its rule with the new state
         starts: list[tuple[int, NewRun]] = []
         causes: dict[int, list[int]] = {}  # trigger id -> the versions of the events that fired it, in order
-        last = events[-1].version
         for event in events:
             for trigger_id, (row, rule) in self._triggers.items():
-                if event.version <= row.since_version:
-                    continue
-                current = working.get(trigger_id, rule)
-                trial = replace(current, met=list(current.met))
-                if trial.on_event(event):
-                    causes.setdefault(trigger_id, []).append(event.version)
-                    workflow = self._workflow(row.uri)
-                    new_run = self._new_run(workflow, row.snapshot_id, last,
-                                            {"trigger": row.id, "event": event.version, "uri": row.uri,
-                                             "cwd": row.cwd, "submitted_by": f"trigger {row.id}"})
-                    # its initial jobs get the triggering event (context.trigger), like a rule-started job
-                    starts.append((trigger_id, replace(new_run, start_version=event.version)))
-                if trial.met != current.met:
-                    working[trigger_id] = trial
+                if event.version > row.since_version:
+                    self._try_trigger(row, working.get(trigger_id, rule), event, events[-1].version,
+                                      working, starts, causes)
         if not working and not starts:
             return None
         created: list[tuple[int, int]] = []
-        work = self.state._target.trigger_work({t: rule.met for t, rule in working.items()}, starts, created)
+        work = self.state.trigger_work({t: rule.met for t, rule in working.items()}, starts, created)
+        return work, lambda: self._triggered(working, causes, created)
 
-        def done() -> None:
-            for trigger_id, rule in working.items():
-                if trigger_id in self._triggers:
-                    self._triggers[trigger_id] = (self._triggers[trigger_id][0], rule)
-            fired = {trigger_id: list(versions) for trigger_id, versions in causes.items()}
-            for trigger_id, run_id in list(created):
-                row, rule = self._triggers[trigger_id]
-                row = replace(row, fired=row.fired + 1, last_run_id=run_id)
-                self._triggers[trigger_id] = (row, rule)
-                version = fired[trigger_id].pop(0)
-                log.info("scheduler %s: trigger %s started run %s of %r (event %s)", self.scheduler.name, trigger_id,
-                         run_id, row.workflow, version)
-                self.scheduler._run_created(run_id, self._workflow(row.uri),
-                                            origin={"trigger": trigger_id, "event": version})
+    def _try_trigger(self, row: TriggerRow, current: Any, event: Event, last: int, working: dict[int, Any],
+                     starts: list[tuple[int, NewRun]], causes: dict[int, list[int]]) -> None:
+        """One trigger on one event: the run it starts (if it fires) and its new state, into the batch's."""
+        trial = replace(current, met=list(current.met))
+        if trial.on_event(event):
+            causes.setdefault(row.id, []).append(event.version)
+            new_run = self._new_run(self._workflow(row.uri), row.snapshot_id, last,
+                                    {"trigger": row.id, "event": event.version, "uri": row.uri, "cwd": row.cwd,
+                                     "submitted_by": f"trigger {row.id}"})
+            # its initial jobs get the triggering event (context.trigger), like a rule-started job
+            starts.append((row.id, replace(new_run, start_version=event.version)))
+        if trial.met != current.met:
+            working[row.id] = trial
 
-        return work, done
+    def _triggered(self, working: dict[int, Any], causes: dict[int, list[int]],
+                   created: list[tuple[int, int]]) -> None:
+        """After the commit: the triggers' new state, and the runs they started taken in."""
+        for trigger_id, rule in working.items():
+            if trigger_id in self._triggers:
+                self._triggers[trigger_id] = (self._triggers[trigger_id][0], rule)
+        fired = {trigger_id: list(versions) for trigger_id, versions in causes.items()}
+        for trigger_id, run_id in list(created):
+            row, rule = self._triggers[trigger_id]
+            row = replace(row, fired=row.fired + 1, last_run_id=run_id)
+            self._triggers[trigger_id] = (row, rule)
+            version = fired[trigger_id].pop(0)
+            log.info("scheduler %s: trigger %s started run %s of %r (event %s)", self.name, trigger_id,
+                     run_id, row.workflow, version)
+            self.intake.take(run_id, self._workflow(row.uri), origin={"trigger": trigger_id, "event": version})
 
-    def _trigger_rule(self, condition_uri: str, state: list | None):
-        condition = json.loads(self.scheduler.blobs.get(condition_uri))  # verified: our own store
-        edge = {"job": "", "action": "START", "condition": condition}
+    def _trigger_rule(self, condition_uri: str, state: list | None) -> Any:
+        condition = json.loads(self.blobs.get(condition_uri))  # verified: our own store
+        edge = {"job": "", "action": Action.START, "condition": condition}
         rule = Rule.from_edge(edge, state)
         bind([rule], [edge])
         return rule
@@ -219,7 +201,7 @@ class Schedules:
             handler = getattr(self, f"_op_{op}", None) if isinstance(op, str) else None
             if handler is None:
                 raise AIFlowError(f"unknown schedule command {op!r}")
-            if op not in ("list_schedules", "list_triggers") and not self.scheduler._authorized(event):
+            if op not in READ_ONLY_OPS and not self.admission.admits(event):
                 raise AIFlowError(f"{event.sender!r} is not an admitted client of this server, so it may not change "
                                   "schedules or triggers")
             result = handler(event, request)
@@ -227,8 +209,8 @@ class Schedules:
             raise
         except Exception as exc:  # noqa: BLE001 - a bad request (or a condition that cannot load) is answered
             if not isinstance(exc, AIFlowError | ValueError | KeyError | TypeError):
-                log.exception("scheduler %s: schedule command failed", self.scheduler.name)
-            self.scheduler.state.advance(event.version)
+                log.exception("scheduler %s: schedule command failed", self.name)
+            self.cursor.advance(event.version)
             self._reply(event, {"error": f"{type(exc).__name__}: {exc}" if not isinstance(exc, AIFlowError)
                                 else str(exc)})
             return
@@ -267,7 +249,7 @@ class Schedules:
         return row.to_dict()
 
     def _op_list_schedules(self, event: Event, request: dict[str, Any]) -> list[dict[str, Any]]:
-        self.scheduler.state.advance(event.version)
+        self.cursor.advance(event.version)
         wanted = request.get("workflow")
         return [row.to_dict() for row in self._schedules.values() if wanted in (None, row.workflow)]
 
@@ -291,13 +273,13 @@ class Schedules:
         return self._trigger_dict(row, rule)
 
     def _op_list_triggers(self, event: Event, request: dict[str, Any]) -> list[dict[str, Any]]:
-        self.scheduler.state.advance(event.version)
+        self.cursor.advance(event.version)
         wanted = request.get("workflow")
         return [self._trigger_dict(row, rule) for row, rule in self._triggers.values() if wanted in (None, row.workflow)]
 
     # --- helpers -------------------------------------------------------------------------------------
 
-    def _resolve(self, request: dict[str, Any]):
+    def _resolve(self, request: dict[str, Any]) -> tuple[Any, str, int, str | None]:
         """The workflow a command names: its blob ``uri`` (uploaded by the client), else the workflow
         ``name`` as last submitted to this scheduler. (workflow, uri, snapshot id, cwd)."""
         uri = request.get("uri")
@@ -308,24 +290,22 @@ class Schedules:
                                   "its schedule from the notebook (af.add_workflow_schedule(workflow, ...)), which "
                                   "uploads it")
         workflow = self._workflow(uri)
-        from aiflow_notebook.engines import engine_runner
-
         for job in workflow.jobs.values():
             engine_runner(job.engine)
-        payload = self.scheduler.blobs.get(uri)
-        snapshot_id = self.scheduler._store.save_workflow_snapshot(workflow.name, workflow.content_hash, payload,
-                                                                   project=request.get("project") or workflow.project)
+        payload = self.blobs.get(uri)
+        snapshot_id = self.store.save_workflow_snapshot(workflow.name, workflow.content_hash, payload,
+                                                        project=request.get("project") or workflow.project)
         return workflow, uri, snapshot_id, request.get("cwd")
 
-    def _workflow(self, uri: str):
+    def _workflow(self, uri: str) -> Any:
         if uri not in self._workflows:
             from aiflow_notebook.sdk.workflow import Workflow
 
-            self._workflows[uri] = Workflow.from_bytes(self.scheduler.blobs.get(uri))  # verified: our own store
+            self._workflows[uri] = Workflow.from_bytes(self.blobs.get(uri))  # verified: our own store
         return self._workflows[uri]
 
-    def _new_run(self, workflow, snapshot_id: int, since_version: int, properties: dict[str, Any]) -> NewRun:
-        edges = [edge.to_dict() for edge in workflow.control_edges]
+    def _new_run(self, workflow: Any, snapshot_id: int, since_version: int, properties: dict[str, Any]) -> NewRun:
+        edges = control_edges(workflow)
         return NewRun(snapshot_id, edges, initial_jobs(workflow, edges), since_version, properties)
 
     def _schedule(self, schedule_id: int) -> ScheduleRow:
@@ -340,20 +320,9 @@ class Schedules:
         return data
 
     def _reply(self, event: Event, body: dict[str, Any]) -> None:
-        from aiflow_notebook.scheduler.scheduler import CONTROL_NAMESPACE, command_key
-
         request_id = None
         try:
             request_id = json.loads(event.value).get("request_id")
         except (ValueError, AttributeError):
             pass
-        self.scheduler._send(command_key(self.scheduler.name), json.dumps(body, default=str), SCHEDULE_REPLY,
-                             CONTROL_NAMESPACE, {"request_id": request_id})
-
-
-def initial_jobs(workflow, edges: list[dict[str, Any]]) -> list[str]:
-    """The jobs a run starts with: those no rule STARTs, except periodic jobs (they start at their ticks)."""
-    started_by_rule = {edge["job"] for edge in edges if edge["action"] == "START"}
-    return [name for name, job in workflow.jobs.items()
-            if name not in started_by_rule and not (job.properties or {}).get(PERIODIC)]
-
+        self.announcer.reply(SCHEDULE_REPLY, json.dumps(body, default=str), {"request_id": request_id})

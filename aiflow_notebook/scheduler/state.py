@@ -12,21 +12,32 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from aiflow_notebook.core.vocabulary import ACTIVE_STATES as ACTIVE_JOB_STATES
+from aiflow_notebook.core.vocabulary import JobState, RunState
 from aiflow_notebook.meta import orm
 from aiflow_notebook.meta.orm import utcnow
 from aiflow_notebook.meta.store import MetadataStore
 from aiflow_notebook.scheduler.rules import Rule
+from aiflow_notebook.sdk.control import Action
+
+
+class Outbox(StrEnum):
+    """The states of a decided action in the outbox: to carry out, carried out, dropped with its run."""
+
+    PENDING = "PENDING"
+    DONE = "DONE"
+    CANCELLED = "CANCELLED"
 
 
 @dataclass
-class RunState:
-    """A workflow run the scheduler is responsible for."""
+class ActiveRun:
+    """A live workflow run the scheduler is responsible for: its rules, with their state."""
 
     run_id: int
     workflow: str
@@ -83,7 +94,7 @@ class SchedulerState:
 
         return self._db.transaction(work)
 
-    def active_runs(self) -> list[RunState]:
+    def active_runs(self) -> list[ActiveRun]:
         with self._db.reading() as session:
             rows = session.execute(
                 select(orm.RunRules, orm.WorkflowRun, orm.Workflow.name, orm.Project.name)
@@ -92,13 +103,13 @@ class SchedulerState:
                 .join(orm.Project, orm.Project.id == orm.Workflow.project_id)
                 .where(orm.RunRules.scheduler == self.name, orm.RunRules.active.is_(True))
                 .order_by(orm.RunRules.workflow_run_id)).all()
-            return [RunState(run_id=rules.workflow_run_id, workflow=wf, project=project,
+            return [ActiveRun(run_id=rules.workflow_run_id, workflow=wf, project=project,
                              since_version=rules.since_version,
                              rules=[Rule.from_edge(r["edge"], r["met"]) for r in rules.rules],
                              edges=[r["edge"] for r in rules.rules], snapshot_id=run.snapshot_id)
                     for rules, run, wf, project in rows]
 
-    def commit_event(self, version: int, runs: list[RunState], actions: list[tuple[int, str, str, int]],
+    def commit_event(self, version: int, runs: list[ActiveRun], actions: list[tuple[int, str, str, int]],
                      also: Callable[[Session], None] | None = None) -> None:
         """Commit the rules' state of ``runs``, the decided ``actions`` (run id, job, action, event version)
         and the cursor, in one transaction. A NONE action is recorded as done: there is nothing to carry out.
@@ -121,8 +132,8 @@ class SchedulerState:
             if actions:
                 conn.execute(insert(outbox), [
                     {"workflow_run_id": run_id, "job": job, "action": action, "event_version": event_version,
-                     "state": "DONE" if action == "NONE" else "PENDING", "created_at": now,
-                     "done_at": now if action == "NONE" else None}
+                     "state": Outbox.DONE if action == Action.NONE else Outbox.PENDING, "created_at": now,
+                     "done_at": now if action == Action.NONE else None}
                     for run_id, job, action, event_version in actions])
             if also is not None:
                 also(session)
@@ -156,8 +167,8 @@ class SchedulerState:
             run = session.get(orm.WorkflowRun, run_id)
             run.state, run.ended_at = state, utcnow()
             session.execute(update(orm.SchedulerAction).where(orm.SchedulerAction.workflow_run_id == run_id,
-                                                              orm.SchedulerAction.state == "PENDING")
-                            .values(state="CANCELLED", done_at=utcnow()))
+                                                              orm.SchedulerAction.state == Outbox.PENDING)
+                            .values(state=Outbox.CANCELLED, done_at=utcnow()))
 
         self._db.transaction(work)
 
@@ -175,7 +186,7 @@ class SchedulerState:
         with self._db.reading() as session:
             query = (select(orm.SchedulerAction).join(orm.RunRules, orm.RunRules.workflow_run_id ==
                                                       orm.SchedulerAction.workflow_run_id)
-                     .where(orm.SchedulerAction.state == "PENDING", orm.RunRules.scheduler == self.name))
+                     .where(orm.SchedulerAction.state == Outbox.PENDING, orm.RunRules.scheduler == self.name))
             if run_id is not None:
                 query = query.where(orm.SchedulerAction.workflow_run_id == run_id)
             return [PendingAction(a.id, a.workflow_run_id, a.job, a.action, a.event_version)
@@ -184,7 +195,7 @@ class SchedulerState:
     def action_done(self, action_id: int) -> None:
         self._db.transaction(lambda session: session.execute(
             update(orm.SchedulerAction).where(orm.SchedulerAction.id == action_id)
-            .values(state="DONE", done_at=utcnow())))
+            .values(state=Outbox.DONE, done_at=utcnow())))
 
     def job_run_for_action(self, action_id: int) -> ActiveJobRun | None:
         with self._db.reading() as session:
@@ -197,7 +208,7 @@ class SchedulerState:
             proc, run, job = row
             return ActiveJobRun(run.id, run.workflow_run_id, job, run.state, proc.action_id, proc.record)
 
-    def new_job_run(self, run: RunState, job: str, engine: str, action_id: int | None) -> tuple[int, int]:
+    def new_job_run(self, run: ActiveRun, job: str, engine: str, action_id: int | None) -> tuple[int, int]:
         """Commit a STARTING job run for ``action_id`` (attempt = earlier runs of the job); (id, attempt)."""
 
         def work(session: Session) -> tuple[int, int]:
@@ -211,7 +222,7 @@ class SchedulerState:
                 session.flush()
             attempt = session.scalar(select(func.count(orm.JobRun.id)).where(
                 orm.JobRun.workflow_run_id == run.run_id, orm.JobRun.job_id == job_row.id)) or 0
-            job_run = orm.JobRun(job_id=job_row.id, workflow_run_id=run.run_id, state="STARTING", attempt=attempt,
+            job_run = orm.JobRun(job_id=job_row.id, workflow_run_id=run.run_id, state=JobState.STARTING, attempt=attempt,
                                  started_at=utcnow())
             session.add(job_run)
             session.flush()
@@ -226,10 +237,10 @@ class SchedulerState:
         def work(session: Session) -> None:
             session.get(orm.JobProcessRecord, job_run_id).record = record
             job_run = session.get(orm.JobRun, job_run_id)
-            job_run.state, job_run.log_uri = "RUNNING", log_uri
+            job_run.state, job_run.log_uri = JobState.RUNNING, log_uri
             if action_id is not None:
                 session.execute(update(orm.SchedulerAction).where(orm.SchedulerAction.id == action_id)
-                                .values(state="DONE", done_at=utcnow()))
+                                .values(state=Outbox.DONE, done_at=utcnow()))
 
         self._db.transaction(work)
 
@@ -246,8 +257,8 @@ class SchedulerState:
             if savepoint is not None:
                 row.savepoint = savepoint
             if restart is not None:
-                session.add(orm.SchedulerAction(workflow_run_id=restart[0], job=restart[1], action="START",
-                                                state="PENDING"))
+                session.add(orm.SchedulerAction(workflow_run_id=restart[0], job=restart[1], action=Action.START,
+                                                state=Outbox.PENDING))
 
         self._db.transaction(work)
 
@@ -309,15 +320,16 @@ def insert_run(session: Session, scheduler: str, snapshot_id: int, edges: list[d
     session.add(orm.RunRules(workflow_run_id=run_id, scheduler=scheduler, since_version=since_version,
                              rules=[{"edge": e, "met": m} for e, m in zip(edges, rules, strict=True)], active=True))
     for job in initial_jobs:
-        session.add(orm.SchedulerAction(workflow_run_id=run_id, job=job, action="START",
+        session.add(orm.SchedulerAction(workflow_run_id=run_id, job=job, action=Action.START,
                                         event_version=since_version if start_version is None else start_version,
-                                        state="PENDING"))
+                                        state=Outbox.PENDING))
     return run_id
 
 
 def _workflow_run(session: Session, snapshot_id: int, properties: dict[str, Any]) -> int:
     workflow_id = session.get(orm.WorkflowSnapshot, snapshot_id).workflow_id
-    run = orm.WorkflowRun(workflow_id=workflow_id, snapshot_id=snapshot_id, state="RUNNING", properties=properties)
+    run = orm.WorkflowRun(workflow_id=workflow_id, snapshot_id=snapshot_id, state=RunState.RUNNING,
+                          properties=properties)
     session.add(run)
     session.flush()
     return run.id
