@@ -1,5 +1,7 @@
-"""Shared fixtures: an isolated AIFLOW_HOME and a clean SDK per test, a real PostgreSQL server per session,
-and "no process of ours left behind" checks scoped to this session's processes."""
+"""Shared fixtures, each defined once: an isolated AIFLOW_HOME and a clean SDK per test; real servers (a
+PostgreSQL server and a Flink cluster per session; per test an `aiflow server` process, one with CURVE, an
+embedded scheduler, a metadata store, an IPython shell with the magics); and "no process of ours left
+behind" checks scoped to this session's processes."""
 
 from __future__ import annotations
 
@@ -128,3 +130,77 @@ def pytest_runtest_makereport(item, call):
     for log in sorted((home / "runs").glob("*/*.log"), key=lambda p: p.stat().st_mtime)[-12:]:
         lines = log.read_text(errors="replace").splitlines()
         report.sections.append((f"job log {log.relative_to(home)} (last 60 lines)", "\n".join(lines[-60:])))
+
+
+# --- the servers and sessions a test works against ------------------------------------------------------------
+
+
+@pytest.fixture
+def store(meta_url):
+    """A metadata store over a fresh database (SQLite, then PostgreSQL: see ``meta_url``)."""
+    from aiflow_notebook.meta import MetadataStore
+
+    with MetadataStore(meta_url) as store:
+        yield store
+
+
+@pytest.fixture
+def scheduler(aiflow_home):
+    """The embedded scheduler of this test's AIFLOW_HOME; afterwards no job process and no dl_on_flink node
+    child of it may be left."""
+    from aiflow_notebook.scheduler import EmbeddedScheduler
+    from dl_on_flink.testing import CHILD_MODULE
+
+    with EmbeddedScheduler() as embedded:
+        yield embedded
+    leftovers = (wait_no_process_left(cmdline=str(aiflow_home / "runs"))
+                 + wait_no_process_left(cmdline=CHILD_MODULE, home=aiflow_home))
+    assert leftovers == [], "a job process or a node child outlived its run"
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A real `aiflow server start` process on a free loopback port, its event log in ``tmp_path/events.db``."""
+    from aiflow_notebook.testing.event_server import EventServerProcess
+
+    with EventServerProcess(f"sqlite:///{tmp_path / 'events.db'}") as process:
+        yield process
+
+
+CURVE_CLIENTS = ("alice", "bob")  # the clients the curve_server fixture lists
+
+
+@pytest.fixture
+def curve_server(tmp_path):
+    """A real `aiflow server start --curve` process. ``.keys``: its key directory (``server.key``, and a listed
+    key pair ``NAME.key_secret`` per name of :data:`CURVE_CLIENTS`); ``.home``: its home (database ``meta.db``,
+    job logs, blobs). Afterwards this process is disconnected and none of the server's jobs may be left."""
+    import aiflow_notebook as af
+    from aiflow_notebook.events.auth import allow_client, create_client_keys, create_server_keys
+    from aiflow_notebook.testing.event_server import EventServerProcess
+
+    keys, home = tmp_path / "keys", tmp_path / "server_home"
+    create_server_keys(keys)
+    for name in CURVE_CLIENTS:
+        public, _secret = create_client_keys(keys, name)
+        allow_client(keys, public)
+    home.mkdir()
+    server = EventServerProcess(f"sqlite:///{home / 'meta.db'}", extra_args=["--curve", str(keys), "--home", str(home)],
+                                env={"AIFLOW_HOME": str(home)}).start()
+    server.keys, server.home = keys, home
+    try:
+        yield server
+    finally:
+        af.disconnect()
+        server.stop()
+        assert wait_no_process_left(cmdline=str(home / "runs"), timeout=30) == [], "the server's jobs outlived it"
+
+
+@pytest.fixture
+def shell(tmp_path):
+    """A real IPython InteractiveShell with ``%load_ext kernel_magics`` (history off, a private IPython dir)."""
+    from sdk_support import close_shell, new_shell
+
+    shell = new_shell(str(tmp_path / "ipython"))
+    yield shell
+    close_shell()  # the fresh_sdk fixture then stops the embedded scheduler, as the kernel's exit does

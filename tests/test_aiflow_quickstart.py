@@ -32,20 +32,11 @@ from pathlib import Path
 import pytest
 
 import aiflow_notebook as af
-from aiflow_notebook.scheduler import EmbeddedScheduler
-from aiflow_notebook.testing.processes import wait_no_process_left
 from aiflow_notebook.testing.waiting import wait_for
 
 EVENT_KEY = "key"
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def scheduler(aiflow_home):
-    with EmbeddedScheduler() as embedded:
-        yield embedded
-    assert wait_no_process_left(cmdline=str(aiflow_home / "runs")) == [], "the scheduler left job processes behind"
 
 
 def echo(context):

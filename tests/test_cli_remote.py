@@ -11,33 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import aiflow_notebook as af
-from aiflow_notebook.events.auth import allow_client, create_client_keys, create_server_keys
+from aiflow_notebook.events.auth import create_client_keys
 from aiflow_notebook.meta import MetadataStore
-from aiflow_notebook.testing.event_server import EventServerProcess
 
 AIFLOW = str(Path(sys.executable).parent / "aiflow")
-
-
-@pytest.fixture
-def curve_server(tmp_path):
-    keys = tmp_path / "keys"
-    create_server_keys(keys)
-    public, _ = create_client_keys(keys, "ops")
-    allow_client(keys, public)
-    create_client_keys(tmp_path / "unlisted", "mallory")
-    home = tmp_path / "server_home"
-    home.mkdir()
-    server = EventServerProcess(f"sqlite:///{home / 'meta.db'}", extra_args=["--curve", str(keys), "--home", str(home)],
-                                env={**os.environ, "AIFLOW_HOME": str(home)}).start()
-    server.keys, server.home = keys, home
-    try:
-        yield server
-    finally:
-        af.disconnect()
-        server.stop()
 
 
 def _aiflow(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -46,14 +24,14 @@ def _aiflow(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 def test_models_and_events_commands_follow_the_server_the_environment_names(curve_server, tmp_path):
     keys = curve_server.keys
-    af.connect(curve_server.url, auth=(str(keys / "server.key"), str(keys / "ops.key_secret")))
+    af.connect(curve_server.url, auth=(str(keys / "server.key"), str(keys / "alice.key_secret")))
     af.register_model("ctr")
     af.register_model_version("ctr", uri="file:///models/ctr/1", metrics={"auc": 0.81})
     af.disconnect()
 
     terminal_home = tmp_path / "terminal_home"
     env = {**os.environ, "AIFLOW_HOME": str(terminal_home), "AIFLOW_SERVER_URL": curve_server.url,
-           "AIFLOW_SERVER_KEY": str(keys / "server.key"), "AIFLOW_CLIENT_KEY": str(keys / "ops.key_secret")}
+           "AIFLOW_SERVER_KEY": str(keys / "server.key"), "AIFLOW_CLIENT_KEY": str(keys / "alice.key_secret")}
     listed = _aiflow("models", "list", env=env)
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.splitlines()[1].split()[:3] == ["ctr", "1", "GENERATED"]
@@ -66,7 +44,7 @@ def test_models_and_events_commands_follow_the_server_the_environment_names(curv
     events = _aiflow("events", "list", "--key", "ctr", "--type", "MODEL_VALIDATED", "--json", env=env)
     assert events.returncode == 0, events.stderr
     [validated] = json.loads(events.stdout)
-    assert validated["sender"] == "ops"  # who authenticated, from the server's side
+    assert validated["sender"] == "alice"  # who authenticated, from the server's side
     assert json.loads(validated["value"])["version"] == 1
 
     versions = json.loads(_aiflow("models", "versions", "ctr", "--json", env=env).stdout)
@@ -82,6 +60,7 @@ def test_models_and_events_commands_follow_the_server_the_environment_names(curv
 
 def test_an_unlisted_key_does_not_reach_the_server_and_says_so(curve_server, tmp_path):
     keys = curve_server.keys
+    create_client_keys(tmp_path / "unlisted", "mallory")  # a well-formed key pair the server does not list
     env = {**os.environ, "AIFLOW_HOME": str(tmp_path / "terminal_home"), "AIFLOW_SERVER_URL": curve_server.url,
            "AIFLOW_SERVER_KEY": str(keys / "server.key"),
            "AIFLOW_CLIENT_KEY": str(tmp_path / "unlisted" / "mallory.key_secret")}

@@ -17,7 +17,6 @@ import pytest
 import aiflow_notebook as af
 from aiflow_notebook.engines.flink_rest import FlinkJobState
 from aiflow_notebook.engines.model_io import TorchModel, load_model
-from aiflow_notebook.scheduler import EmbeddedScheduler
 from aiflow_notebook.testing.processes import wait_no_process_left
 from aiflow_notebook.testing.waiting import wait_for
 from dl_on_flink.testing import CHILD_MODULE
@@ -34,14 +33,13 @@ def cluster(flink_cluster):
     return flink_cluster
 
 
-@pytest.fixture
-def scheduler(aiflow_home, cluster):
-    with EmbeddedScheduler() as embedded:
-        yield embedded
-    leftovers = (wait_no_process_left(cmdline=str(aiflow_home / "runs"))
-                 + wait_no_process_left(cmdline=CHILD_MODULE))
-    assert leftovers == [], "a job process or a node child outlived its run"
-    wait_for(lambda: all(job["state"] != "RUNNING" for job in cluster.jobs()), timeout=30,
+@pytest.fixture(autouse=True)
+def nothing_left_on_the_cluster(cluster):
+    """Set up before the shared ``scheduler`` fixture, so checked after it stopped: no node child left (in the
+    TaskManagers too, whatever their AIFLOW_HOME) and no job left running on the cluster."""
+    yield
+    assert wait_no_process_left(cmdline=CHILD_MODULE) == [], "a node child outlived its run"
+    wait_for(lambda: all(job["state"] != FlinkJobState.RUNNING for job in cluster.jobs()), timeout=30,
              what="no job left running on the cluster")
 
 

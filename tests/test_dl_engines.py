@@ -11,10 +11,7 @@ import pytest
 
 import aiflow_notebook as af
 from aiflow_notebook.engines.model_io import TorchModel, load_model
-from aiflow_notebook.scheduler import EmbeddedScheduler
 from aiflow_notebook.storage.part_files import read_lines
-from aiflow_notebook.testing.processes import wait_no_process_left
-from dl_on_flink.testing import CHILD_MODULE
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # trainers defined here run in the node processes
 
@@ -29,15 +26,6 @@ def points(tmp_path) -> Path:
     path = tmp_path / "points.csv"
     path.write_text("".join(f"{i / 128 - 1},{2 * (i / 128 - 1) + 1}\n" for i in range(256)))
     return path
-
-
-@pytest.fixture
-def scheduler(aiflow_home):
-    with EmbeddedScheduler() as embedded:
-        yield embedded
-    leftovers = (wait_no_process_left(cmdline=str(aiflow_home / "runs"))
-                 + wait_no_process_left(cmdline=CHILD_MODULE, home=aiflow_home))
-    assert leftovers == [], "a job process or a node child outlived its run"
 
 
 def torch_linear_regression(ctx):

@@ -24,22 +24,8 @@ def doctor(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           text=True, timeout=240, env=env)
 
 
-@pytest.fixture(scope="module")
-def curve_server(tmp_path_factory):
-    base = tmp_path_factory.mktemp("doctor")
-    keys = base / "keys"
-    create_server_keys(keys)
-    assert main(["server", "keys", str(keys), "--client", "alice"]) == 0
-    db = f"sqlite:///{base / 'server.db'}"
-    server = EventServerProcess(db, extra_args=["--curve", str(keys)]).start()
-    try:
-        yield server, keys, db
-    finally:
-        server.stop()
-
-
 def test_a_good_configuration_passes_every_check(flink_cluster, curve_server):
-    server, keys, db = curve_server
+    server, keys, db = curve_server, curve_server.keys, curve_server.db_url
     result = doctor("--flink", f"flink://{flink_cluster.address}", "--db", db, "--server", server.url,
                     "--server-key", str(keys / "server.key"), "--client-key", str(keys / "alice.key_secret"))
     lines = result.stdout.splitlines()
@@ -53,7 +39,7 @@ def test_a_good_configuration_passes_every_check(flink_cluster, curve_server):
 
 
 def test_the_environment_supplies_the_settings(curve_server):
-    server, keys, db = curve_server
+    server, keys, db = curve_server, curve_server.keys, curve_server.db_url
 
     env = {**os.environ, "AIFLOW_META_URL": db, "AIFLOW_SERVER_URL": server.url,
            "AIFLOW_SERVER_KEY": str(keys / "server.key"), "AIFLOW_CLIENT_KEY": str(keys / "alice.key_secret")}
@@ -64,7 +50,7 @@ def test_the_environment_supplies_the_settings(curve_server):
 
 
 def test_a_key_the_server_does_not_list_fails_and_says_what_to_fix(curve_server, tmp_path):
-    server, keys, _db = curve_server
+    server, keys = curve_server, curve_server.keys
     from aiflow_notebook.events.auth import create_client_keys
 
     _public, secret = create_client_keys(tmp_path / "mine", "mallory")  # a key pair nobody listed

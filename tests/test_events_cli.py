@@ -12,16 +12,9 @@ import pytest
 
 from aiflow_notebook.cli import main
 from aiflow_notebook.core.ports import free_port
-from aiflow_notebook.testing.event_server import EventServerProcess
 
 pytestmark = pytest.mark.timeout(120)
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def server(tmp_path):
-    with EventServerProcess(f"sqlite:///{tmp_path / 'events.db'}") as proc:
-        yield proc
 
 
 def aiflow(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -13,13 +13,13 @@ from aiflow_notebook.events import Event, EventClient, EventServer, InvalidEvent
 
 
 @pytest.fixture
-def server(tmp_path):
+def bus(tmp_path):
     with EventServer(f"sqlite:///{tmp_path / 'events.db'}", "tcp://127.0.0.1:0") as running:
         yield running
 
 
-def test_a_plain_host_port_address_means_tcp(server):
-    port = server.url.rsplit(":", 1)[1]
+def test_a_plain_host_port_address_means_tcp(bus):
+    port = bus.url.rsplit(":", 1)[1]
     client = EventClient(f"127.0.0.1:{port}")
     try:
         assert client.url == f"tcp://127.0.0.1:{port}"
@@ -30,8 +30,8 @@ def test_a_plain_host_port_address_means_tcp(server):
         EventClient("http://127.0.0.1:1")
 
 
-def test_send_event_by_fields_and_a_value_of_none(server):
-    with EventClient(server.url) as client:
+def test_send_event_by_fields_and_a_value_of_none(bus):
+    with EventClient(bus.url) as client:
         sent = client.send_event(key="key", value="This is a custom message.")
         assert (sent.key, sent.value, sent.event_type, sent.version is not None) == (
             "key", "This is a custom message.", "UNDEFINED", True)
@@ -44,7 +44,7 @@ def test_send_event_by_fields_and_a_value_of_none(server):
             client.send_event()
 
 
-def test_a_listener_object_with_process_gets_the_events(server):
+def test_a_listener_object_with_process_gets_the_events(bus):
     class Processor:  # AI Flow's ListenerProcessor
         def __init__(self):
             self.seen: list[str] = []
@@ -56,7 +56,7 @@ def test_a_listener_object_with_process_gets_the_events(server):
                 self.done.set()
 
     processor = Processor()
-    with EventClient(server.url) as client:
+    with EventClient(bus.url) as client:
         for value in "abc":
             client.send_event(key="k", value=value)
         listener = client.listen("k", since_version=0, callback=processor)
@@ -67,8 +67,8 @@ def test_a_listener_object_with_process_gets_the_events(server):
     assert processor.seen == ["a", "b", "c"]
 
 
-def test_events_from_a_job_name_its_run_and_events_from_elsewhere_stay_global(server, monkeypatch):
-    monkeypatch.setenv("AIFLOW_EVENT_URL", server.url)
+def test_events_from_a_job_name_its_run_and_events_from_elsewhere_stay_global(bus, monkeypatch):
+    monkeypatch.setenv("AIFLOW_EVENT_URL", bus.url)
     monkeypatch.delenv("AIFLOW_RUN_ID", raising=False)
     with EventClient.from_environment() as outside:
         assert outside.send_event(key="k", value="cell").context is None

@@ -26,18 +26,11 @@ from aiflow_notebook.testing.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
-@pytest.fixture
-def server(tmp_path):
-    with EventServerProcess(f"sqlite:///{tmp_path / 'events.db'}") as proc:
-        yield proc
-
 
 @pytest.fixture
 def client(server):
     with EventClient(server.url, deadline=20) as c:
         yield c
-
-
 
 
 def test_send_list_latest_listen(client):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sdk_support import close_shell, new_shell, run
+from sdk_support import run
 
 import aiflow_notebook as af
 from aiflow_notebook.sdk import graph as _graph
@@ -41,13 +41,6 @@ af.action_on_model_version_event("serve", model="ctr", event_type="MODEL_VALIDAT
 JOBS = ["prep", "train", "serve"]
 NODES = ["read_clicks", "featurize", "write_features", "read_features", "train", "read_click_stream",
          "predict_ctr", "write_scores"]
-
-
-@pytest.fixture
-def shell(tmp_path):
-    shell = new_shell(str(tmp_path / "ipython"))
-    yield shell
-    close_shell()
 
 
 @pytest.fixture

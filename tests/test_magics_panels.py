@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from sdk_support import close_shell, new_shell, run
+from sdk_support import run
 
 import aiflow_notebook as af
 from aiflow_notebook.widgets import live_threads
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-
-
-@pytest.fixture
-def shell(tmp_path, aiflow_home):
-    shell = new_shell(str(tmp_path / "ipython"))
-    yield shell
-    close_shell()  # the fresh_sdk fixture then stops the panels and the embedded scheduler
 
 
 def widgets_in(result) -> list[dict]:

@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from sdk_support import close_shell, new_shell, run
+from sdk_support import run
 
 import aiflow_notebook.session.submit as submit_module
-
-
-@pytest.fixture
-def shell(tmp_path, aiflow_home):
-    shell = new_shell(str(tmp_path / "ipython"))
-    yield shell
-    close_shell()  # the fresh_sdk fixture then stops the embedded scheduler, as the kernel's exit does
 
 
 def test_submit_wait_status_and_lineage(shell, tmp_path):

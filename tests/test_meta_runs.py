@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aiflow_notebook.meta import MetadataStore, NotFoundError
-
-
-@pytest.fixture
-def store(meta_url):
-    with MetadataStore(meta_url) as store:
-        yield store
+from aiflow_notebook.meta import NotFoundError
 
 
 def test_runs_newest_first_by_workflow_with_their_job_runs(store):

@@ -19,12 +19,6 @@ from aiflow_notebook.meta import (
 )
 
 
-@pytest.fixture
-def store(meta_url):
-    with MetadataStore(meta_url) as store:
-        yield store
-
-
 def test_versions_are_numbered_per_model_and_start_generated(store):
     store.register_model("ctr")
     store.register_model("churn")

@@ -18,9 +18,6 @@ import aiflow_notebook as af
 from aiflow_notebook.core.errors import InvalidArgumentError
 from aiflow_notebook.engines.model_io import ModelSelectionError, choose_model_version, save_model
 from aiflow_notebook.events import Event
-from aiflow_notebook.meta import MetadataStore
-from aiflow_notebook.scheduler import EmbeddedScheduler
-from aiflow_notebook.testing.processes import wait_no_process_left
 from aiflow_notebook.testing.waiting import wait_for
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # models made here load in job processes
@@ -39,14 +36,9 @@ class TaggedModel:
 # --- the choice, on a real store ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def store(tmp_path):
-    with MetadataStore(f"sqlite:///{tmp_path / 'meta.db'}") as store:
-        store.register_model("m")
-        yield store
-
-
 def _versions(store, *stages: str) -> None:
+    """Versions of model ``m`` in ``stages``, in order (``store``: the shared fixture, SQLite then PostgreSQL)."""
+    store.register_model("m")
     for stage in stages:
         version = store.register_model_version("m", uri=f"file:///m/{stage}")
         if stage != "GENERATED":
@@ -123,13 +115,6 @@ def test_predict_checks_version_and_stage_where_it_is_defined():
 
 
 # --- through the scheduler: real job processes --------------------------------------------------------------
-
-
-@pytest.fixture
-def scheduler(aiflow_home):
-    with EmbeddedScheduler() as embedded:
-        yield embedded
-    assert wait_no_process_left(cmdline=str(aiflow_home / "runs")) == [], "the scheduler left job processes behind"
 
 
 def _register(store, model: str, tag: str, stage: str | None = None) -> int:

@@ -26,9 +26,7 @@ from aiflow_notebook.engines.model_gate import metric_at_least
 from aiflow_notebook.engines.model_io import Predictor
 from aiflow_notebook.meta import MetadataStore
 from aiflow_notebook.meta.errors import MetadataError
-from aiflow_notebook.scheduler import EmbeddedScheduler
 from aiflow_notebook.scheduler.client import SchedulerError
-from aiflow_notebook.testing.processes import wait_no_process_left
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # functions defined here run in job processes
 
@@ -190,13 +188,6 @@ def test_group_by_on_a_flink_batch_job_joins_per_key_aggregates_back_to_every_ro
 
 
 # --- the scheduler: wait_for and the evaluation gate -----------------------------------------------------
-
-
-@pytest.fixture
-def scheduler(aiflow_home):
-    with EmbeddedScheduler() as embedded:
-        yield embedded
-    assert wait_no_process_left(cmdline=str(aiflow_home / "runs")) == [], "the scheduler left job processes behind"
 
 
 def fit(rows):

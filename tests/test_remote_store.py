@@ -43,7 +43,7 @@ def keys(tmp_path):
 
 
 @pytest.fixture
-def server(tmp_path, keys):
+def store_server(tmp_path, keys):
     home = tmp_path / "server_home"
     server = EventServer(f"sqlite:///{home / 'meta.db'}", "tcp://127.0.0.1:0", curve_dir=str(keys))
     home.mkdir()
@@ -59,16 +59,16 @@ def server(tmp_path, keys):
         server.stop()
 
 
-def _connect(server, keys, name="alice"):
-    return af.connect(server.url, auth=(str(keys / "server.key"), str(keys / f"{name}.key_secret")))
+def _connect(store_server, keys, name="alice"):
+    return af.connect(store_server.url, auth=(str(keys / "server.key"), str(keys / f"{name}.key_secret")))
 
 
-def test_the_model_center_goes_to_the_server_and_nothing_is_written_locally(server, keys, aiflow_home):
-    _connect(server, keys)
+def test_the_model_center_goes_to_the_server_and_nothing_is_written_locally(store_server, keys, aiflow_home):
+    _connect(store_server, keys)
     assert isinstance(default_store(), RemoteStore) and af.connected()
     af.register_model("ctr", "click-through")
     uri = af.save_model(Doubler(), "ctr")  # uploaded into the server's blob store
-    assert uri.startswith((server.home / "blobs").as_uri())
+    assert uri.startswith((store_server.home / "blobs").as_uri())
     v1 = af.register_model_version("ctr", uri=uri, metrics={"auc": 0.7})
     assert (v1.model, v1.version, v1.stage, v1.metrics) == ("ctr", 1, af.Stage.GENERATED, {"auc": 0.7})
     validated = af.update_model_version("ctr", 1, "VALIDATED")
@@ -83,7 +83,7 @@ def test_the_model_center_goes_to_the_server_and_nothing_is_written_locally(serv
     with pytest.raises(UnknownModelError):
         af.get_latest_model_version("nope")
     # the stage change was published on the server's bus by its store, sent by the authenticated client
-    events = EventClient(server.url, auth=(str(keys / "server.key"), str(keys / "bob.key_secret"))).list_events(
+    events = EventClient(store_server.url, auth=(str(keys / "server.key"), str(keys / "bob.key_secret"))).list_events(
         key="ctr", event_type="MODEL_VALIDATED")
     assert [(e.sender, e.value and __import__("json").loads(e.value)["version"]) for e in events] == [("alice", 1)]
     # the server's job processes load the uploaded model through its blob store, hash verified
@@ -95,8 +95,8 @@ def test_the_model_center_goes_to_the_server_and_nothing_is_written_locally(serv
     assert not isinstance(default_store(), RemoteStore) and not af.connected()
 
 
-def test_datasets_lineage_and_runs_read_remotely_and_scheduler_writes_are_refused(server, keys):
-    _connect(server, keys)
+def test_datasets_lineage_and_runs_read_remotely_and_scheduler_writes_are_refused(store_server, keys):
+    _connect(store_server, keys)
     store = default_store()
     dataset = store.register_dataset("clicks", uri="s3://bucket/clicks.csv", schema={"x": "int"})
     assert store.get_dataset("clicks") == dataset and dataset.schema == {"x": "int"}
@@ -111,13 +111,13 @@ def test_datasets_lineage_and_runs_read_remotely_and_scheduler_writes_are_refuse
         store.get_job_run(12345)
 
 
-def test_uploads_are_chunked_verified_and_an_object_already_there_is_not_sent_again(server, keys):
-    client = _connect(server, keys).client
+def test_uploads_are_chunked_verified_and_an_object_already_there_is_not_sent_again(store_server, keys):
+    client = _connect(store_server, keys).client
     blobs = RemoteBlobStore(client, chunk_bytes=256 * 1024)
     data = os.urandom(700 * 1024)
     uri = blobs.put(data)
     digest = hashlib.sha256(data).hexdigest()
-    stored = server.home / "blobs" / digest[:2] / digest
+    stored = store_server.home / "blobs" / digest[:2] / digest
     assert uri == stored.as_uri() and stored.read_bytes() == data
     calls = []
     original = client.call
@@ -136,7 +136,7 @@ def test_uploads_are_chunked_verified_and_an_object_already_there_is_not_sent_ag
     answer, _ = client.call(BLOB_PUT, {"digest": "0" * 64, "size": len(other), "offset": 0,
                                        "chunk_sha256": hashlib.sha256(other).hexdigest()}, other)
     assert "does not match its SHA-256" in answer["error"]["message"]
-    assert not list((server.home / "blobs").glob("00/*"))
+    assert not list((store_server.home / "blobs").glob("00/*"))
     with pytest.raises(BlobTooLargeError, match="larger than this server accepts"):
         _too_large(client)
 
@@ -148,8 +148,8 @@ def _too_large(client):
     _raise_for(answer)
 
 
-def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(server, keys):
-    client = _connect(server, keys).client
+def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(store_server, keys):
+    client = _connect(store_server, keys).client
     with pytest.raises(EventRequestError, match="unknown method 'store.drop_everything'"):
         client.call("store.drop_everything", {})
     with pytest.raises(EventRequestError, match="store arguments must be"):
@@ -167,19 +167,19 @@ def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(server, keys
 
 
 def test_an_unlisted_key_is_refused_within_the_deadline_and_events_carry_the_authenticated_name(
-        server, keys, tmp_path):
+        store_server, keys, tmp_path):
     started = time.monotonic()
     with pytest.raises(EventServerUnavailableError, match="no answer"):
-        af.connect(server.url, auth=(str(keys / "server.key"), str(tmp_path / "unlisted" / "mallory.key_secret")),
+        af.connect(store_server.url, auth=(str(keys / "server.key"), str(tmp_path / "unlisted" / "mallory.key_secret")),
                    timeout=2)
     assert time.monotonic() - started < 10 and not af.connected()
-    _connect(server, keys, "bob")
+    _connect(store_server, keys, "bob")
     sent = EventClient.from_environment().send_event(Event("k", "v", sender="alice"))  # claims to be alice
     assert EventClient.from_environment().list_events(key="k")[-1].sender == "bob" and sent.version
 
 
-def test_the_environment_connects_a_process_with_key_file_paths_only(server, keys, monkeypatch, aiflow_home):
-    monkeypatch.setenv("AIFLOW_SERVER_URL", server.url)
+def test_the_environment_connects_a_process_with_key_file_paths_only(store_server, keys, monkeypatch, aiflow_home):
+    monkeypatch.setenv("AIFLOW_SERVER_URL", store_server.url)
     monkeypatch.setenv("AIFLOW_SERVER_KEY", str(keys / "server.key"))
     monkeypatch.setenv("AIFLOW_CLIENT_KEY", str(keys / "alice.key_secret"))
     assert af.connected() and isinstance(default_store(), RemoteStore)
@@ -199,12 +199,12 @@ def test_the_environment_connects_a_process_with_key_file_paths_only(server, key
         af.connected()
 
 
-def test_the_connect_and_disconnect_magics_switch_the_whole_kernel(server, keys, tmp_path, aiflow_home):
+def test_the_connect_and_disconnect_magics_switch_the_whole_kernel(store_server, keys, tmp_path, aiflow_home):
     from sdk_support import close_shell, new_shell, run
 
     shell = new_shell(str(tmp_path / "ipython"))
     try:
-        result = run(shell, f"%aiflow connect {server.url} --key {keys / 'server.key'} "
+        result = run(shell, f"%aiflow connect {store_server.url} --key {keys / 'server.key'} "
                             f"--client-key {keys / 'alice.key_secret'}")
         assert result.success and "models, datasets, lineage, events and runs go to" in result.stdout, result
         assert run(shell, "import aiflow_notebook as af\naf.register_model('from-magic')").success
@@ -212,7 +212,7 @@ def test_the_connect_and_disconnect_magics_switch_the_whole_kernel(server, keys,
         result = run(shell, "%aiflow disconnect")
         assert "disconnected" in result.stdout and not af.connected()
         assert af.register_model("local-now").name == "local-now" and (aiflow_home / "meta.db").exists()
-        result = run(shell, f"%aiflow connect {server.url} --key {keys / 'server.key'} "
+        result = run(shell, f"%aiflow connect {store_server.url} --key {keys / 'server.key'} "
                             f"--client-key {tmp_path / 'unlisted' / 'mallory.key_secret'}")
         assert not af.connected() and "Traceback" not in result.stdout + result.stderr
     finally:
@@ -313,19 +313,19 @@ def _say_hello():
     print("hello from the server", flush=True)
 
 
-def test_panels_follow_the_connected_server(server, keys, aiflow_home):
+def test_panels_follow_the_connected_server(store_server, keys, aiflow_home):
     """The model and event panels of a connected process show the server's versions and events live, and
     a panel button changes the stage on the server (no embedded bus is started)."""
     from aiflow_notebook.widgets import EventPanel, ModelPanel
 
-    _connect(server, keys)
+    _connect(store_server, keys)
     af.register_model("p")
     af.register_model_version("p", uri="file:///elsewhere/p1.pkl")
     models, events = ModelPanel("p"), EventPanel(key="p")
     try:
         assert [(v["version"], v["stage"]) for v in models.versions] == [(1, "GENERATED")]
         models.set_stage("p", 1, "VALIDATED")
-        other = EventClient(server.url, auth=(str(keys / "server.key"), str(keys / "bob.key_secret")))
+        other = EventClient(store_server.url, auth=(str(keys / "server.key"), str(keys / "bob.key_secret")))
         assert other.list_events(key="p", event_type="MODEL_VALIDATED")[-1].sender == "alice"
         af.register_model_version("p", uri="file:///elsewhere/p2.pkl")
         wait_for(lambda: [v["version"] for v in models.versions] == [2, 1], timeout=30,
@@ -339,7 +339,7 @@ def test_panels_follow_the_connected_server(server, keys, aiflow_home):
         events.close()
 
 
-def test_malformed_calls_are_refused_on_the_wire_and_the_server_keeps_serving(server, keys):
+def test_malformed_calls_are_refused_on_the_wire_and_the_server_keeps_serving(store_server, keys):
     import zmq
 
     from aiflow_notebook.events import protocol
@@ -349,7 +349,7 @@ def test_malformed_calls_are_refused_on_the_wire_and_the_server_keeps_serving(se
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.linger = 0
     CurveAuth.coerce((str(keys / "server.key"), str(keys / "alice.key_secret"))).apply(sock)
-    sock.connect(server.url)
+    sock.connect(store_server.url)
     try:
         for request_id, body, code in ((1, b"\x00\x00\x10\x00{}", "truncated"),
                                        (2, protocol.join_body({"method": "x"}), "bad-body"),
@@ -362,7 +362,7 @@ def test_malformed_calls_are_refused_on_the_wire_and_the_server_keeps_serving(se
             assert protocol.decode_error(reply[protocol.HEADER_SIZE:])[0] == code
     finally:
         sock.close()
-    _connect(server, keys)
+    _connect(store_server, keys)
     assert af.register_model("after-garbage").name == "after-garbage"
 
 

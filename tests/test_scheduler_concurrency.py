@@ -16,16 +16,7 @@ import pytest
 import aiflow_notebook as af
 from aiflow_notebook.core.vocabulary import JOB_STATUS_CHANGED
 from aiflow_notebook.events import Event
-from aiflow_notebook.scheduler import EmbeddedScheduler
-from aiflow_notebook.testing.processes import wait_no_process_left
 from aiflow_notebook.testing.waiting import wait_for
-
-
-@pytest.fixture
-def scheduler(aiflow_home):
-    with EmbeddedScheduler() as embedded:
-        yield embedded
-    assert wait_no_process_left(cmdline=str(aiflow_home / "runs")) == [], "the scheduler left job processes behind"
 
 
 def wait_for_gate(context):

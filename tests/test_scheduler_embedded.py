@@ -9,23 +9,13 @@ from pathlib import Path
 import pytest
 
 import aiflow_notebook as af
-from aiflow_notebook.scheduler import EmbeddedScheduler
-from aiflow_notebook.testing.processes import our_processes, wait_no_process_left
+from aiflow_notebook.testing.processes import our_processes
 from aiflow_notebook.testing.waiting import wait_for
-
-
-@pytest.fixture
-def scheduler(aiflow_home):
-    with EmbeddedScheduler() as embedded:
-        yield embedded
-    assert wait_no_process_left(cmdline=str(aiflow_home / "runs")) == [], "the scheduler left job processes behind"
 
 
 def _job_processes(home: Path) -> list[str]:
     """Live processes started for jobs under this AIFLOW_HOME (by their spec path on the command line)."""
     return our_processes(cmdline=str(home / "runs"))
-
-
 
 
 def make_numbers():

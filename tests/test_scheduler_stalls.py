@@ -16,19 +16,12 @@ from aiflow_notebook.core.vocabulary import JOB_STOP_FAILED
 from aiflow_notebook.engines.process import JobProcess
 from aiflow_notebook.events import Event, EventClient, EventServer
 from aiflow_notebook.meta.store import MetadataStore
-from aiflow_notebook.scheduler import EmbeddedScheduler, Scheduler, SchedulerClient
+from aiflow_notebook.scheduler import Scheduler, SchedulerClient
 from aiflow_notebook.storage.blobs import LocalBlobStore
 from aiflow_notebook.testing.processes import our_processes, wait_no_process_left
 from aiflow_notebook.testing.waiting import wait_for
 
 GRACE_S = 5.0
-
-
-@pytest.fixture
-def scheduler(aiflow_home):
-    with EmbeddedScheduler() as embedded:
-        yield embedded
-    assert wait_no_process_left(cmdline=str(aiflow_home / "runs")) == [], "the scheduler left job processes behind"
 
 
 def stubborn(context):

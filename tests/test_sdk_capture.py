@@ -11,19 +11,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from sdk_support import close_shell, new_shell, notebook_namespace, run
+from sdk_support import notebook_namespace, run
 
 import aiflow_notebook as af
 from aiflow_notebook.sdk import capture
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def shell(tmp_path):
-    shell = new_shell(str(tmp_path / "ipython"))
-    yield shell
-    close_shell()
 
 
 def run_in_fresh_python(code: str, cwd: Path) -> str:

@@ -36,6 +36,7 @@ from aiflow_notebook.events import CurveAuth, Event, EventClient
 from aiflow_notebook.events.publisher import EventBusPublisher
 from aiflow_notebook.meta import MetadataStore
 from aiflow_notebook.scheduler import EmbeddedScheduler, SchedulerClient, SchedulerError
+from aiflow_notebook.storage.blobs import LocalBlobStore
 from aiflow_notebook.testing.event_server import EventServerProcess
 from aiflow_notebook.testing.waiting import wait_for
 
@@ -99,6 +100,12 @@ def _job_pids(home: Path) -> list[int]:
     return found
 
 
+def _scheduler(client: EventClient, server) -> SchedulerClient:
+    """The server's scheduler for ``client``, submitting through the server's blob store (a shared file
+    system, as on one machine)."""
+    return SchedulerClient(client, blob_store=LocalBlobStore(server.home / "blobs"))
+
+
 def _listed(keys: Path, name: str) -> CurveAuth:
     return CurveAuth(CurveAuth.coerce(keys / "server.key").server_public_key, keys / f"{name}.key_secret")
 
@@ -123,23 +130,9 @@ def _send_submit(client: EventClient, uri: str, name: str = "default") -> Event:
 # --- CURVE server: jobs with their own identity; only admitted clients command ------------------------
 
 
-@pytest.fixture
-def curve_server(tmp_path, aiflow_home):
-    keys = tmp_path / "keys"
-    assert main(["server", "keys", str(keys)]) == 0
-    assert main(["server", "keys", str(keys), "--client", "alice"]) == 0
-    assert main(["server", "keys", str(keys), "--client", "bob"]) == 0
-    server = EventServerProcess(f"sqlite:///{tmp_path / 'server.db'}", extra_args=["--curve", str(keys)]).start()
-    try:
-        yield server, keys
-    finally:
-        server.stop()
-        wait_for(lambda: not _job_pids(aiflow_home), 30, "the server's job processes to end")
-
-
 @pytest.mark.slow
 def test_prep_train_serve_on_a_curve_server_with_jobs_of_their_own_identity(curve_server, tmp_path):
-    server, keys = curve_server
+    server, keys = curve_server, curve_server.keys
     marker = tmp_path / "serve.txt"
     with af.workflow("curvy"):
         with af.job_config("prep"):
@@ -153,7 +146,7 @@ def test_prep_train_serve_on_a_curve_server_with_jobs_of_their_own_identity(curv
         af.action_on_model_version_event("serve", model="mean", event_type="MODEL_VALIDATED", action="RESTART")
     notebook = EventClient(server.url, auth=_listed(keys, "alice"), deadline=60)
     try:
-        run = SchedulerClient(notebook).submit(af.compile("curvy"))
+        run = _scheduler(notebook, server).submit(af.compile("curvy"))
         generated = wait_for(lambda: notebook.list_events("mean", event_type="MODEL_GENERATED"), 120,
                              "the training job to publish MODEL_GENERATED under CURVE")
         assert [e.sender for e in generated] == ["aiflow-jobs"]  # the jobs' listed identity, not a claim
@@ -178,7 +171,7 @@ def test_prep_train_serve_on_a_curve_server_with_jobs_of_their_own_identity(curv
 
 @pytest.mark.slow
 def test_only_admitted_clients_may_submit_or_stop_runs(curve_server, tmp_path):
-    server, keys = curve_server
+    server, keys = curve_server, curve_server.keys
     marker, go = tmp_path / "hold.txt", tmp_path / "go"
     with af.workflow("held"):
         with af.job_config("hold"):
@@ -186,15 +179,15 @@ def test_only_admitted_clients_may_submit_or_stop_runs(curve_server, tmp_path):
     alice = EventClient(server.url, auth=_listed(keys, "alice"), deadline=60)
     bob = EventClient(server.url, auth=_listed(keys, "bob"), deadline=60)
     try:
-        run = SchedulerClient(alice).submit(af.compile("held"))
+        run = _scheduler(alice, server).submit(af.compile("held"))
         wait_for(lambda: marker.exists(), 120, "the held job to start")
         bob.latest_version()  # bob connects while listed ...
         os.unlink(keys / "clients" / "bob.key")  # ... and is then removed from the list
         with pytest.raises(SchedulerError, match="'bob' is not an admitted client"):
-            SchedulerClient(bob).submit(af.compile("held"))
+            _scheduler(bob, server).submit(af.compile("held"))
         bob.send_event(Event(key=command_key("default"), event_type=STOP_WORKFLOW_RUN, namespace=CONTROL_NAMESPACE,
                              value=json.dumps({"run": run.run_id})))
-        barrier = SchedulerClient(alice).submit(af.compile("held"))  # handled after bob's stop request
+        barrier = _scheduler(alice, server).submit(af.compile("held"))  # handled after bob's stop request
         assert barrier.run_id != run.run_id
         assert run.status() == "RUNNING" and run.jobs() == {"hold": "RUNNING"}
         go.touch()
