@@ -14,6 +14,7 @@ import pytest
 
 from aiflow_notebook.core.vocabulary import (
     DEFAULT_NAMESPACE,
+    DEFAULT_PROJECT,
     FINAL_STATES,
     JOB_STATUS_CHANGED,
     MODEL_EVENT_PREFIX,
@@ -23,7 +24,6 @@ from aiflow_notebook.core.vocabulary import (
     Stage,
 )
 from aiflow_notebook.meta.models import ALLOWED_TRANSITIONS
-from aiflow_notebook.sdk.graph import DEFAULT_PROJECT
 
 REPO = Path(__file__).resolve().parents[1]
 LABEXT = REPO / "labextension"

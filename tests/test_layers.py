@@ -245,6 +245,53 @@ def test_shared_words_are_defined_only_in_vocabulary():
     assert not found, "defined outside aiflow_notebook/core/vocabulary.py:\n" + "\n".join(found)
 
 
+# Code shapes that belong to one module each: (what the line contains, the one module that may write it, the
+# concept). Another place that needs the concept calls that module.
+ONE_HOME = [
+    ("time.monotonic() +", "aiflow_notebook/core/waiting.py", "a deadline loop: use core.waiting"),
+    ("os.killpg(", "aiflow_notebook/core/processes.py", "ending a process group: use core.processes"),
+    ("os.fsync(", "aiflow_notebook/core/files.py", "an atomic private file: use core.files.write_atomic"),
+    ("mode=0o700", "aiflow_notebook/core/files.py", "a private directory: use core.files.private_dir"),
+]
+
+
+def test_each_shared_routine_is_written_in_one_module():
+    found = []
+    for path in _modules().values():
+        text = path.read_text()
+        for needle, home, concept in ONE_HOME:
+            if needle in text and path != ROOT / home:
+                lines = [n for n, line in enumerate(text.splitlines(), 1) if needle in line]
+                found.append(f"{path.relative_to(ROOT)}:{lines[0]}: {needle!r} ({concept})")
+    assert not found, "written outside their one module:\n" + "\n".join(found)
+
+
+# Job states are words of the vocabulary; Flink's own job states are spelled in engines/flink_rest.py (some
+# are the same words); dl_on_flink's application master has a state machine of its own.
+STATE_WORDS = {"INIT", "STARTING", "RUNNING", "FINISHED", "FAILED", "KILLED", "CANCELED"}
+STATE_HOMES = {VOCABULARY, ROOT / "aiflow_notebook" / "engines" / "flink_rest.py"}
+
+
+# "default" names the default namespace, project and scheduler (core/vocabulary.py) and, in the SDK, the
+# workflow and job a cell without a block falls into (sdk/graph.py).
+DEFAULT_HOMES = {VOCABULARY, ROOT / "aiflow_notebook" / "sdk" / "graph.py"}
+
+
+def test_job_and_run_states_and_defaults_are_spelled_only_in_the_vocabulary():
+    found = []
+    for path in _modules().values():
+        if path.is_relative_to(ROOT / "dl_on_flink"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Constant) or not isinstance(node.value, str):
+                continue
+            if (node.value in STATE_WORDS and path not in STATE_HOMES) or (
+                    node.value == "default" and path not in DEFAULT_HOMES):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}")
+    assert not found, ("written as literals (use core.vocabulary: JobState, RunState, DEFAULT_NAMESPACE, "
+                       "DEFAULT_PROJECT, DEFAULT_SCHEDULER):\n" + "\n".join(found))
+
+
 # --- `import aiflow_notebook` stays cheap ----------------------------------------------------------------
 
 HEAVY = ("sqlalchemy", "alembic", "zmq", "IPython", "ipywidgets", "graphviz", "cloudpickle", "numpy", "pandas",

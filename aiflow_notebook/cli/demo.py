@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from aiflow_notebook.core.errors import AIFlowError
+from aiflow_notebook.core.files import private_dir
 
 NOTEBOOK_NAME = "00_quickstart.ipynb"
 CLIENT_NAME = "notebook"
@@ -128,8 +129,8 @@ class ClusterDemo:
         from aiflow_notebook.events.auth import allow_client, create_client_keys, create_server_keys
         from aiflow_notebook.sandbox.flink_cluster import StandaloneFlinkCluster
 
-        self.home.mkdir(mode=0o700)
-        self.keys.mkdir(mode=0o700)
+        private_dir(self.home)
+        private_dir(self.keys)
         create_server_keys(self.keys)
         public, _secret = create_client_keys(self.keys / "clients-private", CLIENT_NAME)
         allow_client(self.keys, public)

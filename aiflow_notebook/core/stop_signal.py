@@ -12,6 +12,8 @@ import signal
 import time
 from collections.abc import Iterable
 
+from aiflow_notebook.core.waiting import Deadline
+
 POLL_S = 0.05  # how soon wait() notices a signal
 
 
@@ -32,12 +34,11 @@ class StopSignal:
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; True as soon as a stop was requested (at most ``POLL_S`` late)."""
-        deadline = time.monotonic() + seconds
+        deadline = Deadline(seconds)
         while not self._requested:
-            left = deadline - time.monotonic()
-            if left <= 0:
+            if deadline.passed:
                 return False
-            time.sleep(min(POLL_S, left))
+            time.sleep(min(POLL_S, deadline.left()))
         return True
 
     def restore(self) -> None:

@@ -112,6 +112,8 @@ SCHEDULER_SENDER = "scheduler"
 not the scheduler's word."""
 DEFAULT_SCHEDULER = "default"
 """The name of a scheduler that is given none (a process may run several, each with its command key)."""
+DEFAULT_PROJECT = "default"
+"""The project of a workflow that names none (runs, the sidebar's grouping, the metadata store)."""
 
 
 def command_key(scheduler: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from aiflow_notebook.core.vocabulary import DEFAULT_NAMESPACE
 from aiflow_notebook.meta import orm
 from aiflow_notebook.meta.errors import (
     InvalidStageError,
@@ -27,7 +28,7 @@ from aiflow_notebook.meta.errors import (
 )
 from aiflow_notebook.meta.models import ALLOWED_TRANSITIONS, Model, ModelVersion, Stage, model_event_type
 
-MODEL_NAMESPACE = "default"
+MODEL_NAMESPACE = DEFAULT_NAMESPACE
 
 
 class ModelCenter:

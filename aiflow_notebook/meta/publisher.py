@@ -11,19 +11,21 @@ import threading
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from aiflow_notebook.core.vocabulary import DEFAULT_NAMESPACE
+
 
 @dataclass(frozen=True)
 class PublishedEvent:
     key: str
     value: str
     event_type: str
-    namespace: str = "default"
+    namespace: str = DEFAULT_NAMESPACE
     sender: str | None = None
 
 
 class EventPublisher(Protocol):
     def publish(
-        self, key: str, value: str, event_type: str, namespace: str = "default", sender: str | None = None
+        self, key: str, value: str, event_type: str, namespace: str = DEFAULT_NAMESPACE, sender: str | None = None
     ) -> None: ...
 
 
@@ -35,7 +37,7 @@ class RecordingPublisher:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def publish(
-        self, key: str, value: str, event_type: str, namespace: str = "default", sender: str | None = None
+        self, key: str, value: str, event_type: str, namespace: str = DEFAULT_NAMESPACE, sender: str | None = None
     ) -> None:
         with self._lock:
             self._events.append(PublishedEvent(key, value, event_type, namespace, sender))

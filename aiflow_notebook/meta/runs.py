@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from aiflow_notebook.core.vocabulary import FINAL_STATES
+from aiflow_notebook.core.vocabulary import DEFAULT_PROJECT, FINAL_STATES, JobState, RunState
 from aiflow_notebook.meta import orm
 from aiflow_notebook.meta.errors import MetadataError, NotFoundError
 from aiflow_notebook.meta.models import JobRun, WorkflowRunRecord
@@ -25,12 +25,12 @@ MAX_LOG_LINES = 10_000
 class RunRegistry:
     """Workflow and job bookkeeping methods of the metadata store (needs ``self._db``)."""
 
-    def register_workflow(self, name: str, project: str = "default") -> int:
+    def register_workflow(self, name: str, project: str = DEFAULT_PROJECT) -> int:
         """Create (or find) ``project/name``; returns the workflow id."""
         return self._db.transaction(lambda session: _workflow_row(session, name, project, create=True).id)
 
     def save_workflow_snapshot(self, workflow: str, content_hash: str, payload: bytes,
-                               project: str = "default") -> int:
+                               project: str = DEFAULT_PROJECT) -> int:
         """Store a compiled workflow once per content hash; returns the snapshot id."""
 
         def work(session: Session) -> int:
@@ -52,11 +52,11 @@ class RunRegistry:
                 raise NotFoundError(f"workflow snapshot {snapshot_id} does not exist")
             return row.payload
 
-    def create_workflow_run(self, workflow: str, project: str = "default", snapshot_id: int | None = None,
+    def create_workflow_run(self, workflow: str, project: str = DEFAULT_PROJECT, snapshot_id: int | None = None,
                             properties: dict[str, Any] | None = None) -> int:
         def work(session: Session) -> int:
             wf = _workflow_row(session, workflow, project, create=True)
-            row = orm.WorkflowRun(workflow_id=wf.id, snapshot_id=snapshot_id, state="RUNNING", properties=properties)
+            row = orm.WorkflowRun(workflow_id=wf.id, snapshot_id=snapshot_id, state=RunState.RUNNING, properties=properties)
             session.add(row)
             session.flush()
             return row.id
@@ -75,7 +75,7 @@ class RunRegistry:
         self._db.transaction(work)
 
     def register_job(self, workflow: str, name: str, engine: str = "python",
-                     config: dict[str, Any] | None = None, project: str = "default") -> int:
+                     config: dict[str, Any] | None = None, project: str = DEFAULT_PROJECT) -> int:
         """Create or update job ``name`` of a workflow; returns the job id."""
 
         def work(session: Session) -> int:
@@ -84,8 +84,8 @@ class RunRegistry:
         return self._db.transaction(work)
 
     def start_job_run(self, workflow: str, job: str, *, workflow_run_id: int | None = None, attempt: int = 0,
-                      state: str = "RUNNING", log_uri: str | None = None, engine: str = "python",
-                      project: str = "default") -> JobRun:
+                      state: str = JobState.RUNNING, log_uri: str | None = None, engine: str = "python",
+                      project: str = DEFAULT_PROJECT) -> JobRun:
         """Record that a job started (creating the job if needed); returns the new job run."""
 
         def work(session: Session) -> orm.JobRun:

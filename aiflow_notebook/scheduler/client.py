@@ -18,6 +18,7 @@ from aiflow_notebook.core.errors import AIFlowError
 from aiflow_notebook.core.vocabulary import (
     ACTIVE_STATES,
     CONTROL_NAMESPACE,
+    DEFAULT_PROJECT,
     DEFAULT_SCHEDULER,
     FINAL_STATES,
     JOB_STATUS_CHANGED,
@@ -37,7 +38,6 @@ from aiflow_notebook.core.vocabulary import (
 from aiflow_notebook.core.waiting import Deadline, HopelessWaitError, polling
 from aiflow_notebook.events import Event, EventClient
 from aiflow_notebook.scheduler import reach
-from aiflow_notebook.sdk.graph import DEFAULT_PROJECT
 from aiflow_notebook.storage.blobs import BlobStore, LocalBlobStore
 
 T = TypeVar("T")

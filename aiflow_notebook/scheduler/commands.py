@@ -13,7 +13,13 @@ import logging
 from typing import Any
 
 from aiflow_notebook.core.errors import AIFlowError
-from aiflow_notebook.core.vocabulary import RESTART_JOB, STOP_WORKFLOW_RUN, SUBMIT_REJECTED, SUBMIT_WORKFLOW
+from aiflow_notebook.core.vocabulary import (
+    DEFAULT_PROJECT,
+    RESTART_JOB,
+    STOP_WORKFLOW_RUN,
+    SUBMIT_REJECTED,
+    SUBMIT_WORKFLOW,
+)
 from aiflow_notebook.engines import engine_runner
 from aiflow_notebook.events import Event
 from aiflow_notebook.scheduler.actions import Actions
@@ -23,7 +29,6 @@ from aiflow_notebook.scheduler.intake import Intake, control_edges, initial_jobs
 from aiflow_notebook.scheduler.live import Live
 from aiflow_notebook.scheduler.settle import Settler
 from aiflow_notebook.sdk.control import Action
-from aiflow_notebook.sdk.graph import DEFAULT_PROJECT
 from aiflow_notebook.storage.blobs import BlobStore
 
 log = logging.getLogger(__name__)

@@ -30,6 +30,7 @@ from sqlalchemy.exc import (
 )
 
 from aiflow_notebook.core.errors import AIFlowError
+from aiflow_notebook.core.vocabulary import DEFAULT_SCHEDULER
 from aiflow_notebook.core.waiting import Deadline
 from aiflow_notebook.storage.database import DatabaseUnavailableError
 
@@ -74,7 +75,7 @@ class DatabaseWaitTimeout(AIFlowError):
     """The database stayed unusable past the caller's deadline."""
 
 
-def call_durably(fn: Callable[[], T], what: str, stopped: threading.Event, name: str = "default",
+def call_durably(fn: Callable[[], T], what: str, stopped: threading.Event, name: str = DEFAULT_SCHEDULER,
                  deadline: Deadline | None = None) -> T:
     """``fn()``, retried through database outages until it succeeds; ``SchedulerStopped`` if stopped first,
     ``DatabaseWaitTimeout`` once ``deadline`` would pass during the next wait (None: no deadline).
@@ -132,7 +133,7 @@ class Durable:
     wait until stopped); the owner sets it while it must not block, e.g. during start-up.
     """
 
-    def __init__(self, target: Any, stopped: threading.Event, name: str = "default"):
+    def __init__(self, target: Any, stopped: threading.Event, name: str = DEFAULT_SCHEDULER):
         self._target, self._stopped, self._name = target, stopped, name
         self.deadline: Deadline | None = None
 

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from aiflow_notebook.core.config import aiflow_home
-from aiflow_notebook.core.vocabulary import WILDCARD
+from aiflow_notebook.core.vocabulary import DEFAULT_SCHEDULER, WILDCARD
 from aiflow_notebook.core.waiting import Deadline
 from aiflow_notebook.events import EventClient
 from aiflow_notebook.meta.store import MetadataStore
@@ -71,7 +71,7 @@ class Scheduler:
     committed in ``decision_seconds`` (benchmarks).
     """
 
-    def __init__(self, store: MetadataStore, client: EventClient, *, name: str = "default",
+    def __init__(self, store: MetadataStore, client: EventClient, *, name: str = DEFAULT_SCHEDULER,
                  home: str | Path | None = None, blob_store: BlobStore | None = None,
                  job_env: dict[str, str] | None = None, record_decisions: bool = False):
         self.store, self.client, self.name = store, client, name

@@ -19,7 +19,7 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from aiflow_notebook.core.vocabulary import ACTIVE_STATES as ACTIVE_JOB_STATES
-from aiflow_notebook.core.vocabulary import JobState, RunState
+from aiflow_notebook.core.vocabulary import DEFAULT_SCHEDULER, JobState, RunState
 from aiflow_notebook.meta import orm
 from aiflow_notebook.meta.orm import utcnow
 from aiflow_notebook.meta.store import MetadataStore
@@ -69,7 +69,7 @@ class ActiveJobRun:
 
 
 class SchedulerState:
-    def __init__(self, store: MetadataStore, name: str = "default"):
+    def __init__(self, store: MetadataStore, name: str = DEFAULT_SCHEDULER):
         self.store = store
         self.name = name
         self._db = store._db

@@ -25,12 +25,12 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from aiflow_notebook.core.errors import DuplicateNodeError, InvalidArgumentError, UnknownWorkflowError
+from aiflow_notebook.core.vocabulary import DEFAULT_PROJECT
 
 if TYPE_CHECKING:
     from aiflow_notebook.sdk.control import ControlEdge
 
 DEFAULT_WORKFLOW = "default"
-DEFAULT_PROJECT = "default"
 DEFAULT_JOB = "default"
 JOB_SETTINGS = ("engine", "parallelism", "platform", "streaming", "properties")
 BUILTIN_JOB_DEFAULTS: dict[str, Any] = {"engine": "python", "parallelism": 1, "platform": "local",

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from aiflow_notebook.core.vocabulary import DEFAULT_SCHEDULER, FINAL_STATES, JobState, run_in_context
+from aiflow_notebook.core.vocabulary import (
+    DEFAULT_PROJECT,
+    DEFAULT_SCHEDULER,
+    FINAL_STATES,
+    JobState,
+    run_in_context,
+)
 from aiflow_notebook.events import Event, EventClient
 from aiflow_notebook.meta import (
     InvalidStageError,
@@ -29,7 +35,6 @@ from aiflow_notebook.meta.models import JobRun
 from aiflow_notebook.meta.remote import RemoteStore
 from aiflow_notebook.meta.runs import MAX_LOG_LINES  # noqa: F401 - the handlers' bound on ?tail=
 from aiflow_notebook.scheduler.client import SchedulerClient
-from aiflow_notebook.sdk.graph import DEFAULT_PROJECT
 
 WORKFLOW_CACHE = 64  # compiled workflows kept in memory, by snapshot
 

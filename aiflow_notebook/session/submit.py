@@ -144,8 +144,8 @@ def scheduler_client(scheduler: Any = None):
 
 def submit(workflow: Any = None, scheduler: Any = None):
     """Compile ``workflow`` (default: the current one) and run it; returns a ``WorkflowRun``."""
+    from aiflow_notebook.core.vocabulary import DEFAULT_PROJECT
     from aiflow_notebook.sdk.compile import compile as compile_workflow
-    from aiflow_notebook.sdk.graph import DEFAULT_PROJECT
 
     compiled = workflow if hasattr(workflow, "to_bytes") else compile_workflow(workflow)
     if not compiled.jobs:

@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlparse
 
 from aiflow_notebook.core.config import aiflow_home
 from aiflow_notebook.core.errors import AIFlowError
+from aiflow_notebook.core.files import private_dir, write_atomic
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 CHUNK_BYTES = 1 << 20  # bytes per upload request
@@ -59,20 +60,15 @@ class LocalBlobStore:
         digest = hashlib.sha256(data).hexdigest()
         path = self.root / digest[:2] / digest
         if not path.exists():
-            for directory in (self.root, path.parent):
-                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
+            private_dir(path.parent, within=self.root)
+            write_atomic(path, data)
         return path.as_uri()
 
     def adopt(self, path: Path, digest: str) -> str:
         """Move the file ``path`` (on this store's filesystem, its SHA-256 checked: ``digest``) into the
         store; returns its URI."""
         target = self.root / digest[:2] / digest
-        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(target.parent, within=self.root)
         os.chmod(path, 0o600)
         os.replace(path, target)
         return target.as_uri()
@@ -183,7 +179,7 @@ class BlobUploads:
         name = hashlib.sha256(f"{user}/{digest}".encode()).hexdigest()
         part = staging / f"{name}.part"
         with self._lock:
-            staging.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_dir(staging, within=self.store.root)
             have = part.stat().st_size if part.exists() else 0
             if offset == 0:
                 have = 0
