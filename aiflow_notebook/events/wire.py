@@ -206,8 +206,8 @@ class Exchange:
         self.channel = channel
         self.window = window
         self.stop = stop
-        self.started = time.monotonic()
         self.deadline = Deadline(deadline)
+        self.started = self.deadline.end - deadline if deadline is not None else time.monotonic()
         self.attempt = FIRST_ATTEMPT_TIMEOUT
         self.attempt_over = Deadline(self.attempt)
         self.waiting: deque[tuple[int, bytes]] = deque()  # not yet sent on the current socket
@@ -221,11 +221,12 @@ class Exchange:
     def __iter__(self) -> Iterator[tuple[int, tuple]]:
         while self.in_flight or self.waiting:
             sendable = self._send_waiting()
-            self._check_time()
-            if self.attempt_over.passed:
+            now = time.monotonic()  # once a turn: this loop runs twice per request sent
+            self._check_time(now)
+            if now >= self.attempt_over.end:
                 self._resend()
                 continue
-            message = self._receive(sendable)
+            message = self._receive(sendable, now)
             if message is not None:
                 yield from self._answers(message)
 
@@ -243,19 +244,19 @@ class Exchange:
             self.in_flight[request_id] = message
         return True
 
-    def _check_time(self) -> None:
+    def _check_time(self, now: float) -> None:
         """Raise once the deadline passed or ``stop`` is set, dropping what is queued (it must not reach the
         server later)."""
-        if self.deadline.passed:
+        if now >= self.deadline.end:
             self.channel.reset()
             raise self._unavailable()
         if self.stop is not None and self.stop.is_set():
             self.channel.reset()
             raise Stopped()
 
-    def _receive(self, sendable: bool) -> bytes | None:
+    def _receive(self, sendable: bool, now: float) -> bytes | None:
         """The next message, or None when none came within this turn's wait."""
-        wait = min(self.attempt_over.left(), self.deadline.left())
+        wait = min(self.attempt_over.end, self.deadline.end) - now
         if self.stop is not None:
             wait = min(wait, 0.1)
         sock = self.channel.socket()
@@ -301,7 +302,7 @@ class Exchange:
 
     def _progress(self) -> None:
         self.attempt = FIRST_ATTEMPT_TIMEOUT
-        self.attempt_over = Deadline(self.attempt)
+        self.attempt_over.restart(self.attempt)
 
     def _resend(self) -> None:
         """Lazy Pirate: a fresh socket (stale answers and queued requests go with the old one), resend."""
@@ -310,7 +311,7 @@ class Exchange:
         self.waiting.extendleft(reversed(list(self.in_flight.items())))
         self.in_flight.clear()
         self.attempt = min(self.attempt * 2, MAX_ATTEMPT_TIMEOUT)
-        self.attempt_over = Deadline(self.attempt)
+        self.attempt_over.restart(self.attempt)
 
     def _unavailable(self) -> EventServerUnavailableError:
         wire = self.channel.wire
