@@ -122,6 +122,8 @@ class EventServer:
                 pass  # already gone; the flag is enough
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("event server on %s: still tearing down after %.0f s", self.url, timeout)
 
     def request_stop(self) -> None:
         """Ask the loop to end at its next turn (safe from a signal handler)."""
@@ -217,10 +219,10 @@ class EventServer:
         for sock in self._sockets:
             sock.close(linger=0)
         self._sockets = []
+        self.endpoints.remove(self.url, self.publish_url)  # first: nothing below may keep the files behind
         if self.curve is not None:
             self.curve.stop()
         if self._log is not None:
             self._log.close()
         if self._own_context and self._context is not None:
             self._context.term()
-        self.endpoints.remove(self.url, self.publish_url)
