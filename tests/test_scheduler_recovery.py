@@ -18,8 +18,8 @@ import psutil
 import pytest
 
 import aiflow_notebook as af
-from aiflow_notebook.core.vocabulary import JobState
-from aiflow_notebook.events import EventClient, EventServer
+from aiflow_notebook.core.vocabulary import RUN_STATUS_CHANGED, JobState
+from aiflow_notebook.events import Event, EventClient, EventServer
 from aiflow_notebook.events.publisher import EventBusPublisher
 from aiflow_notebook.meta.store import MetadataStore
 from aiflow_notebook.scheduler import Scheduler, SchedulerClient
@@ -165,3 +165,73 @@ def test_a_job_that_ended_before_its_process_was_recorded_is_not_run_again(tmp_p
     assert marker.read_text() == "start\n", "the restarted scheduler ran the job again"
     assert [e.value for e in run.job_events()] == ["STARTING", "RUNNING", "FINISHED"]
     second.stop()
+
+
+def dies_before_announcing_the_run(scheduler: Scheduler, announced: str) -> Scheduler:
+    """Dies where it would announce a run ``announced`` (RUNNING, FINISHED), the run's state already
+    committed (a CI run's kill -9 of ``aiflow server`` once hit the RUNNING window: the run ran, but nobody
+    on the bus saw it start)."""
+    publish = scheduler.announcer.run_status
+
+    def run_status(run_id, workflow, state, **fields):
+        if state == announced:
+            scheduler.stop()
+            raise RuntimeError("simulated crash between committing a run and announcing it")
+        publish(run_id, workflow, state, **fields)
+
+    scheduler.announcer.run_status = run_status
+    return scheduler
+
+
+def test_a_triggered_run_committed_but_not_announced_is_announced_once_after_restart(tmp_path, bus):
+    marker = tmp_path / "starts.txt"
+    with af.workflow("announced"):
+        with af.job_config("once"):
+            af.user_define_operation(count_start, name="once", properties={"marker": str(marker)})
+    client, store = bus
+    first = dies_before_announcing_the_run(Scheduler(store, client, home=tmp_path), "RUNNING").start()
+    api = SchedulerClient(client, blob_store=LocalBlobStore(tmp_path / "blobs"))
+    trigger_id = af.add_workflow_trigger(af.compile("announced"), key="clicks", event_type="DATASET_UPDATED",
+                                         scheduler=api)
+    sent = client.send_event(Event("clicks", "day-1", "DATASET_UPDATED"))
+    first._thread.join(60)
+    assert not first.alive
+
+    def started() -> list[dict]:
+        return [json.loads(e.context) for e in client.list_events(key="announced", event_type=RUN_STATUS_CHANGED)
+                if e.value == "RUNNING"]
+
+    assert started() == []  # the run is committed, its start never reached the bus
+    second = Scheduler(store, client, home=tmp_path).start()
+    try:
+        wait_for(lambda: started(), 60, "the run's RUNNING status")
+        wait_for(lambda: marker.exists(), 60, "the run's job")
+        [announced] = started()
+        assert announced["trigger"] == trigger_id and announced["event"] == sent.version
+        assert marker.read_text() == "start\n"
+    finally:
+        second.stop()
+
+
+def test_a_run_end_committed_but_not_announced_is_announced_once_after_restart(tmp_path, bus):
+    marker = tmp_path / "starts.txt"
+    with af.workflow("ended"):
+        with af.job_config("once"):
+            af.user_define_operation(count_start, name="once", properties={"marker": str(marker)})
+    client, store = bus
+    first = dies_before_announcing_the_run(Scheduler(store, client, home=tmp_path), "FINISHED").start()
+    run = SchedulerClient(client, blob_store=LocalBlobStore(tmp_path / "blobs")).submit(af.compile("ended"))
+    first._thread.join(60)
+    assert not first.alive and run.jobs() == {"once": "FINISHED"} and run.status() == "RUNNING"
+
+    second = Scheduler(store, client, home=tmp_path).start()
+    try:
+        assert run.wait(60) == "FINISHED"  # without the re-announcement this wait would hang
+        ends = [e for e in client.list_events(key="ended", event_type=RUN_STATUS_CHANGED) if e.value != "RUNNING"]
+        assert [e.value for e in ends] == ["FINISHED"]
+        assert marker.read_text() == "start\n"
+    finally:
+        second.stop()
+    Scheduler(store, client, home=tmp_path).start().stop()  # recovers at start: the bus has the end now
+    ends = [e for e in client.list_events(key="ended", event_type=RUN_STATUS_CHANGED) if e.value != "RUNNING"]
+    assert len(ends) == 1, "an end the bus had was announced again"

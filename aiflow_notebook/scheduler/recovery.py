@@ -3,8 +3,8 @@
 It loads the live runs (binding their custom conditions from our verified blob store), adopts the job
 processes that still run — and those that started just before a crash, before their record was committed
 — so that one that ended meanwhile is settled at once by its watcher, re-publishes what a crash kept from
-the bus (the reply to a submission, the latest job states), then finishes the stops and pending actions it
-left.
+the bus (the reply to a submission, a run's start, the latest job states, the last run's end), then
+finishes the stops and pending actions it left.
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ from typing import Any
 
 from aiflow_notebook.core.vocabulary import (
     CONTROL_NAMESPACE,
+    DEFAULT_NAMESPACE,
     JOB_STATUS_CHANGED,
     RUN_CREATED,
+    RUN_STATUS_CHANGED,
     JobState,
+    RunState,
     run_in_context,
 )
 from aiflow_notebook.engines.process import JobProcess, ProcessRecord
@@ -30,6 +33,8 @@ from aiflow_notebook.scheduler.rules import CustomRule, bind
 from aiflow_notebook.scheduler.settle import Settler
 from aiflow_notebook.scheduler.state import ActiveJobRun, ActiveRun
 from aiflow_notebook.storage.blobs import BlobStore
+
+ORIGIN_FIELDS = ("schedule", "tick", "trigger", "event")  # what started a run, kept in its properties
 
 
 class Recovery:
@@ -47,8 +52,9 @@ class Recovery:
         for active in self.state.active_job_runs():
             self._adopt(active)
         for run in list(self.live.runs.values()):
-            self._republish_reply(run)
+            self._republish_start(run)
             self._republish_states(run)
+        self._republish_last_end()
         for run_id in list(self.live.runs):
             if run_id in self.live.stopping:
                 self.settler.continue_stop(self.live.runs[run_id])
@@ -78,13 +84,31 @@ class Recovery:
                                    process.record.log_path, active.action_id)
         self.actions.watch(Running(run.run_id, active.job, active.job_run_id, active.attempt, process))
 
-    def _republish_reply(self, run: ActiveRun) -> None:
-        """The answer to the run's submission, unless the bus has it."""
+    def _republish_start(self, run: ActiveRun) -> None:
+        """The run's beginning, unless the bus has it: the answer to its submission and its RUNNING status
+        (with what started it: a schedule's tick, a trigger's event). A crash between the run's commit and
+        these announcements would otherwise leave a run that runs but was never seen to start."""
+        properties = self.state.run_properties(run.run_id)
         replies = self.client.list_events(key=self.announcer.command_key, namespace=CONTROL_NAMESPACE,
                                           event_type=RUN_CREATED, since_version=run.since_version)
         if not any(run_in_context(e.context) == run.run_id for e in replies):
-            request_id = self.state.run_properties(run.run_id).get("request_id")
-            self.announcer.run_created(run.run_id, run.workflow, request_id)
+            self.announcer.run_created(run.run_id, run.workflow, properties.get("request_id"))
+        statuses = self.client.list_events(key=run.workflow, namespace=DEFAULT_NAMESPACE,
+                                           event_type=RUN_STATUS_CHANGED, since_version=run.since_version)
+        if not any(run_in_context(e.context) == run.run_id for e in statuses):
+            origin = {field: properties[field] for field in ORIGIN_FIELDS if field in properties}
+            self.announcer.run_status(run.run_id, run.workflow, RunState.RUNNING, **origin)
+
+    def _republish_last_end(self) -> None:
+        """The final status of the run that ended last, unless the bus has it (a wait on it would hang)."""
+        ended = self.state.last_ended_run()
+        if ended is None:
+            return
+        run, state = ended
+        statuses = self.client.list_events(key=run.workflow, namespace=DEFAULT_NAMESPACE,
+                                           event_type=RUN_STATUS_CHANGED, since_version=run.since_version)
+        if not any(run_in_context(e.context) == run.run_id and e.value == state for e in statuses):
+            self.announcer.run_status(run.run_id, run.workflow, state)
 
     def _republish_states(self, run: ActiveRun) -> None:
         """The state of each of the run's job runs that the bus does not have."""

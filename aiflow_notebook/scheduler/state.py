@@ -109,6 +109,24 @@ class SchedulerState:
                              edges=[r["edge"] for r in rules.rules], snapshot_id=run.snapshot_id)
                     for rules, run, wf, project in rows]
 
+    def last_ended_run(self) -> tuple[ActiveRun, str] | None:
+        """The run of this scheduler that ended last, with its final state. The loop announces each end
+        right after committing it, so a crash can have kept at most this one end from the bus."""
+        with self._db.reading() as session:
+            row = session.execute(
+                select(orm.RunRules.since_version, orm.WorkflowRun, orm.Workflow.name, orm.Project.name)
+                .join(orm.WorkflowRun, orm.WorkflowRun.id == orm.RunRules.workflow_run_id)
+                .join(orm.Workflow, orm.Workflow.id == orm.WorkflowRun.workflow_id)
+                .join(orm.Project, orm.Project.id == orm.Workflow.project_id)
+                .where(orm.RunRules.scheduler == self.name, orm.RunRules.active.is_(False),
+                       orm.WorkflowRun.ended_at.is_not(None))
+                .order_by(orm.WorkflowRun.ended_at.desc(), orm.WorkflowRun.id.desc()).limit(1)).first()
+            if row is None:
+                return None
+            since_version, run, workflow, project = row
+            return ActiveRun(run_id=run.id, workflow=workflow, project=project, since_version=since_version,
+                             rules=[], edges=[], snapshot_id=run.snapshot_id), run.state
+
     def commit_event(self, version: int, runs: list[ActiveRun], actions: list[tuple[int, str, str, int]],
                      also: Callable[[Session], None] | None = None) -> None:
         """Commit the rules' state of ``runs``, the decided ``actions`` (run id, job, action, event version)
