@@ -9,6 +9,7 @@ test happens to import. Imports inside functions count like any other; only an i
 from __future__ import annotations
 
 import ast
+import sys
 from collections import defaultdict
 from functools import cache
 from pathlib import Path
@@ -255,11 +256,29 @@ ONE_HOME = [
 ]
 
 
+# The one allowed copy: the job launcher imports the standard library only (it starts before every job;
+# importing the package costs ~90 ms of CPU a job), so it writes its exit status with a copy of write_atomic.
+STANDALONE = {("os.fsync(", "aiflow_notebook/engines/launcher.py")}
+
+
+def test_the_job_launcher_imports_the_standard_library_only():
+    path = ROOT / "aiflow_notebook" / "engines" / "launcher.py"
+    imported = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert imported <= set(sys.stdlib_module_names) | {"__future__"}, sorted(imported - set(sys.stdlib_module_names))
+
+
 def test_each_shared_routine_is_written_in_one_module():
     found = []
     for path in _modules().values():
         text = path.read_text()
         for needle, home, concept in ONE_HOME:
+            if (needle, str(path.relative_to(ROOT))) in STANDALONE:
+                continue
             if needle in text and path != ROOT / home:
                 lines = [n for n, line in enumerate(text.splitlines(), 1) if needle in line]
                 found.append(f"{path.relative_to(ROOT)}:{lines[0]}: {needle!r} ({concept})")
