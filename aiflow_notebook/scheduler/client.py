@@ -140,6 +140,7 @@ class WorkflowRun:
         self._changed = threading.Condition()
         self._status: str = RunState.RUNNING
         self._job_events: list[Event] = []
+        self._now: dict[str, reach.JobNow] = {}  # each started job's latest state, kept as events arrive
         self._seen = since_version  # every status event of the run up to this version is applied
         self._keys = [workflow.name] + [f"{workflow.name}.{job}" for job in workflow.jobs]
 
@@ -161,6 +162,7 @@ class WorkflowRun:
                 self._status = event.value
             elif event.event_type == JOB_STATUS_CHANGED:
                 self._job_events.append(event)
+                self._now[event.key[len(self.workflow.name) + 1:]] = reach.job_now(event)
             else:
                 return
             self._changed.notify_all()
@@ -239,14 +241,13 @@ class WorkflowRun:
     def _wait_end(self, timeout: float | None, poll: float, give_up: bool) -> str:
         deadline = Deadline(timeout)
         self._catch_up()
-        since = self._seen
+        since, ending = self._seen, self._ending_jobs()
 
         def ended() -> str | None:
             return self._status if self._status in FINAL_STATES else None
 
         def stuck() -> BaseException | None:
-            failed = reach.failed_for_good(self.workflow, self._latest(), self._ending_jobs(), since) \
-                if give_up else {}
+            failed = reach.failed_for_good(self.workflow, self._now, ending, since) if give_up else {}
             if not failed:
                 return None
             return RunCannotGetThereError(
@@ -283,7 +284,7 @@ class WorkflowRun:
         def stuck() -> BaseException | None:
             if self._status in FINAL_STATES:
                 return SchedulerError(self._missed(job, state, count, "before the run ended"))
-            failed = reach.failed_for_good(self.workflow, self._latest(), leading, since)
+            failed = reach.failed_for_good(self.workflow, self._now, leading, since)
             if not failed:
                 return None
             how = f"and no longer can: {', '.join(map(repr, failed))} failed and nothing that leads to {job!r} runs"
@@ -324,7 +325,7 @@ class WorkflowRun:
                     failed = self._errors_now()
                     return (f"run {self.run_id} of {self.workflow.name!r} ended {self._status}"
                             + (f"; {reach.describe(failed)}" if failed else ""))
-                failed = reach.failed_for_good(self.workflow, self._latest(), leading, since)
+                failed = reach.failed_for_good(self.workflow, self._now, leading, since)
             if failed:
                 return (f"in run {self.run_id} of {self.workflow.name!r}, {reach.describe(failed)}; nothing that "
                         f"leads to {job!r} runs")
@@ -337,12 +338,9 @@ class WorkflowRun:
             raise SchedulerError(f"workflow {self.workflow.name!r} has no job {job!r}; its jobs: "
                                  f"{', '.join(self.workflow.jobs)}")
 
-    def _latest(self) -> dict[str, reach.JobNow]:
-        return reach.latest_states(self.workflow, self._job_events)
-
     def _errors_now(self) -> dict[str, str]:
         """The error of each job whose latest state is FAILED (under the lock)."""
-        return {name: now.error or "(no error recorded)" for name, now in self._latest().items()
+        return {name: now.error or "(no error recorded)" for name, now in self._now.items()
                 if now.state == JobState.FAILED}
 
     def _ending_jobs(self) -> set[str]:
@@ -350,13 +348,10 @@ class WorkflowRun:
         return {name for name, spec in self.workflow.jobs.items() if not getattr(spec, "streaming", False)}
 
     def _running_jobs(self) -> list[str]:
-        return [name for name, now in self._latest().items() if now.state in ACTIVE_STATES]
+        return [name for name, now in self._now.items() if now.state in ACTIVE_STATES]
 
     def _states(self) -> dict[str, str]:
-        states: dict[str, str] = {job: JobState.INIT for job in self.workflow.jobs}
-        for event in self._job_events:
-            states[event.key[len(self.workflow.name) + 1:]] = event.value
-        return states
+        return {job: self._now[job].state if job in self._now else JobState.INIT for job in self.workflow.jobs}
 
     def stop(self, timeout: float = 120.0) -> str:
         """Stop every job of the run; returns the final status (KILLED, or how it had already ended).

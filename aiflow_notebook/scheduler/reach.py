@@ -18,7 +18,7 @@ says the same.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,10 +45,10 @@ class JobNow:
     error: str | None = None
 
 
-def latest_states(workflow: Any, events: Iterable[Any]) -> dict[str, JobNow]:
-    """Each job's latest state from the run's ``JOB_STATUS_CHANGED`` events (oldest first); jobs that have
-    not started are missing."""
-    return {event.key[len(workflow.name) + 1:]: JobNow(event.value, event.version, error_of(event)) for event in events}
+def job_now(event: Any) -> JobNow:
+    """A job's state from its ``JOB_STATUS_CHANGED`` event (a waiting run keeps the latest of each job: a
+    wait checks it at every event, so it must not go back over the run's history)."""
+    return JobNow(event.value, event.version, error_of(event) if event.value == JobState.FAILED else None)
 
 
 def error_of(event: Any) -> str | None:
@@ -73,11 +73,14 @@ def leading_to(workflow: Any, job: str) -> set[str]:
 def failed_for_good(workflow: Any, latest: Mapping[str, JobNow], jobs: set[str], since: int) -> dict[str, str]:
     """The jobs among ``jobs`` that failed after version ``since`` (each with its error), when nothing among
     ``jobs`` can move any more while the run goes on; else nothing (an empty dict)."""
+    failed = {name: latest[name].error or "(no error recorded)" for name in sorted(jobs)
+              if name in latest and latest[name].state == JobState.FAILED and latest[name].version > since}
+    if not failed:  # the common case, checked at every event of a wait: first and cheapest
+        return {}
     active = {name for name, now in latest.items() if now.state in ACTIVE_STATES}
     if active & jobs or not active - jobs or _rule_on_its_way(workflow, latest, jobs):
         return {}
-    return {name: latest[name].error or "(no error recorded)" for name in sorted(jobs)
-            if name in latest and latest[name].state == JobState.FAILED and latest[name].version > since}
+    return failed
 
 
 def describe(failed: Mapping[str, str]) -> str:
