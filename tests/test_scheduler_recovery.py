@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 import aiflow_notebook as af
-from aiflow_notebook.core.vocabulary import RUN_STATUS_CHANGED, JobState
+from aiflow_notebook.core.vocabulary import RUN_STATUS_CHANGED, SCHEDULER_SENDER, JobState
 from aiflow_notebook.events import Event, EventClient, EventServer
 from aiflow_notebook.events.publisher import EventBusPublisher
 from aiflow_notebook.meta.store import MetadataStore
@@ -198,10 +198,12 @@ def test_a_triggered_run_committed_but_not_announced_is_announced_once_after_res
     assert not first.alive
 
     def started() -> list[dict]:
-        return [json.loads(e.context) for e in client.list_events(key="announced", event_type=RUN_STATUS_CHANGED)
-                if e.value == "RUNNING"]
+        return [json.loads(e.context) for e in client.list_events(key="announced", event_type=RUN_STATUS_CHANGED,
+                                                                  sender=SCHEDULER_SENDER) if e.value == "RUNNING"]
 
     assert started() == []  # the run is committed, its start never reached the bus
+    # a status from anyone but the scheduler is not its word: it must not stand in for the announcement
+    client.send_event(Event("announced", "RUNNING", RUN_STATUS_CHANGED, sender="mallory", context='{"run": 1}'))
     second = Scheduler(store, client, home=tmp_path).start()
     try:
         wait_for(lambda: started(), 60, "the run's RUNNING status")

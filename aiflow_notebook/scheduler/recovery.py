@@ -18,6 +18,7 @@ from aiflow_notebook.core.vocabulary import (
     JOB_STATUS_CHANGED,
     RUN_CREATED,
     RUN_STATUS_CHANGED,
+    SCHEDULER_SENDER,
     JobState,
     RunState,
     run_in_context,
@@ -93,8 +94,8 @@ class Recovery:
                                           event_type=RUN_CREATED, since_version=run.since_version)
         if not any(run_in_context(e.context) == run.run_id for e in replies):
             self.announcer.run_created(run.run_id, run.workflow, properties.get("request_id"))
-        statuses = self.client.list_events(key=run.workflow, namespace=DEFAULT_NAMESPACE,
-                                           event_type=RUN_STATUS_CHANGED, since_version=run.since_version)
+        statuses = self.client.list_events(key=run.workflow, namespace=DEFAULT_NAMESPACE, event_type=RUN_STATUS_CHANGED,
+                                           sender=SCHEDULER_SENDER, since_version=run.since_version)
         if not any(run_in_context(e.context) == run.run_id for e in statuses):
             origin = {field: properties[field] for field in ORIGIN_FIELDS if field in properties}
             self.announcer.run_status(run.run_id, run.workflow, RunState.RUNNING, **origin)
@@ -105,8 +106,8 @@ class Recovery:
         if ended is None:
             return
         run, state = ended
-        statuses = self.client.list_events(key=run.workflow, namespace=DEFAULT_NAMESPACE,
-                                           event_type=RUN_STATUS_CHANGED, since_version=run.since_version)
+        statuses = self.client.list_events(key=run.workflow, namespace=DEFAULT_NAMESPACE, event_type=RUN_STATUS_CHANGED,
+                                           sender=SCHEDULER_SENDER, since_version=run.since_version)
         if not any(run_in_context(e.context) == run.run_id and e.value == state for e in statuses):
             self.announcer.run_status(run.run_id, run.workflow, state)
 
