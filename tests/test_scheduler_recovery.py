@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -45,18 +46,26 @@ def make():
     return [[1]]
 
 
-def dies_before_publishing_finished(scheduler: Scheduler) -> Scheduler:
-    """The scheduler's announcer fails where it would publish job a's FINISHED, as if the process died."""
-    publish = scheduler.announcer.job_status
+def dies_announcing(scheduler: Scheduler, announcement: str, when: Callable[..., bool], window: str) -> Scheduler:
+    """The scheduler's announcer fails where it would make ``announcement`` (``job_status``,
+    ``run_status``) with arguments for which ``when(...)`` holds, as if the process died there: the loop
+    ends, the state is committed, the event is never sent."""
+    publish = getattr(scheduler.announcer, announcement)
 
-    def job_status(run, job, job_run_id, attempt, state, error=None, **extra):
-        if job == "a" and state == JobState.FINISHED:
-            scheduler.stop()  # the loop ends here: the state is committed, the event never sent
-            raise RuntimeError("simulated crash between commit and publish")
-        publish(run, job, job_run_id, attempt, state, error, **extra)
+    def announce(*args, **kwargs):
+        if when(*args, **kwargs):
+            scheduler.stop()
+            raise RuntimeError(f"simulated crash between {window}")
+        publish(*args, **kwargs)
 
-    scheduler.announcer.job_status = job_status
+    setattr(scheduler.announcer, announcement, announce)
     return scheduler
+
+
+def dies_before_publishing_finished(scheduler: Scheduler) -> Scheduler:
+    """Dies where it would publish job a's FINISHED."""
+    return dies_announcing(scheduler, "job_status", lambda run, job, job_run_id, attempt, state, *_, **__:
+                           job == "a" and state == JobState.FINISHED, "commit and publish")
 
 
 def test_a_final_state_committed_but_not_published_is_published_after_restart(tmp_path, bus):
@@ -133,6 +142,14 @@ def count_start(context):
         fh.write("start\n")
 
 
+def once(name: str, marker: Path):
+    """A one-job workflow whose job appends a line to ``marker`` each time it starts."""
+    with af.workflow(name):
+        with af.job_config("once"):
+            af.user_define_operation(count_start, name="once", properties={"marker": str(marker)})
+    return af.compile(name)
+
+
 def dies_right_after_launching(scheduler: Scheduler) -> Scheduler:
     """Dies between starting a job's process and committing its pid, and only once the job has ended: the
     few milliseconds a real kill -9 rarely hits (test_schedules_recovery's kill -9 test hit it once, and the
@@ -151,12 +168,10 @@ def dies_right_after_launching(scheduler: Scheduler) -> Scheduler:
 
 def test_a_job_that_ended_before_its_process_was_recorded_is_not_run_again(tmp_path, bus):
     marker = tmp_path / "starts.txt"
-    with af.workflow("launched"):
-        with af.job_config("once"):
-            af.user_define_operation(count_start, name="once", properties={"marker": str(marker)})
+    workflow = once("launched", marker)
     client, store = bus
     first = dies_right_after_launching(Scheduler(store, client, home=tmp_path)).start()
-    run = SchedulerClient(client, blob_store=LocalBlobStore(tmp_path / "blobs")).submit(af.compile("launched"))
+    run = SchedulerClient(client, blob_store=LocalBlobStore(tmp_path / "blobs")).submit(workflow)
     first._thread.join(60)
     assert not first.alive and marker.read_text() == "start\n"
 
@@ -171,27 +186,17 @@ def dies_before_announcing_the_run(scheduler: Scheduler, announced: str) -> Sche
     """Dies where it would announce a run ``announced`` (RUNNING, FINISHED), the run's state already
     committed (a CI run's kill -9 of ``aiflow server`` once hit the RUNNING window: the run ran, but nobody
     on the bus saw it start)."""
-    publish = scheduler.announcer.run_status
-
-    def run_status(run_id, workflow, state, **fields):
-        if state == announced:
-            scheduler.stop()
-            raise RuntimeError("simulated crash between committing a run and announcing it")
-        publish(run_id, workflow, state, **fields)
-
-    scheduler.announcer.run_status = run_status
-    return scheduler
+    return dies_announcing(scheduler, "run_status", lambda run_id, workflow, state, **_: state == announced,
+                           "committing a run's state and announcing it")
 
 
 def test_a_triggered_run_committed_but_not_announced_is_announced_once_after_restart(tmp_path, bus):
     marker = tmp_path / "starts.txt"
-    with af.workflow("announced"):
-        with af.job_config("once"):
-            af.user_define_operation(count_start, name="once", properties={"marker": str(marker)})
+    workflow = once("announced", marker)
     client, store = bus
     first = dies_before_announcing_the_run(Scheduler(store, client, home=tmp_path), "RUNNING").start()
     api = SchedulerClient(client, blob_store=LocalBlobStore(tmp_path / "blobs"))
-    trigger_id = af.add_workflow_trigger(af.compile("announced"), key="clicks", event_type="DATASET_UPDATED",
+    trigger_id = af.add_workflow_trigger(workflow, key="clicks", event_type="DATASET_UPDATED",
                                          scheduler=api)
     sent = client.send_event(Event("clicks", "day-1", "DATASET_UPDATED"))
     first._thread.join(60)
@@ -217,12 +222,10 @@ def test_a_triggered_run_committed_but_not_announced_is_announced_once_after_res
 
 def test_a_run_end_committed_but_not_announced_is_announced_once_after_restart(tmp_path, bus):
     marker = tmp_path / "starts.txt"
-    with af.workflow("ended"):
-        with af.job_config("once"):
-            af.user_define_operation(count_start, name="once", properties={"marker": str(marker)})
+    workflow = once("ended", marker)
     client, store = bus
     first = dies_before_announcing_the_run(Scheduler(store, client, home=tmp_path), "FINISHED").start()
-    run = SchedulerClient(client, blob_store=LocalBlobStore(tmp_path / "blobs")).submit(af.compile("ended"))
+    run = SchedulerClient(client, blob_store=LocalBlobStore(tmp_path / "blobs")).submit(workflow)
     first._thread.join(60)
     assert not first.alive and run.jobs() == {"once": "FINISHED"} and run.status() == "RUNNING"
 
