@@ -10,6 +10,11 @@ Prints one JSON line per figure, the median of --runs runs:
   are taken from the first batch to the last, so cluster start-up is not in them.
 - feed (batched): the same, but each Flink row carries one batch (256 samples as flat arrays) and the
   loop trains on it directly — the per-record cost of PyFlink's Python operators is paid per batch.
+- table_feed (round 3): a 200,000-row CSV read by Flink's filesystem connector (a Table) or by its CSV
+  reader format (a DataStream), fed through the Arrow-batched feed and through the per-record feed
+  (``feed=row``) side by side, world size 1 and 2; the entry iterates ``DataLoader(get_dataset_from_flink(),
+  batch_size=256)`` (and, ``_batched``, ``get_dataset_from_flink(batch_size=256)``); ÷ the same loop over
+  the same rows from an in-process list (tuples of 17 floats; for ``_batched``, column tensors).
 - channel: MB/s of 1 KB rows operator → child (encode, frame, ZeroMQ ipc, decode) and child → operator.
 - transport (why ZeroMQ): the raw transport under the channel, 1 KB rows in 128 KB frames, ZeroMQ
   PUSH/PULL over ``ipc://`` vs a single-producer/single-consumer ring in ``multiprocessing.shared_memory``
@@ -201,6 +206,146 @@ def bench_feed(runs: int, rows: int) -> None:
     emit("dl", "feed_rows_per_s_flink", statistics.median(flink_rates), "rows/s", rows=rows)
     emit("dl", "feed_rows_per_s_in_process", statistics.median(local_rates), "rows/s", rows=rows)
     emit("dl", "feed_ratio", statistics.median(ratios), "ratio", target=">= 0.5")
+
+
+# --- feed from a Table / a DataStream (round 3: Arrow batches vs one record per row) ----------------
+
+def write_feed_csv(path: Path, rows: int) -> None:
+    """BENCHMARKS.md "Feed from a Table": 16 features + 1 label, two decimals."""
+    with open(path, "w") as fh:
+        for i in range(rows):
+            features = [((i * 7 + j) % 100) / 100 for j in range(FEATURES)]
+            fh.write(",".join(f"{v:.2f}" for v in features) + f",{sum(features):.2f}\n")
+
+
+def timed_loop(batches, batched: bool) -> dict:
+    """training_loop's model and step over rows collated by a DataLoader (tuples of 17 floats) or over
+    the batched feed's dicts; wall-clock start/end so that two workers' spans can be joined."""
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(FEATURES, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    rows, started = 0, None
+    for batch in batches:
+        if started is None:
+            started = time.time()
+        if batched:
+            x = torch.stack([batch[f"x{j}"] for j in range(FEATURES)], 1).float()
+            y = batch["y"].float()
+        else:
+            x = torch.stack(batch[:FEATURES], 1).float()
+            y = batch[FEATURES].float()
+        optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y[:, None])
+        loss.backward()
+        optimizer.step()
+        rows += len(y)
+    return {"rows": rows, "start": started, "end": time.time()}
+
+
+def table_feed_entry(ctx) -> None:
+    from torch.utils.data import DataLoader
+
+    from dl_on_flink.pytorch import PyTorchContext
+
+    pt = PyTorchContext(ctx)
+    batched = ctx.get_property("batched") == "1"
+    data = pt.get_dataset_from_flink(batch_size=BATCH) if batched else DataLoader(pt.get_dataset_from_flink(),
+                                                                                   batch_size=BATCH)
+    result = timed_loop(data, batched)
+    Path(ctx.get_property("out"), f"worker-{pt.get_rank()}.json").write_text(json.dumps(result))
+
+
+def flink_table_feed(csv: Path, source: str, feed: str, world: int, batched: bool) -> float:
+    """rows/s from the first batch of any worker to the last batch of all, fed from ``source``."""
+    from pyflink.table import DataTypes, Schema, StreamTableEnvironment, TableDescriptor
+
+    from dl_on_flink.pytorch import PyTorchClusterConfig, train
+    from dl_on_flink.testing import local_env
+
+    out = Path(tempfile.mkdtemp())
+    env = local_env()
+    t_env = StreamTableEnvironment.create(env)
+    config = (PyTorchClusterConfig.new_builder().set_world_size(world).set_node_entry(table_feed_entry)
+              .set_property("out", out).set_property("feed", feed).set_property("batched", int(batched)).build())
+    names = [f"x{j}" for j in range(FEATURES)] + ["y"]
+    if source == "table":
+        builder = Schema.new_builder()
+        for name in names:
+            builder.column(name, DataTypes.DOUBLE())
+        t_env.create_temporary_table("feed", TableDescriptor.for_connector("filesystem").schema(builder.build())
+                                     .option("path", str(csv)).format("csv").build())
+        statement_set = t_env.create_statement_set()
+        train(statement_set, config, t_env.from_path("feed"))
+        statement_set.execute().wait()
+    else:  # a DataStream read by Flink's own CSV reader format
+        from pyflink.common.watermark_strategy import WatermarkStrategy
+        from pyflink.datastream.connectors.file_system import FileSource
+        from pyflink.datastream.formats.csv import CsvReaderFormat, CsvSchema
+
+        builder = CsvSchema.builder()
+        for name in names:
+            builder.add_number_column(name, DataTypes.DOUBLE())
+        reader = CsvReaderFormat.for_schema(builder.build())
+        stream = env.from_source(FileSource.for_record_stream_format(reader, str(csv)).build(),
+                                 WatermarkStrategy.no_watermarks(), "csv")
+        train(env, config, input=stream)
+        env.execute("datastream feed")
+    results = [json.loads(p.read_text()) for p in out.glob("worker-*.json")]
+    assert len(results) == world
+    return sum(r["rows"] for r in results) / (max(r["end"] for r in results) - min(r["start"] for r in results))
+
+
+def in_process_table_feed(csv: str, batched: bool, queue) -> None:
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader, IterableDataset
+
+    rows = [tuple(float(v) for v in line.split(",")) for line in open(csv)]  # read before the clock starts
+    if batched:
+        columns = np.array(rows).T
+        batches = [{f"x{j}": torch.from_numpy(columns[j, k:k + BATCH].copy()) for j in range(FEATURES)}
+                   | {"y": torch.from_numpy(columns[FEATURES, k:k + BATCH].copy())} for k in range(0, len(rows), BATCH)]
+        queue.put(timed_loop(batches, True))
+        return
+
+    class Rows(IterableDataset):
+        def __iter__(self):
+            return iter(rows)
+
+    queue.put(timed_loop(DataLoader(Rows(), batch_size=BATCH), False))
+
+
+def bench_table_feed(runs: int, rows: int) -> None:
+    csv = Path(tempfile.mkdtemp()) / "feed.csv"
+    write_feed_csv(csv, rows)
+    ctx = multiprocessing.get_context("spawn")
+    configs = [("table", "arrow", 1, False), ("table", "row", 1, False), ("table", "arrow", 2, False),
+               ("table", "row", 2, False), ("datastream", "arrow", 1, False), ("datastream", "row", 1, False),
+               ("table", "arrow", 1, True)]
+    rates: dict[tuple, list[float]] = {c: [] for c in configs}
+    local: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(runs):
+        for batched in (False, True):
+            queue = ctx.Queue()
+            proc = ctx.Process(target=in_process_table_feed, args=(str(csv), batched, queue))
+            proc.start()
+            result = queue.get(timeout=600)
+            proc.join()
+            local[batched].append(result["rows"] / (result["end"] - result["start"]))
+        for config in configs:
+            rates[config].append(flink_table_feed(csv, *config))
+    for batched, values in local.items():
+        emit("dl", f"feed_in_process{'_batched' if batched else ''}_rows_per_s", statistics.median(values), "rows/s",
+             rows=rows)
+    for (source, feed, world, batched), values in rates.items():
+        label = f"feed_{source}_{feed}_world{world}{'_batched' if batched else ''}"
+        baseline = statistics.median(local[batched])
+        emit("dl", f"{label}_rows_per_s", statistics.median(values), "rows/s", rows=rows)
+        emit("dl", f"{label}_ratio", statistics.median(values) / baseline, "ratio",
+             target=">= 0.5" if not batched else "")
 
 
 # --- channel ----------------------------------------------------------------------------------------
@@ -504,7 +649,8 @@ def main() -> None:
     parser.add_argument("--feed-rows", type=int, default=100_000)
     parser.add_argument("--channel-rows", type=int, default=100_000)
     parser.add_argument("--ddp-steps", type=int, default=3000)
-    parser.add_argument("--only", choices=["transport", "channel", "feed", "ddp"], action="append")
+    parser.add_argument("--table-rows", type=int, default=200_000)
+    parser.add_argument("--only", choices=["transport", "channel", "feed", "table_feed", "ddp"], action="append")
     args = parser.parse_args()
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     only = set(args.only or ["transport", "channel", "feed", "ddp"])
@@ -515,6 +661,8 @@ def main() -> None:
     if "feed" in only:
         bench_feed(args.runs, args.feed_rows)
         bench_batched_feed(args.runs, args.feed_rows * 4)
+    if "table_feed" in only:
+        bench_table_feed(args.runs, args.table_rows)
     if "ddp" in only:
         bench_ddp(args.runs, args.ddp_steps)
 

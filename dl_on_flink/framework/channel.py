@@ -14,6 +14,7 @@ slices, so the caller can notice a failover or a dead peer) and Flink's own back
 A channel carries *frames*. Each frame starts with one kind byte:
 
 - ``D`` — data: rows, each a u32 length followed by the row's codec bytes (:mod:`.codec`),
+- ``A`` — data: one Arrow record batch (:mod:`.batches`; the batched feed from a Table or DataStream),
 - ``E`` — end of epoch, ``X`` — end of input (operator → child),
 - ``O`` — end of output (child → operator: the entry returned, every row it wrote was sent before this).
 
@@ -36,6 +37,7 @@ from dl_on_flink.errors import ChannelError
 from dl_on_flink.framework.codec import RowCodec
 
 DATA, END_OF_EPOCH, END_OF_INPUT, END_OF_OUTPUT = b"D", b"E", b"X", b"O"
+ARROW = b"A"  # an Arrow record batch (dl_on_flink.framework.batches): the batched feed
 FRAME_BYTES = 128 * 1024
 HWM = 8
 _LEN = struct.Struct("<I")
@@ -156,7 +158,9 @@ class RowReader:
     """Rows from Flink, in the child: one epoch per iteration of :meth:`read_epoch`.
 
     ``read_epoch()`` yields decoded rows until the end-of-epoch marker; after the last epoch it yields
-    nothing and :attr:`end_of_input` is True. A timeout (seconds) bounds how long one row may take.
+    nothing and :attr:`end_of_input` is True. ``read_batches(n)`` reads the same epoch as column batches of
+    ``n`` rows (:meth:`.batches.BatchDecoder.columns`). Frames of rows (``D``) and Arrow frames (``A``,
+    the batched feed) may both arrive. A timeout (seconds) bounds how long one frame may take.
     ``rows_read`` and ``waiting`` (blocked until Flink sends more) are what the node reports as progress.
     """
 
@@ -164,6 +168,7 @@ class RowReader:
         self._receiver = receiver
         self._codec = codec
         self._timeout = timeout
+        self._batches = None  # a BatchDecoder, made at the first Arrow frame (pyarrow is imported then)
         self.epochs_completed = 0
         self.end_of_input = False
         self.rows_read = 0
@@ -171,6 +176,51 @@ class RowReader:
 
     def read_epoch(self) -> Iterator[tuple]:
         decode = self._codec.decode
+        for kind, frame in self._epoch_frames():
+            if kind == DATA:
+                for row in iter_rows(frame):
+                    self.rows_read += 1
+                    yield decode(row)
+            else:
+                batch = self._decoder().batch(memoryview(frame)[1:])
+                self.rows_read += batch.num_rows
+                yield from self._decoder().rows(batch)
+
+    def read_batches(self, batch_size: int) -> Iterator[dict[str, Any]]:
+        """This epoch as dicts of columns, ``batch_size`` rows each (the last one may hold fewer)."""
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        decoder = self._decoder()
+        pending, count = [], 0
+        for kind, frame in self._epoch_frames():
+            batch = self._rows_as_batch(frame) if kind == DATA else decoder.batch(memoryview(frame)[1:])
+            self.rows_read += batch.num_rows
+            pending.append(batch)
+            count += batch.num_rows
+            while count >= batch_size:
+                taken, rest, need = [], [], batch_size
+                for part in pending:
+                    if need == 0:
+                        rest.append(part)
+                    elif part.num_rows <= need:
+                        taken.append(part)
+                        need -= part.num_rows
+                    else:
+                        taken.append(part.slice(0, need))
+                        rest.append(part.slice(need))
+                        need = 0
+                pending, count = rest, count - batch_size
+                yield decoder.columns(taken)
+        if count:
+            yield decoder.columns(pending)
+
+    def __iter__(self) -> Iterator[tuple]:
+        """All rows of all remaining epochs."""
+        while not self.end_of_input:
+            yield from self.read_epoch()
+
+    def _epoch_frames(self) -> Iterator[tuple[bytes, bytes]]:
+        """(kind, frame) of each data frame up to the end of this epoch (or of the input)."""
         while not self.end_of_input:
             self.waiting = True
             try:
@@ -180,10 +230,8 @@ class RowReader:
             if frame is None:
                 raise ChannelError(f"no data from Flink on {self._receiver.endpoint} for {self._timeout} s")
             kind = frame[:1]
-            if kind == DATA:
-                for row in iter_rows(frame):
-                    self.rows_read += 1
-                    yield decode(row)
+            if kind in (DATA, ARROW):
+                yield kind, frame
             elif kind == END_OF_EPOCH:
                 self.epochs_completed += 1
                 return
@@ -193,10 +241,24 @@ class RowReader:
             else:
                 raise ChannelError(f"unknown frame kind {kind!r} on {self._receiver.endpoint}")
 
-    def __iter__(self) -> Iterator[tuple]:
-        """All rows of all remaining epochs."""
-        while not self.end_of_input:
-            yield from self.read_epoch()
+    def _decoder(self):
+        if self._batches is None:
+            from dl_on_flink.framework.batches import BatchDecoder
+
+            self._batches = BatchDecoder(self._codec.schema)
+        return self._batches
+
+    def _rows_as_batch(self, frame: bytes):
+        """A frame of rows (the per-record feed) as a record batch, for ``read_batches``."""
+        import pyarrow as pa
+
+        from dl_on_flink.framework.batches import arrow_schema
+
+        schema = arrow_schema(self._codec.schema)
+        rows = [self._codec.decode(row) for row in iter_rows(frame)]
+        columns = list(zip(*rows, strict=True)) if rows else [[] for _ in schema]
+        return pa.RecordBatch.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)],
+                                          schema=schema)
 
 
 class RowWriter:

@@ -121,6 +121,14 @@ class Schema:
         )
 
     @staticmethod
+    def from_table(table: Any) -> Schema:
+        """The columns of a ``pyflink.table.Table`` (types as in :meth:`from_table_schema`)."""
+        return Schema(
+            (str(column.getName()), _field_type_of_sql(str(column.getName()), str(column.getDataType().toString())))
+            for column in table._j_table.getResolvedSchema().getColumns()
+        )
+
+    @staticmethod
     def from_flink(type_info: Any) -> Schema:
         """Map a PyFlink TypeInformation (a ROW, or one supported type taken as a one-field row)."""
         from pyflink.common.typeinfo import ExternalTypeInfo, RowTypeInfo

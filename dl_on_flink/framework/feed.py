@@ -68,6 +68,11 @@ class Feed:
         if frame is not None:
             self._send_live(frame)
 
+    def write_frame(self, frame: bytes) -> None:
+        """One whole data frame (an Arrow batch from the batched feed), after any rows written before it."""
+        self.flush()
+        self._send_live(frame)
+
     def flush(self) -> None:
         """Send the partial frame now (called on the operator's timer, so a trickle is not held back)."""
         frame = self._frames.take()

@@ -67,6 +67,10 @@ class NodeRunner:
         """One encoded input row (batched into frames; blocks under back-pressure)."""
         self._feed.write(row_bytes)
 
+    def write_frame(self, frame: bytes) -> None:
+        """One whole data frame (an Arrow batch, see dl_on_flink.framework.batches)."""
+        self._feed.write_frame(frame)
+
     def flush(self) -> None:
         """Send the partial frame now (called on the operator's timer, so a trickle is not held back)."""
         self._feed.flush()

@@ -6,7 +6,7 @@
 - :class:`EncodeRows` — upstream of fed workers: encodes each input row with the typed codec and keys it
   to a worker, round-robin.
 - :class:`FedRoleFunction` — a worker fed by Flink, a keyed co-process function of parallelism =
-  count: input 1 is the encoded rows, input 2 one trigger per worker (so a worker starts even when no
+  count: input 1 is the encoded rows or Arrow frames (:mod:`.arrow_feed`), input 2 one trigger per worker (so a worker starts even when no
   row reaches it). Why keyed: PyFlink's non-keyed functions have no end-of-input hook (``close()`` runs
   only when the job ends) and emit nothing after their last element; an event-time timer at the end of
   time fires exactly when the bounded input ends (the final watermark) and may emit rows. A
@@ -100,9 +100,10 @@ class EncodeRows(MapFunction):
 class FedRoleFunction(KeyedCoProcessFunction):
     """A worker fed by Flink: forwards rows to its child, emits the child's rows."""
 
-    def __init__(self, plan: NodePlan, poll_ms: int = 100) -> None:
+    def __init__(self, plan: NodePlan, poll_ms: int = 100, whole_frames: bool = False) -> None:
         self.plan = plan
         self.poll_ms = poll_ms
+        self.whole_frames = whole_frames  # input 1 carries Arrow frames (the batched feed), not encoded rows
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.index = runtime_context.get_index_of_this_subtask()
@@ -110,9 +111,12 @@ class FedRoleFunction(KeyedCoProcessFunction):
         self.done = False
 
     def process_element1(self, value, ctx: KeyedCoProcessFunction.Context):
-        """An input row: Row(key, codec bytes)."""
+        """An input row: Row(key, codec bytes), or Row(key, Arrow frame) with ``whole_frames``."""
         self._start(ctx)
-        self.runner.write(bytes(value[1]))
+        if self.whole_frames:
+            self.runner.write_frame(bytes(value[1]))
+        else:
+            self.runner.write(bytes(value[1]))
         yield from self._emit(self.runner.take_output())
 
     def process_element2(self, value, ctx: KeyedCoProcessFunction.Context):

@@ -5,15 +5,16 @@ The job gets, for one cluster:
 - ``am``: ``from_collection([0]) → flat_map(AMFunction)``, parallelism 1;
 - per node type without input: ``from_collection([0..n-1]) → rebalance → flat_map(RoleFunction)``,
   parallelism n (one element per subtask, so every subtask starts exactly one node);
-- for the fed node type (``worker``) when there is input: ``input → map(EncodeRows) → key_by``,
-  connected with one keyed trigger per worker (so a worker starts even if it receives no rows) →
-  ``process(FedRoleFunction)``, parallelism n. Its output is the inference result.
+- for the fed node type (``worker``) when there is input: the input as Arrow batches, one frame per
+  Flink record (:mod:`.arrow_feed`; or, with the cluster property ``feed=row``, ``map(EncodeRows)``
+  one record per row) → ``key_by``, connected with one keyed trigger per worker (so a worker starts even
+  if it receives no rows) → ``process(FedRoleFunction)``, parallelism n. Its output is the inference result.
 
 Training: every stream ends in a discarding sink (Flink leaves sink-less branches out of a job).
 Inference: the returned stream is the workers' output unioned with the other roles' (empty) streams.
 
-Tables, as in dl-on-flink: ``input`` may be a ``pyflink.table.Table`` (converted with its table
-environment's ``to_data_stream``), and the first argument a ``StatementSet``: then the cluster's streams
+Tables, as in dl-on-flink: ``input`` may be a ``pyflink.table.Table`` (a DataStream input becomes one
+for the batched feed), and the first argument a ``StatementSet``: then the cluster's streams
 go into that statement set (training: one blackhole insert of every role's stream; inference: the
 result comes back as a Table, which the caller inserts) and ``statement_set.execute()`` runs them.
 """
@@ -38,6 +39,7 @@ from dl_on_flink.framework.cluster import ClusterConfig
 from dl_on_flink.framework.codec import Schema
 from dl_on_flink.framework.plan import NodePlan
 from dl_on_flink.framework.process import import_root
+from dl_on_flink.operator.arrow_feed import arrow_frames, as_table, batch_rows_of, feed_of
 from dl_on_flink.operator.functions import AMFunction, EncodeRows, FedRoleFunction, RoleFunction
 
 NODE_INPUT_TYPE = Types.ROW([Types.INT(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
@@ -65,7 +67,7 @@ def place_cluster(
             f"expected a pyflink StreamExecutionEnvironment or StatementSet, got {type(env).__name__}"
         )
     if isinstance(input, Table):
-        input = _table_env(input._t_env).to_data_stream(input)
+        _table_env(input._t_env)
     fed_output, side_streams = _place(env, config, input, max_epoch, output_schema, name)
     if output_schema is not None:
         return fed_output.union(*side_streams)
@@ -104,8 +106,6 @@ def _place_in_statement_set(
     output_schema: Any, name: str | None,
 ) -> Table | None:
     t_env = _table_env(statement_set._t_env)
-    if isinstance(input, Table):
-        input = t_env.to_data_stream(input)
     env = StreamExecutionEnvironment(t_env._j_tenv.execEnv())
     fed_output, side_streams = _place(env, config, input, max_epoch, output_schema, name)
     streams = [*([fed_output] if fed_output is not None else []), *side_streams]
@@ -129,7 +129,7 @@ def _table_env(t_env: Any) -> StreamTableEnvironment:
 
 
 def _place(
-    env: StreamExecutionEnvironment, config: ClusterConfig, input: DataStream | None, max_epoch: int,
+    env: StreamExecutionEnvironment, config: ClusterConfig, input: DataStream | Table | None, max_epoch: int,
     output_schema: Any, name: str | None,
 ) -> tuple[DataStream | None, list[DataStream]]:
     """Add the roles to ``env``: (the fed workers' stream or None, the other roles' streams)."""
@@ -138,7 +138,7 @@ def _place(
     _use_this_python(env)
     job_key = f"{name or config.framework}-{uuid.uuid4().hex[:12]}"
     address_book = config.get_address_book() or default_address_book()
-    in_schema = Schema.from_flink(input.get_type()) if input is not None else None
+    in_schema = _input_schema(input)
     out_schema = Schema.of(output_schema) if output_schema is not None else None
 
     def plan(node_type: str, fed: bool) -> NodePlan:
@@ -160,7 +160,7 @@ def _place(
     fed_output = None
     for node_type, count in counts.items():
         if node_type == fed_type:
-            fed_output = _place_fed(env, input, plan(node_type, True), count, job_key, out_schema)
+            fed_output = _place_fed(env, input, plan(node_type, True), count, job_key, out_schema, feed_of(config))
         else:
             side_streams.append(
                 env.from_collection(list(range(count)), type_info=Types.INT()).name(f"{job_key} {node_type} trigger")
@@ -171,9 +171,18 @@ def _place(
     return fed_output, side_streams
 
 
-def _fed_node_type(config: ClusterConfig, input: DataStream | None, max_epoch: int, output_schema: Any) -> str | None:
+def _input_schema(input: DataStream | Table | None) -> Schema | None:
+    if input is None:
+        return None
+    if isinstance(input, Table):
+        return Schema.from_table(input)
+    return Schema.from_flink(input.get_type())
+
+
+def _fed_node_type(config: ClusterConfig, input: DataStream | Table | None, max_epoch: int,
+                   output_schema: Any) -> str | None:
     """The node type the input feeds (None without input); ConfigError for arguments that cannot work."""
-    if input is not None and not isinstance(input, DataStream):
+    if input is not None and not isinstance(input, DataStream | Table):
         raise ConfigError(f"input must be a pyflink DataStream or Table, got {type(input).__name__}")
     if not isinstance(max_epoch, int) or max_epoch < 1:
         raise ConfigError(f"max_epoch must be an int >= 1, got {max_epoch!r}")
@@ -186,18 +195,26 @@ def _fed_node_type(config: ClusterConfig, input: DataStream | None, max_epoch: i
 
 
 def _place_fed(
-    env: StreamExecutionEnvironment, input: DataStream, plan: NodePlan, count: int, job_key: str,
-    out_schema: Schema | None,
+    env: StreamExecutionEnvironment, input: DataStream | Table, plan: NodePlan, count: int, job_key: str,
+    out_schema: Schema | None, feed: str,
 ) -> DataStream:
+    """The fed workers: ``input`` as Arrow batches (feed "arrow", :mod:`.arrow_feed`) or encoded row by
+    row (feed "row"), keyed to the workers."""
     max_parallelism = max(128, count)
     keys = subtask_keys(count, max_parallelism)
-    encoded = input.map(EncodeRows(plan.input_schema, keys), output_type=NODE_INPUT_TYPE).name(f"{job_key} encode")
+    if feed == "arrow":
+        table = input if isinstance(input, Table) else as_table(input, env)
+        encoded = arrow_frames(table, plan.input_schema, keys, batch_rows_of(plan.config))
+    else:
+        if isinstance(input, Table):
+            input = input._t_env.to_data_stream(input)
+        encoded = input.map(EncodeRows(plan.input_schema, keys), output_type=NODE_INPUT_TYPE).name(f"{job_key} encode")
     triggers = env.from_collection(keys, type_info=Types.INT()).name(f"{job_key} {plan.node_type} trigger")
     output_type = out_schema.to_flink() if out_schema is not None else Types.INT()
     return (
         encoded.key_by(lambda row: row[0], key_type=Types.INT())
         .connect(triggers.key_by(lambda key: key, key_type=Types.INT()))
-        .process(FedRoleFunction(plan), output_type=output_type)
+        .process(FedRoleFunction(plan, whole_frames=feed == "arrow"), output_type=output_type)
         .name(f"{job_key} {plan.node_type}")
         .set_parallelism(count)
         .set_max_parallelism(max_parallelism)

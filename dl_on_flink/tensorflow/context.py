@@ -26,6 +26,9 @@ _SPECS = {
 }
 
 
+_TF_BATCH_ROWS = 1024  # rows per column batch handed to tf.data (then split into rows there)
+
+
 class TFContext(Context):
     """Wrap the entry's context: ``TFContext(ctx)``. ``TF_CONFIG`` is already set."""
 
@@ -53,7 +56,10 @@ class TFContext(Context):
         """This worker's rows from Flink; each iteration over the dataset is one epoch.
 
         Elements are tuples following the input schema (INT → int32, BIGINT → int64, FLOAT → float32,
-        DOUBLE → float64, STRING/BYTES → string, ARRAY<...> → 1-D tensors).
+        DOUBLE → float64, STRING/BYTES → string, ARRAY<...> → 1-D tensors). Without ARRAY columns the
+        rows enter TensorFlow as whole column batches (from the Arrow batches of the feed) that tf.data
+        splits into rows, so ``.batch(n)`` costs no Python work per row; numeric columns must then hold
+        no nulls (as before: a tensor cannot hold None).
 
         dl-on-flink's arguments are accepted so its entries run unchanged: ``buffer_size`` (bytes of read
         buffer there) becomes a prefetch of that many rows at most 1024 here; ``compression_type`` must be
@@ -69,7 +75,15 @@ class TFContext(Context):
         reader = self.get_row_reader()
         schema = self.get_input_schema()
         signature = tuple(_SPECS[t] for t in schema.types)
-        dataset = tf.data.Dataset.from_generator(reader.read_epoch, output_signature=signature)
+        if any(t.is_array for t in schema.types):  # rows of arrays may differ in length: row by row
+            dataset = tf.data.Dataset.from_generator(reader.read_epoch, output_signature=signature)
+        else:  # whole column batches into TensorFlow, split into rows by tf.data itself (C++)
+            def column_batches():
+                for columns in reader.read_batches(_TF_BATCH_ROWS):
+                    yield tuple(columns.values())
+
+            batched = tuple(tf.TensorSpec((None, *spec.shape), spec.dtype) for spec in signature)
+            dataset = tf.data.Dataset.from_generator(column_batches, output_signature=batched).unbatch()
         if buffer_size:
             dataset = dataset.prefetch(min(int(buffer_size), 1024))
         return dataset
