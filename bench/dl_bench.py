@@ -10,8 +10,8 @@ Prints one JSON line per figure, the median of --runs runs:
   are taken from the first batch to the last, so cluster start-up is not in them.
 - feed (batched): the same, but each Flink row carries one batch (256 samples as flat arrays) and the
   loop trains on it directly — the per-record cost of PyFlink's Python operators is paid per batch.
-- table_feed (round 3): a 200,000-row CSV read by Flink's filesystem connector (a Table) or by its CSV
-  reader format (a DataStream), fed through the Arrow-batched feed and through the per-record feed
+- table_feed (round 3): a 200,000-row CSV read by Flink's filesystem connector, as a Table or as the
+  DataStream ``to_data_stream`` makes of it, fed through the Arrow-batched feed and through the per-record feed
   (``feed=row``) side by side, world size 1 and 2; the entry iterates ``DataLoader(get_dataset_from_flink(),
   batch_size=256)`` (and, ``_batched``, ``get_dataset_from_flink(batch_size=256)``); ÷ the same loop over
   the same rows from an in-process list (tuples of 17 floats; for ``_batched``, column tensors).
@@ -271,27 +271,17 @@ def flink_table_feed(csv: Path, source: str, feed: str, world: int, batched: boo
     config = (PyTorchClusterConfig.new_builder().set_world_size(world).set_node_entry(table_feed_entry)
               .set_property("out", out).set_property("feed", feed).set_property("batched", int(batched)).build())
     names = [f"x{j}" for j in range(FEATURES)] + ["y"]
+    builder = Schema.new_builder()
+    for name in names:
+        builder.column(name, DataTypes.DOUBLE())
+    t_env.create_temporary_table("feed", TableDescriptor.for_connector("filesystem").schema(builder.build())
+                                 .option("path", str(csv)).format("csv").build())
     if source == "table":
-        builder = Schema.new_builder()
-        for name in names:
-            builder.column(name, DataTypes.DOUBLE())
-        t_env.create_temporary_table("feed", TableDescriptor.for_connector("filesystem").schema(builder.build())
-                                     .option("path", str(csv)).format("csv").build())
         statement_set = t_env.create_statement_set()
         train(statement_set, config, t_env.from_path("feed"))
         statement_set.execute().wait()
-    else:  # a DataStream read by Flink's own CSV reader format
-        from pyflink.common.watermark_strategy import WatermarkStrategy
-        from pyflink.datastream.connectors.file_system import FileSource
-        from pyflink.datastream.formats.csv import CsvReaderFormat, CsvSchema
-
-        builder = CsvSchema.builder()
-        for name in names:
-            builder.add_number_column(name, DataTypes.DOUBLE())
-        reader = CsvReaderFormat.for_schema(builder.build())
-        stream = env.from_source(FileSource.for_record_stream_format(reader, str(csv)).build(),
-                                 WatermarkStrategy.no_watermarks(), "csv")
-        train(env, config, input=stream)
+    else:  # the DataStream that the connector's rows become (PyFlink cannot type FileSource's CSV RowData)
+        train(env, config, input=t_env.to_data_stream(t_env.from_path("feed")))
         env.execute("datastream feed")
     results = [json.loads(p.read_text()) for p in out.glob("worker-*.json")]
     assert len(results) == world
