@@ -15,6 +15,11 @@ Prints one JSON line per figure, the median of --runs runs:
   (``feed=row``) side by side, world size 1 and 2; the entry iterates ``DataLoader(get_dataset_from_flink(),
   batch_size=256)`` (and, ``_batched``, ``get_dataset_from_flink(batch_size=256)``); ÷ the same loop over
   the same rows from an in-process list (tuples of 17 floats; for ``_batched``, column tensors).
+- inference (round 3): a streaming flink job ``read_dataset → af.predict → write_dataset`` scoring a
+  200,000-row file with a torch MLP that has ``predict_batch`` (vectorized program, batches of 1,000), and
+  a quarter of that row by row (``vectorized=False``), ÷ the model's ``predict_batch`` over the same rows
+  in-process in batches of 1,000. The Flink rate runs from the file's arrival to the last committed score,
+  less one checkpoint and one directory-monitor interval.
 - channel: MB/s of 1 KB rows operator → child (encode, frame, ZeroMQ ipc, decode) and child → operator.
 - transport (why ZeroMQ): the raw transport under the channel, 1 KB rows in 128 KB frames, ZeroMQ
   PUSH/PULL over ``ipc://`` vs a single-producer/single-consumer ring in ``multiprocessing.shared_memory``
@@ -633,6 +638,106 @@ def bench_ddp(runs: int, steps: int) -> None:
     emit("dl", "ddp_wall_multiprocessing", statistics.median(mp_walls), "s", steps=steps)
 
 
+# --- inference: a streaming scoring job (af.predict on the flink engine) vs the model in-process ------
+
+SCORE_BATCH = 1000  # PyFlink's default python.fn-execution.arrow.batch.size: the batches the model sees
+
+
+class ScoringModel:
+    """The quickstart's CTR network shape: 5 features → 16 → 1, sigmoid; rows [id, x1..x5]."""
+
+    def __init__(self) -> None:
+        import torch
+
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1)).eval()
+
+    def _scores(self, features):
+        import numpy as np
+        import torch
+
+        torch.set_num_threads(1)
+        with torch.no_grad():
+            return torch.sigmoid(self.net(torch.as_tensor(np.asarray(features), dtype=torch.float32))).numpy().ravel()
+
+    def predict(self, row):
+        return [int(row[0]), round(float(self._scores([row[1:]])[0]), 5)]
+
+    def predict_batch(self, rows):
+        scores = self._scores(rows.iloc[:, 1:].to_numpy())
+        return [[int(i), round(float(p), 5)] for i, p in zip(rows.iloc[:, 0], scores, strict=True)]
+
+
+def scoring_rows(rows: int) -> list[list]:
+    return [[k, *(((k * 7 + j) % 100) / 100 for j in range(5))] for k in range(rows)]
+
+
+def in_process_scoring(rows: int) -> float:
+    """rows/s of ScoringModel.predict_batch over the same rows, in batches of SCORE_BATCH (frames made first)."""
+    import pandas as pd
+
+    model, data = ScoringModel(), scoring_rows(rows)
+    columns = ["id", "x1", "x2", "x3", "x4", "x5"]
+    frames = [pd.DataFrame(data[k:k + SCORE_BATCH], columns=columns) for k in range(0, rows, SCORE_BATCH)]
+    started = time.perf_counter()
+    scored = sum(len(model.predict_batch(frame)) for frame in frames)
+    assert scored == rows
+    return rows / (time.perf_counter() - started)
+
+
+def flink_scoring(rows: int, vectorized: bool) -> float:
+    """rows/s of a running streaming scoring job: from the file's arrival to its last score committed,
+    less one checkpoint interval and one directory-monitor interval (latency, not work)."""
+    import aiflow_notebook as af
+    from aiflow_notebook.engines.flink_program import CHECKPOINT_INTERVAL_MS, STREAM_MONITOR_INTERVAL_S
+    from aiflow_notebook.engines.model_io import save_model
+    from aiflow_notebook.scheduler import EmbeddedScheduler
+    from aiflow_notebook.storage.part_files import read_lines
+    from aiflow_notebook.testing.sdk import reset_sdk
+
+    home = Path(tempfile.mkdtemp())
+    os.environ["AIFLOW_HOME"] = str(home)
+    reset_sdk()
+    data = home / "data"
+    (data / "in").mkdir(parents=True)
+    with EmbeddedScheduler() as scheduler:
+        scheduler.store.register_model("scoring")
+        scheduler.store.register_model_version("scoring", uri=save_model(ScoringModel(), "scoring"))
+        with af.workflow("scoring_bench"):
+            with af.job_config("serve", engine="flink", streaming=True, properties={"vectorized": vectorized}):
+                stream = af.read_dataset("in", uri=str(data / "in"), schema={
+                    "id": "int", **{f"x{j}": "float" for j in range(1, 6)}})
+                af.write_dataset(af.predict(stream, model="scoring"), "out", uri=str(data / "out"))
+        run = scheduler.submit(af.compile("scoring_bench"))
+        try:
+            run.wait_for("serve", "RUNNING", timeout=300)
+            time.sleep(8)  # the Flink job itself up (RUNNING is the process)
+            staged = data / "staged.csv"
+            staged.write_text("".join(",".join(str(v) for v in row) + "\n" for row in scoring_rows(rows)))
+            started = time.perf_counter()
+            staged.rename(data / "in" / "rows.csv")
+            while len(read_lines(data / "out")) < rows:
+                time.sleep(0.05)
+            elapsed = time.perf_counter() - started - CHECKPOINT_INTERVAL_MS / 1000 - STREAM_MONITOR_INTERVAL_S
+        finally:
+            run.stop()
+    return rows / elapsed
+
+
+def bench_inference(runs: int, rows: int) -> None:
+    local, batched, per_row = [], [], []
+    for _ in range(runs):
+        local.append(in_process_scoring(rows))
+        batched.append(flink_scoring(rows, vectorized=True))
+        per_row.append(flink_scoring(rows // 4, vectorized=False))
+    base = statistics.median(local)
+    emit("dl", "inference_in_process_batched_rows_per_s", base, "rows/s", batch=SCORE_BATCH, rows=rows)
+    emit("dl", "inference_flink_vectorized_rows_per_s", statistics.median(batched), "rows/s", rows=rows)
+    emit("dl", "inference_flink_row_by_row_rows_per_s", statistics.median(per_row), "rows/s", rows=rows // 4)
+    emit("dl", "inference_ratio", statistics.median(batched) / base, "ratio", target=">= 0.5")
+    emit("dl", "inference_ratio_row_by_row", statistics.median(per_row) / base, "ratio")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
@@ -640,7 +745,9 @@ def main() -> None:
     parser.add_argument("--channel-rows", type=int, default=100_000)
     parser.add_argument("--ddp-steps", type=int, default=3000)
     parser.add_argument("--table-rows", type=int, default=200_000)
-    parser.add_argument("--only", choices=["transport", "channel", "feed", "table_feed", "ddp"], action="append")
+    parser.add_argument("--score-rows", type=int, default=200_000)
+    parser.add_argument("--only", choices=["transport", "channel", "feed", "table_feed", "inference", "ddp"],
+                        action="append")
     args = parser.parse_args()
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     only = set(args.only or ["transport", "channel", "feed", "ddp"])
@@ -653,6 +760,8 @@ def main() -> None:
         bench_batched_feed(args.runs, args.feed_rows * 4)
     if "table_feed" in only:
         bench_table_feed(args.runs, args.table_rows)
+    if "inference" in only:
+        bench_inference(args.runs, args.score_rows)
     if "ddp" in only:
         bench_ddp(args.runs, args.ddp_steps)
 

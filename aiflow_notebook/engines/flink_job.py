@@ -53,7 +53,8 @@ def run_job(spec: dict[str, Any]) -> None:
 
 def build_environment(spec: dict[str, Any], extra: dict[str, str] | None = None):
     """The job's program in a new environment (``flink_environment``): its nodes as Flink operators, a
-    predict node without a function serving the model version it chose."""
+    predict node without a function serving the model version it chose; a job that only scores a dataset
+    as the vectorized program of ``flink_scoring``."""
     env = new_environment(spec, extra)
     job = spec["job"]
     callables = dict(load_payload(base64.b64decode(job["payload"]))["callables"])
@@ -62,8 +63,15 @@ def build_environment(spec: dict[str, Any], extra: dict[str, str] | None = None)
             callables[node["name"]] = serving_predictor(node["model"], node.get("model_version"),
                                                         node.get("model_stage"), spec, node["name"],
                                                         with_version=bool((node.get("properties") or {}).get("with_version")))
-    build_program(env, job["name"], job["nodes"], callables, streaming=bool(job.get("streaming")),
-                  base_dir=spec.get("cwd") or ".")
+    streaming, base_dir = bool(job.get("streaming")), spec.get("cwd") or "."
+    from aiflow_notebook.engines.flink_scoring import (  # PyFlink: job process only
+        build_scoring,
+        scoring_chain,
+    )
+
+    chain = scoring_chain(job, callables)
+    if chain is None or build_scoring(env, job["name"], *chain, streaming=streaming, base_dir=base_dir) is None:
+        build_program(env, job["name"], job["nodes"], callables, streaming=streaming, base_dir=base_dir)
     return env
 
 

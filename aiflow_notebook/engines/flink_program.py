@@ -42,15 +42,9 @@ def dataset_path(uri: str, base_dir: str | Path) -> Path:
 def build_program(env, job_name: str, nodes: list[dict[str, Any]], callables: dict[str, Callable],
                   *, streaming: bool, base_dir: str | Path) -> list[str]:
     """Add the job's operators to ``env``; returns the dataset directories the program writes."""
-    from pyflink.common import Encoder, Types
-    from pyflink.datastream import RuntimeExecutionMode
-    from pyflink.datastream.connectors.file_system import BucketAssigner, FileSink, RollingPolicy
+    from pyflink.common import Types
 
-    if streaming:
-        env.set_runtime_mode(RuntimeExecutionMode.STREAMING)
-        env.enable_checkpointing(CHECKPOINT_INTERVAL_MS)
-    else:
-        env.set_runtime_mode(RuntimeExecutionMode.BATCH)
+    set_runtime_mode(env, streaming=streaming)
 
     streams: dict[str, Any] = {}
     written: list[str] = []
@@ -65,19 +59,10 @@ def build_program(env, job_name: str, nodes: list[dict[str, Any]], callables: di
             if fn is not None:
                 source = source.map(fn, output_type=Types.PICKLED_BYTE_ARRAY()).name(name).uid(f"map:{name}")
             uri = dataset["uri"]
-            path = dataset_path(uri, base_dir)
-            path.mkdir(parents=True, exist_ok=True)
-            if not streaming:
-                clear_parts(path)  # a batch job's output replaces the dataset (a new run, new data)
             lines = source.filter(lambda row: row is not None).uid(f"drop-none:{name}").map(
                 lambda row, uri=uri: format_row(row, uri), output_type=Types.STRING()).name(f"{name}: format") \
                 .uid(f"format:{name}")
-            sink = (FileSink.for_row_format(str(path), Encoder.simple_string_encoder())
-                    .with_bucket_assigner(BucketAssigner.base_path_bucket_assigner())
-                    .with_rolling_policy(RollingPolicy.on_checkpoint_rolling_policy())
-                    .build())
-            lines.sink_to(sink).name(f"{name} -> {dataset['name']}").uid(sink_uid(name))
-            written.append(str(path))
+            written.append(write_lines(lines, node, job_name, streaming=streaming, base_dir=base_dir))
         elif kind in ROW_NODE_KINDS:
             if fn is None:
                 raise FlinkProgramError(f"job {job_name!r}, node {name!r} ({kind}) has no function; on the flink "
@@ -178,7 +163,35 @@ def read_dataset_stream(env, node: dict[str, Any], job_name: str, fn: Callable |
     files. ``fn`` (the node's function, if any) is applied to each parsed row. Shared by the flink engine
     and the pytorch/tensorflow engines (``dl_job``), which feed these rows to the training cluster.
     """
-    from pyflink.common import Duration, Types, WatermarkStrategy
+    from pyflink.common import Types
+
+    name = node["name"]
+    dataset = _dataset(node, job_name)
+    lines = dataset_lines(env, node, job_name, streaming=streaming, base_dir=base_dir)
+    uri, schema = dataset["uri"], dataset.get("schema")
+    rows = lines.map(lambda line, uri=uri, schema=schema: parse_line(line, uri, schema),
+                     output_type=Types.PICKLED_BYTE_ARRAY()).name(f"{name}: parse").uid(f"parse:{name}")
+    if fn is not None:
+        rows = rows.map(fn, output_type=Types.PICKLED_BYTE_ARRAY()).name(name).uid(f"map:{name}")
+    return rows
+
+
+def set_runtime_mode(env, *, streaming: bool) -> None:
+    """Streaming jobs run in STREAMING mode with a checkpoint (a commit of the part files) every
+    ``CHECKPOINT_INTERVAL_MS``; batch jobs in BATCH mode."""
+    from pyflink.datastream import RuntimeExecutionMode
+
+    if streaming:
+        env.set_runtime_mode(RuntimeExecutionMode.STREAMING)
+        env.enable_checkpointing(CHECKPOINT_INTERVAL_MS)
+    else:
+        env.set_runtime_mode(RuntimeExecutionMode.BATCH)
+
+
+def dataset_lines(env, node: dict[str, Any], job_name: str, *, streaming: bool, base_dir: str | Path):
+    """The text lines of a ``read_dataset`` node's files: a bounded file source, or for a ``streaming``
+    job a directory monitored for new files (uid ``source:<node>``, which savepoints refer to)."""
+    from pyflink.common import Duration, WatermarkStrategy
     from pyflink.datastream.connectors.file_system import FileSource, StreamFormat
 
     name = node["name"]
@@ -192,14 +205,27 @@ def read_dataset_stream(env, node: dict[str, Any], job_name: str, fn: Callable |
     builder = FileSource.for_record_stream_format(StreamFormat.text_line_format(), str(path))
     if streaming:
         builder = builder.monitor_continuously(Duration.of_seconds(STREAM_MONITOR_INTERVAL_S))
-    lines = env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), f"{name} <- {dataset['name']}") \
+    return env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), f"{name} <- {dataset['name']}") \
         .uid(source_uid(name))
-    uri, schema = dataset["uri"], dataset.get("schema")
-    rows = lines.map(lambda line, uri=uri, schema=schema: parse_line(line, uri, schema),
-                     output_type=Types.PICKLED_BYTE_ARRAY()).name(f"{name}: parse").uid(f"parse:{name}")
-    if fn is not None:
-        rows = rows.map(fn, output_type=Types.PICKLED_BYTE_ARRAY()).name(name).uid(f"map:{name}")
-    return rows
+
+
+def write_lines(lines, node: dict[str, Any], job_name: str, *, streaming: bool, base_dir: str | Path) -> str:
+    """Sink a stream of text lines into a ``write_dataset`` node's directory as part files committed on
+    checkpoints (uid ``sink:<node>``); a batch job's output replaces the dataset. Returns the directory."""
+    from pyflink.common import Encoder
+    from pyflink.datastream.connectors.file_system import BucketAssigner, FileSink, RollingPolicy
+
+    dataset = _dataset(node, job_name)
+    path = dataset_path(dataset["uri"], base_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    if not streaming:
+        clear_parts(path)  # a batch job's output replaces the dataset (a new run, new data)
+    sink = (FileSink.for_row_format(str(path), Encoder.simple_string_encoder())
+            .with_bucket_assigner(BucketAssigner.base_path_bucket_assigner())
+            .with_rolling_policy(RollingPolicy.on_checkpoint_rolling_policy())
+            .build())
+    lines.sink_to(sink).name(f"{node['name']} -> {dataset['name']}").uid(sink_uid(node["name"]))
+    return str(path)
 
 
 def _dataset(node: dict[str, Any], job_name: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiflow_notebook.core.vocabulary import Stage
-from aiflow_notebook.engines.model_io import ModelSelectionError, _triggering_version, load_model
+from aiflow_notebook.engines.model_io import ModelSelectionError, load_model, triggering_version
 
 VALIDATION_METRIC = "validation"
 
@@ -86,7 +86,7 @@ def version_under_review(store: Any, model: str, version: int | str | None, trig
     except UnknownModelError:
         versions = []
     by_number = {v.version: v for v in versions}
-    for number in (version, _triggering_version(trigger, model)):
+    for number in (version, triggering_version(trigger, model)):
         if number is not None:
             if int(number) not in by_number:
                 raise ModelSelectionError(f"model {model!r} has no version {number} to review "

@@ -102,7 +102,7 @@ def choose_model_version(store: Any, model: str, version: int | str | None = Non
                                       f"(versions: {exists()})")
         return found, f"version={version} was asked for"
     note = ""
-    named = _triggering_version(trigger, model)
+    named = triggering_version(trigger, model)
     if named is not None:
         found = by_number.get(named)
         if found is not None and found.stage != Stage.DELETED and wanted in (None, found.stage):
@@ -127,7 +127,7 @@ def choose_model_version(store: Any, model: str, version: int | str | None = Non
                               f"GENERATED (versions: {exists()}){note}")
 
 
-def _triggering_version(trigger: dict[str, Any] | None, model: str) -> int | None:
+def triggering_version(trigger: dict[str, Any] | None, model: str) -> int | None:
     """The version a ``MODEL_*`` event about ``model`` names (its value is the version as JSON), else None."""
     if not trigger or trigger.get("key") != model:
         return None
@@ -193,9 +193,56 @@ class Predictor:
     def __call__(self, row: Any) -> Any:
         model = self.load()
         output = model.predict(row) if hasattr(model, "predict") else model(row)
+        return self._versioned(output)
+
+    def predict_rows(self, rows: list, columns: list[str] | None = None) -> list:
+        """The output of each row (None: dropped). A model with ``predict_batch(frame)`` is called once,
+        with a ``pandas.DataFrame`` of the rows (columns named by the dataset's schema when it has one);
+        it returns one output row per input row (a DataFrame, an array or a list). Others: ``predict(row)``
+        per row."""
+        if not rows:
+            return []
+        model = self.load()
+        batch = getattr(model, "predict_batch", None)
+        if batch is None:
+            return [self(row) for row in rows]
+        outputs = _output_rows(batch(_frame(rows, columns)))
+        if len(outputs) != len(rows):
+            raise ModelOutputError(f"model {self.model} version {self.version}: predict_batch returned "
+                                   f"{len(outputs)} rows for {len(rows)} (one output row per input row, or "
+                                   "None for a row to drop)")
+        return [None if out is None else self._versioned(out) for out in outputs]
+
+    def _versioned(self, output: Any) -> Any:
         if not self.with_version:
             return output
         return [*output, int(self.version)] if isinstance(output, list | tuple) else [output, int(self.version)]
+
+
+class ModelOutputError(AIFlowError):
+    """A model's batch method returned something that is not one output row per input row."""
+
+
+def _frame(rows: list, columns: list[str] | None) -> Any:
+    import pandas as pd
+
+    if columns is not None and rows and isinstance(rows[0], list | tuple) and len(rows[0]) == len(columns):
+        return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows) if rows and isinstance(rows[0], list | tuple | dict) else pd.DataFrame({0: rows})
+
+
+def frame_rows(frame: Any) -> list[list]:
+    """A DataFrame's rows as lists of Python values (ints stay ints beside float columns)."""
+    return [list(row) for row in zip(*(frame[c].tolist() for c in frame.columns), strict=True)]
+
+
+def _output_rows(output: Any) -> list:
+    """A batch method's output as a list of rows (lists, or scalars for one-value outputs)."""
+    if hasattr(output, "columns"):  # a DataFrame: Python values, each column's own type
+        return frame_rows(output)
+    if hasattr(output, "tolist"):  # a numpy array or a tensor
+        return output.tolist()
+    return list(output)
 
 
 class TorchModel:
@@ -217,6 +264,18 @@ class TorchModel:
             self.module.eval()
             output = self.module(torch.tensor([[float(v) for v in values]], dtype=torch.float32))[0]
         return [*values, *output.reshape(-1).tolist()]
+
+    def predict_batch(self, rows: Any) -> list:
+        """The same for a batch (a DataFrame of feature columns): one forward pass for all of them."""
+        import numpy as np
+        import torch
+
+        values = np.asarray(rows, dtype=np.float32)
+        with torch.no_grad():
+            self.module.eval()
+            outputs = self.module(torch.from_numpy(values)).reshape(len(values), -1).tolist()
+        given = frame_rows(rows) if hasattr(rows, "columns") else [list(r) for r in rows]
+        return [[*row, *out] for row, out in zip(given, outputs, strict=True)]
 
     def __call__(self, row: Any) -> list:
         return self.predict(row)
