@@ -91,6 +91,17 @@ def model_event_type(stage: Stage | str) -> str:
 MODEL_EVENT_TYPES = tuple(model_event_type(stage) for stage in Stage)
 """``MODEL_GENERATED`` … ``MODEL_DELETED``: key the model's name, value the version (as JSON)."""
 
+# A model swapped inside a running job (action SWAP). Key ``<workflow>.<job>``, value JSON ``{"model": M,
+# "version": V}`` (+ ``"error"``, ``"instance"``), context the run and the job run (``{"run": R, "job_run": J}``).
+MODEL_SWAP_REQUESTED = "MODEL_SWAP_REQUESTED"
+"""From the scheduler: a SWAP rule fired for the running job; every instance of it loads version V."""
+MODEL_SWAP_LOADED = "MODEL_SWAP_LOADED"
+"""From one instance (``"instance": i`` of ``"instances": n``) of the job: it now scores with version V."""
+MODEL_SWAPPED = "MODEL_SWAPPED"
+"""From the job, once: every instance scores with version V (what the panels show as the served version)."""
+MODEL_SWAP_FAILED = "MODEL_SWAP_FAILED"
+"""From an instance that could not load version V (``"error"``): it goes on scoring with the version it had."""
+
 
 # --- namespaces and the scheduler's commands -----------------------------------------------------------------
 

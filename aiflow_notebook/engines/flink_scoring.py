@@ -94,6 +94,13 @@ class LineScorer(ScalarFunction):
         self.source_uri, self.schema, self.target_uri = source_uri, schema, target_uri
         self.columns = list(schema) if isinstance(schema, dict) else None
 
+    def open(self, function_context: Any) -> None:
+        self.predictor.follow_swaps(function_context.get_index_of_this_subtask() or 0,
+                                    function_context.get_number_of_parallel_subtasks() or 1)
+
+    def close(self) -> None:
+        self.predictor.stop_following()
+
     def eval(self, lines: pd.Series) -> pd.Series:
         rows = [parse_line(line, self.source_uri, self.schema) for line in lines]
         outputs = self.predictor.predict_rows(rows, self.columns)

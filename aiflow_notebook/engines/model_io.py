@@ -156,10 +156,19 @@ def serving_predictor(model: str, version: int | str | None, stage: str | None, 
 
     store = default_store()
     chosen, why = choose_model_version(store, model, version, stage, spec.get("trigger"))
+    swap = None
+    if spec.get("job", {}).get("streaming") and spec.get("run_id") is not None:  # SWAP rules may switch it
+        from aiflow_notebook.engines.model_swap import swap_start
+        from aiflow_notebook.events import EventClient
+
+        with EventClient.from_environment() as client:
+            swap, swapped, swap_why = swap_start(client, spec, model, spec.get("trigger"))
+        if swapped is not None and swapped != chosen.version:
+            chosen, why = store.get_model_version(model, swapped), swap_why
     print(f"[aiflow] {node}: serving model {model} version {chosen.version} ({chosen.stage}): {why}", flush=True)
     if spec.get("job_run_id") is not None:
         store.record_model_consumer(model, chosen.version, spec["job_run_id"])
-    return Predictor(model, chosen.version, uri=chosen.uri, with_version=with_version)
+    return Predictor(model, chosen.version, uri=chosen.uri, with_version=with_version, swap=swap)
 
 
 class Predictor:
@@ -170,16 +179,37 @@ class Predictor:
     """
 
     def __init__(self, model: str, version: int | str | None = None, uri: str | None = None,
-                 with_version: bool = False):
+                 with_version: bool = False, swap: Any = None):
         self.model, self.version, self.uri, self.with_version = model, version, uri, with_version
+        self.swap = swap  # a model_swap.SwapPlan: follow SWAP requests (streaming scoring)
         self._loaded = None
+        self._slot = None
 
     def __getstate__(self) -> dict:
         return {"model": self.model, "version": self.version, "uri": self.uri, "with_version": self.with_version,
-                "_loaded": None}
+                "swap": self.swap, "_loaded": None, "_slot": None}
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update({"uri": None, "with_version": False, **state})
+        self.__dict__.update({"uri": None, "with_version": False, "swap": None, "_slot": None, **state})
+
+    def follow_swaps(self, instance: int, instances: int) -> None:
+        """In a scoring instance (``instance`` of ``instances``): switch versions as SWAP rules ask
+        (``model_swap.ModelSlot``); nothing without a swap plan."""
+        if self.swap is not None and self._slot is None:
+            from aiflow_notebook.engines.model_swap import ModelSlot
+
+            self._slot = ModelSlot(self.swap, self.load(), int(self.version), instance, instances, load_model).start()
+
+    def stop_following(self) -> None:
+        if self._slot is not None:
+            self._slot.stop()
+            self._slot = None
+
+    def current(self) -> tuple[Any, int | str | None]:
+        """The model object and its version number that score now."""
+        if self._slot is not None:
+            return self._slot.current
+        return self.load(), self.version
 
     def load(self) -> Any:
         if self._loaded is None:
@@ -191,9 +221,9 @@ class Predictor:
         return self._loaded
 
     def __call__(self, row: Any) -> Any:
-        model = self.load()
+        model, version = self.current()
         output = model.predict(row) if hasattr(model, "predict") else model(row)
-        return self._versioned(output)
+        return self._versioned(output, version)
 
     def predict_rows(self, rows: list, columns: list[str] | None = None) -> list:
         """The output of each row (None: dropped). A model with ``predict_batch(frame)`` is called once,
@@ -202,21 +232,22 @@ class Predictor:
         per row."""
         if not rows:
             return []
-        model = self.load()
+        model, version = self.current()  # one version for the whole batch
         batch = getattr(model, "predict_batch", None)
         if batch is None:
-            return [self(row) for row in rows]
-        outputs = _output_rows(batch(_frame(rows, columns)))
+            outputs = [model.predict(row) if hasattr(model, "predict") else model(row) for row in rows]
+        else:
+            outputs = _output_rows(batch(_frame(rows, columns)))
         if len(outputs) != len(rows):
-            raise ModelOutputError(f"model {self.model} version {self.version}: predict_batch returned "
+            raise ModelOutputError(f"model {self.model} version {version}: predict_batch returned "
                                    f"{len(outputs)} rows for {len(rows)} (one output row per input row, or "
                                    "None for a row to drop)")
-        return [None if out is None else self._versioned(out) for out in outputs]
+        return [None if out is None else self._versioned(out, version) for out in outputs]
 
-    def _versioned(self, output: Any) -> Any:
+    def _versioned(self, output: Any, version: Any) -> Any:
         if not self.with_version:
             return output
-        return [*output, int(self.version)] if isinstance(output, list | tuple) else [output, int(self.version)]
+        return [*output, int(version)] if isinstance(output, list | tuple) else [output, int(version)]
 
 
 class ModelOutputError(AIFlowError):

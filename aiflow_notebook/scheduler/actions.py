@@ -3,7 +3,8 @@
 An action is carried out at most once (see ``state``): a job run is committed before its process starts
 and its process record after, so a scheduler that crashed in between finds the process (or its exit
 status) instead of starting it again. STOP and RESTART begin stopping the job's processes and stay pending
-until they are gone: a restarted job never overlaps its predecessor.
+until they are gone: a restarted job never overlaps its predecessor. SWAP starts a job that is not running,
+and asks a running one to switch model versions in place (``MODEL_SWAP_REQUESTED``).
 
 The loop never waits on a job: a stop (up to the grace period of a JVM) runs on a thread of its own, and
 each process is followed by a watcher thread; both report to the loop through its inbox (:data:`EXIT`,
@@ -19,7 +20,14 @@ import threading
 import time
 from typing import Any
 
-from aiflow_notebook.core.vocabulary import JobState
+from aiflow_notebook.core.vocabulary import (
+    DEFAULT_NAMESPACE,
+    MODEL_SWAP_FAILED,
+    MODEL_SWAP_REQUESTED,
+    JobState,
+    run_context,
+)
+from aiflow_notebook.engines.model_io import triggering_version
 from aiflow_notebook.engines.process import STOP_GRACE_S, stop_grace
 from aiflow_notebook.events import EventClient
 from aiflow_notebook.scheduler.announce import Announcer
@@ -34,7 +42,7 @@ WATCH_POLL_S = 0.5  # how often a watcher thread looks whether the scheduler has
 EXIT = "exit"  # an inbox item (EXIT, job run id): the job's process ended
 STOP_FAILED = "stop_failed"  # an inbox item (STOP_FAILED, (job run id, error)): stopping it raised
 STOPPING = (Action.STOP, Action.RESTART)  # actions that wait until the job's processes are gone
-STARTING = (Action.START, Action.RESTART)
+STARTING = (Action.START, Action.RESTART, Action.SWAP)  # SWAP starts a job that is not running
 
 
 class Actions:
@@ -102,6 +110,8 @@ class Actions:
         if existing is None and live:
             if all(r.stop_requested is not None for r in live):
                 return  # stopping: start once it is gone (its exit runs the pending actions again)
+            if action.action == Action.SWAP:
+                self._request_swap(run, action, live[-1])
             self.state.action_done(action.id)  # START of a job that is already running: nothing to do
             return
         job = self.live.workflow(run).jobs.get(action.job)
@@ -136,6 +146,28 @@ class Actions:
         self.announcer.job_status(run, job.name, job_run_id, attempt, JobState.RUNNING,
                                   **({"resume_from": resume_from} if resume_from else {}))
         self.watch(Running(run.run_id, job.name, job_run_id, attempt, process))
+
+    def _request_swap(self, run: ActiveRun, action: PendingAction, running: Running) -> None:
+        """SWAP of a running job: tell it (``MODEL_SWAP_REQUESTED``) which version the triggering event
+        names, with the version's URI, so that each of its instances loads it (``engines.model_swap``).
+        Said again after a crash between the decision and this (the job ignores a version it serves)."""
+        trigger = self._trigger(run, action)
+        version = triggering_version(trigger, trigger["key"]) if trigger else None
+        if version is None:
+            log.warning("run %s: SWAP of %r: the triggering event names no version to swap to", run.run_id,
+                        action.job)
+            return
+        model = trigger["key"]
+        try:
+            uri = self.state.store.get_model_version(model, version).uri
+        except Exception as exc:  # noqa: BLE001 - the job keeps serving; the failure is published
+            uri, error = None, f"{type(exc).__name__}: {exc}"
+        else:
+            error = None
+        value = {"model": model, "version": version, "uri": uri, **({"error": error} if error else {})}
+        self.announcer.send(f"{run.workflow}.{action.job}", json.dumps(value),
+                            MODEL_SWAP_FAILED if error else MODEL_SWAP_REQUESTED, DEFAULT_NAMESPACE,
+                            run_context(run.run_id, job_run=running.job_run_id, event=trigger["version"]))
 
     def _trigger(self, run: ActiveRun, action: PendingAction) -> dict[str, Any] | None:
         """The event whose rule decided ``action``, for the job (a serving job serves the model version a

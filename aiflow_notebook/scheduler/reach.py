@@ -33,7 +33,7 @@ from aiflow_notebook.core.vocabulary import (
 from aiflow_notebook.sdk.conditions import ValueCondition
 from aiflow_notebook.sdk.control import Action
 
-STARTING_ACTIONS = (Action.START, Action.RESTART)
+STARTING_ACTIONS = (Action.START, Action.RESTART, Action.SWAP)
 
 
 @dataclass(frozen=True)

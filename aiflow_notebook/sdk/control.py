@@ -46,9 +46,10 @@ class Action(StrEnum):
     STOP = "STOP"
     RESTART = "RESTART"
     NONE = "NONE"
+    SWAP = "SWAP"  # model-version rules only: the running job switches to the event's version in place
 
 
-START, STOP, RESTART, NONE = Action.START, Action.STOP, Action.RESTART, Action.NONE
+START, STOP, RESTART, NONE, SWAP = Action.START, Action.STOP, Action.RESTART, Action.NONE, Action.SWAP
 
 
 @dataclass(frozen=True, repr=False)
@@ -190,6 +191,14 @@ def action_on_model_version_event(job: str, model: str, event_type: str = model_
     return _add(job, action, MeetAny(condition), model=model)
 
 
+def _no_swap(job: str, action: Action | str, call: str) -> None:
+    """SWAP names a model version: only a model-version rule can ask for it."""
+    if Action(action) is Action.SWAP:
+        raise InvalidArgumentError(f"{call}: action SWAP switches a running job to the model version an event "
+                                   f"names; use it with action_on_model_version_event({job!r}, model=..., "
+                                   "action='SWAP')")
+
+
 def action_on_condition(job: str, condition: Condition, action: Action | str = Action.START) -> ControlEdge:
     """Do ``action`` to ``job`` when the custom ``condition`` (an ``af.Condition`` subclass) is met; its
     value state lives with the run's rules (see ``aiflow_notebook.sdk.conditions``)."""
@@ -209,6 +218,8 @@ def _add(job: str, action: Action | str, condition: MeetAll | MeetAny, upstream:
     _graph.check_name(job, "job")
     with _culprit(f"control edge to job {job!r}"):
         action = choice(Action, action, "action")
+    if action is Action.SWAP and model is None:
+        _no_swap(job, action, f"control edge to job {job!r}")
     edge = ControlEdge(job=job, action=action, condition=condition, upstream=upstream, model=model,
                        origin=_graph.current_origin(), location=_graph.caller_location())
     _graph.current_graph().add_control_edge(edge)
