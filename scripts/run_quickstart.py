@@ -129,7 +129,8 @@ def story_summary(home: Path, nb: Any = None) -> dict[str, Any]:
         "sent": len(sent), "scored": len(scores),
         "missing": len(set(sent) - {int(r[0]) for r in scores}),
         "duplicated": sum(n - 1 for n in Counter(int(r[0]) for r in scores).values() if n > 1),
-        "phases": _phases(status, validated, first_scored),
+        "phases": _phases(status, validated, first_scored,
+                          [e for e in events if e.event_type == "MODEL_SWAPPED" and e.key == f"{WORKFLOW}.serve"]),
         "best_auc": _printed_best_auc(nb),
     }
     return summary
@@ -165,9 +166,9 @@ def _first_scored_time(scores: Path) -> dict[int, float]:
     return first
 
 
-def _phases(status: list, validated: list, first_scored: dict[int, float]) -> dict[str, float]:
-    """Seconds per phase: each batch job's runs (STARTING → FINISHED), serve coming up on v1 and the v2
-    restart (from the MODEL_VALIDATED event to serve RUNNING, and to the first v2 score committed)."""
+def _phases(status: list, validated: list, first_scored: dict[int, float], swapped: list) -> dict[str, float]:
+    """Seconds per phase: each batch job's runs (STARTING → FINISHED), serve coming up on v1 and the swap
+    to v2 (from the MODEL_VALIDATED event to MODEL_SWAPPED, and to the first v2 score committed)."""
     phases: dict[str, float] = {}
     starts: dict[int, int] = {}
     seen: Counter = Counter()
@@ -178,16 +179,15 @@ def _phases(status: list, validated: list, first_scored: dict[int, float]) -> di
         elif e.value == "FINISHED" and job != "serve" and job_run in starts:
             seen[job] += 1
             phases[f"{job} (v{seen[job]})"] = (e.create_time - starts.pop(job_run)) / 1000
-    running = [e.create_time for e in status if e.key.endswith(".serve") and e.value == "RUNNING"]
     if validated and 1 in first_scored:
         phases["serve up on v1 (MODEL_VALIDATED v1 -> first v1 score committed)"] = \
             (first_scored[1] - validated[0].create_time) / 1000
     if len(validated) >= 2:
         v2_at = validated[1].create_time
-        if len(running) >= 2:
-            phases["restart to RUNNING (MODEL_VALIDATED v2 -> serve RUNNING)"] = (running[1] - v2_at) / 1000
+        if swapped:
+            phases["swap to v2 in place (MODEL_VALIDATED v2 -> MODEL_SWAPPED)"] = (swapped[0].create_time - v2_at) / 1000
         if 2 in first_scored:
-            phases["restart downtime (MODEL_VALIDATED v2 -> first v2 score committed)"] = (first_scored[2] - v2_at) / 1000
+            phases["swap latency (MODEL_VALIDATED v2 -> first v2 score committed)"] = (first_scored[2] - v2_at) / 1000
     return phases
 
 

@@ -121,11 +121,17 @@ def test_three_swaps_and_a_bad_version_on_a_running_job_lose_and_repeat_nothing(
                                 what="MODEL_SWAP_FAILED of the version that cannot load")
             assert "no-such-model" in json.loads(failed[0].value)["error"]
             time.sleep(2)  # scoring goes on, with v4
+            states = [e.value for e in run.job_events() if e.key == "swapping.serve"]
+            run.restart_job("serve")  # a savepoint restart after the swaps: back on v4, not on v1
+            wait_until(lambda: [e.value for e in run.job_events() if e.key == "swapping.serve"].count("RUNNING") == 2,
+                       timeout=180, what="serve to restart")
+            restarted_at = time.time()
+            time.sleep(4)
             feeder.stop.set()
             feeder.thread.join()
             sent = dict(feeder.sent)
             wait_until(lambda: len(read_lines(data / "scores")) >= len(sent), timeout=120, what="every id scored")
-            states = [e.value for e in run.job_events() if e.key == "swapping.serve"]
+            assert "the job was swapped to version 4" in diagnosis(run, store)
         except Exception:
             print(diagnosis(run, store))
             raise
@@ -140,3 +146,64 @@ def test_three_swaps_and_a_bad_version_on_a_running_job_lose_and_repeat_nothing(
         assert tag == f"v{version}", "the tag of the version that scored it"
     after = max(swapped_at.values()) + 1.0  # sent a second after the last swap: scored by it
     assert {version for i, _, version in scores if sent[int(i)] > after} == {"4"}
+    assert any(sent[int(i)] > restarted_at for i, _, _ in scores), "records scored after the restart (by v4)"
+
+
+class FailsOnceAfterSwap(Tagger):
+    """A version whose first batch fails its instance (a Flink failover in the middle of the swap)."""
+
+    def __init__(self, tag: str, flag: str) -> None:
+        super().__init__(tag)
+        self.flag = flag
+
+    def predict_batch(self, rows):
+        flag = Path(self.flag)
+        if not flag.exists():
+            flag.write_text("failed once")
+            raise RuntimeError("instance lost in the middle of a swap")
+        return super().predict_batch(rows)
+
+
+@pytest.mark.slow
+def test_a_failover_in_the_middle_of_a_swap_comes_back_on_the_new_version_exactly_once(tmp_path, aiflow_home):
+    data = tmp_path / "data"
+    (data / "stream").mkdir(parents=True)
+    with af.workflow("swapping"):
+        with af.job_config("serve", engine="flink", streaming=True, parallelism=2):
+            rows = af.read_dataset("stream", uri=str(data / "stream"), schema={"id": "int"})
+            af.write_dataset(af.predict(rows, model="tagger", with_version=True), "scores", uri=str(data / "scores"))
+        af.action_on_model_version_event("serve", model="tagger", event_type="MODEL_VALIDATED", action="SWAP")
+    feeder = Feeder(data / "stream")
+    with EmbeddedScheduler() as scheduler:
+        store = scheduler.store
+        store.register_model("tagger")
+        first = store.register_model_version("tagger", uri=save_model(Tagger("v1"), "tagger")).version
+        store.update_model_version("tagger", first, "VALIDATED")
+        run = scheduler.submit(af.compile("swapping"))
+        try:
+            run.wait_for("serve", "RUNNING", timeout=180)
+            feeder.thread.start()
+            wait_until(lambda: read_lines(data / "scores"), timeout=120, what="first scores")
+            flag = tmp_path / "failed-once"
+            second = store.register_model_version(
+                "tagger", uri=save_model(FailsOnceAfterSwap("v2", str(flag)), "tagger")).version
+            store.update_model_version("tagger", second, "VALIDATED")
+            wait_until(flag.exists, timeout=60, what="the failure after the swap")
+            swapped_back = time.time()
+            time.sleep(8)  # Flink restarts the failed tasks; they come back on v2
+            feeder.stop.set()
+            feeder.thread.join()
+            sent = dict(feeder.sent)
+            wait_until(lambda: len(read_lines(data / "scores")) >= len(sent), timeout=180, what="every id scored")
+            states = [e.value for e in run.job_events() if e.key == "swapping.serve"]
+        except Exception:
+            print(diagnosis(run, store))
+            raise
+        finally:
+            feeder.stop.set()
+            run.stop()
+    scores = [line.split(",") for line in read_lines(data / "scores")]
+    assert sorted(int(i) for i, _, _ in scores) == sorted(sent), "every record scored exactly once"
+    assert states.count("STARTING") == 1, "a Flink failover, not a restart of the job"
+    late = {version for i, _, version in scores if sent[int(i)] > swapped_back + 4}
+    assert late == {str(second)}, "after the failover the instances serve the version they had swapped to"

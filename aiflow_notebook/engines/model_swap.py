@@ -14,9 +14,10 @@ The conversation, all on key ``<workflow>.<job>`` in the job's run (see ``core.v
    {error} and keeps the version it has;
 3. instance 0 waits until every instance has loaded the version, then sends ``MODEL_SWAPPED`` once.
 
-A restarted instance (a Flink failover) or a restarted job (from a savepoint) starts on the newest version
-its run's job was swapped to (``MODEL_SWAPPED``) after the event that started it, and replays the requests
-sent since then; a request for the version it already serves changes nothing.
+A restarted job (from a savepoint) starts on the newest version its run's job was swapped to
+(``MODEL_SWAPPED``) after the event that started it; a restarted instance (a Flink failover) replays the
+newest request sent since then. A request for the version an instance already serves changes nothing
+but its ``MODEL_SWAP_LOADED``, and ``MODEL_SWAPPED`` is said once per request.
 """
 
 from __future__ import annotations
@@ -100,10 +101,15 @@ class ModelSlot:
     def start(self) -> ModelSlot:
         from aiflow_notebook.events import EventClient
 
-        self._client = EventClient.from_environment() if os.environ.get("AIFLOW_EVENT_URL") \
-            else EventClient(self.plan.url)
-        self._listener = self._client.listen(self.plan.key, since_version=self.plan.since, callback=self._on_event,
-                                             event_type=MODEL_SWAP_REQUESTED)
+        client = EventClient.from_environment() if os.environ.get("AIFLOW_EVENT_URL") else EventClient(self.plan.url)
+        self._client = client
+        # a restarted instance: only the newest request since the plan's start matters (not each one in turn)
+        requests = [e for e in client.list_events(key=self.plan.key, event_type=MODEL_SWAP_REQUESTED,
+                                                  since_version=self.plan.since)
+                    if _in_run(e, self.plan.run_id) and _value(e).get("model") == self.plan.model]
+        since = requests[-1].version - 1 if requests else self.plan.since
+        self._listener = client.listen(self.plan.key, since_version=since, callback=self._on_event,
+                                       event_type=MODEL_SWAP_REQUESTED)
         return self
 
     def stop(self) -> None:
@@ -139,7 +145,11 @@ class ModelSlot:
                 key=self.plan.key, event_type=MODEL_SWAP_LOADED, since_version=request)
                 if _in_run(e, self.plan.run_id) and _value(e).get("version") == version}
             if loaded >= set(range(self.instances)):
-                self._say(MODEL_SWAPPED, version, request=request)
+                announced = [e for e in client.list_events(key=self.plan.key, event_type=MODEL_SWAPPED,
+                                                           since_version=request)
+                             if _in_run(e, self.plan.run_id) and _value(e).get("request") == request]
+                if not announced:  # (a restarted instance 0 replays the newest request: say it once)
+                    self._say(MODEL_SWAPPED, version, request=request)
                 return
             deadline.sleep(0.05)
         log.warning("%s: not every instance loaded version %s within %s s", self.plan.key, version,

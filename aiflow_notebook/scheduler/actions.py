@@ -160,6 +160,7 @@ class Actions:
         model = trigger["key"]
         try:
             uri = self.state.store.get_model_version(model, version).uri
+            self.state.store.record_model_consumer(model, version, running.job_run_id)  # lineage: served by
         except Exception as exc:  # noqa: BLE001 - the job keeps serving; the failure is published
             uri, error = None, f"{type(exc).__name__}: {exc}"
         else:
