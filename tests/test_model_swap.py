@@ -207,3 +207,49 @@ def test_a_failover_in_the_middle_of_a_swap_comes_back_on_the_new_version_exactl
     assert states.count("STARTING") == 1, "a Flink failover, not a restart of the job"
     late = {version for i, _, version in scores if sent[int(i)] > swapped_back + 4}
     assert late == {str(second)}, "after the failover the instances serve the version they had swapped to"
+
+
+@pytest.mark.slow
+def test_two_live_runs_each_swap_only_on_their_own_runs_event(tmp_path, aiflow_home):
+    from aiflow_notebook.core.vocabulary import MODEL_SWAP_REQUESTED, run_context
+    from aiflow_notebook.events import Event
+
+    data = tmp_path / "data"
+    (data / "stream").mkdir(parents=True)
+    with af.workflow("swapping"):
+        with af.job_config("serve", engine="flink", streaming=True):
+            rows = af.read_dataset("stream", uri=str(data / "stream"), schema={"id": "int"})
+            af.write_dataset(af.predict(rows, model="tagger", with_version=True), "scores", uri=str(data / "scores"))
+        af.action_on_model_version_event("serve", model="tagger", event_type="MODEL_VALIDATED", action="SWAP")
+    with EmbeddedScheduler() as scheduler:
+        store = scheduler.store
+        store.register_model("tagger")
+        runs = [scheduler.submit(af.compile("swapping")) for _ in range(2)]
+        try:
+            first = store.register_model_version("tagger", uri=save_model(Tagger("v1"), "tagger")).version
+            store.update_model_version("tagger", first, "VALIDATED")  # global: both runs' serve start on it
+            for run in runs:
+                run.wait_for("serve", "RUNNING", timeout=180)
+            (data / "stream" / "a.csv").write_text("1\n2\n")
+            second = store.register_model_version("tagger", uri=save_model(Tagger("v2"), "tagger")).version
+            mine = runs[0].run_id  # a MODEL_VALIDATED sent from a job of the first run: that run's event only
+            runs[0].client.send_event(Event(key="tagger", value=json.dumps({"version": second}),
+                                            event_type="MODEL_VALIDATED",
+                                            context=json.dumps(run_context(mine, workflow="swapping",
+                                                                           project="default"))))
+            swapped = wait_until(lambda: [e for e in events(runs[0], MODEL_SWAPPED)
+                                          if json.loads(e.context)["run"] == mine], timeout=90,
+                                 what="the first run's serve to swap")
+            time.sleep(2)
+            requests = events(runs[0], MODEL_SWAP_REQUESTED)
+        except Exception:
+            print(diagnosis(runs[0], store))
+            raise
+        finally:
+            for run in runs:
+                run.stop()
+    assert [json.loads(e.value)["version"] for e in swapped] == [second]
+    asked = {json.loads(e.context)["run"] for e in requests if json.loads(e.value)["version"] == second}
+    assert asked == {mine}, "the other run was not asked to swap to the first run's version"
+    assert {json.loads(e.context)["run"] for e in requests if json.loads(e.value)["version"] == first} == \
+        {run.run_id for run in runs}, "a global event swaps every live run"
