@@ -15,7 +15,7 @@ import pytest
 from sdk_support import notebook_namespace
 
 import aiflow_notebook as af
-from aiflow_notebook.core.vocabulary import JOB_PROGRESS
+from aiflow_notebook.core.vocabulary import JOB_PROGRESS, MODEL_SWAPPED
 from aiflow_notebook.events import Event, EventClient
 from aiflow_notebook.sdk.mime import MIME_TYPE
 from aiflow_notebook.testing.waiting import wait_for
@@ -122,6 +122,13 @@ def test_graph_and_run_panels_follow_their_own_run_and_stop_it(panels):
     sender.send_event(Event("live.serve", "0.25", JOB_PROGRESS, sender="job", context=json.dumps({"run": first.run_id})))
     wait_for(lambda: panel.jobs["serve"]["progress"] == 0.25, 10, "the progress of serve")
     assert other.jobs["serve"]["progress"] is None and other.run_id == second.run_id
+    # a model swapped inside serve (what model_swap says once every instance has it); a hostile model name
+    sender.send_event(Event("live.serve", json.dumps({"model": "<b>ctr</b>", "version": 2}), MODEL_SWAPPED,
+                            sender="job", context=json.dumps({"run": first.run_id})))
+    wait_for(lambda: panel.jobs["serve"]["serving"] == "<b>ctr</b> v2", 10, "the version serve serves")
+    assert "serving &lt;b&gt;ctr&lt;/b&gt; v2" in panel._row_widgets["serve"][0].value
+    assert "<b>ctr</b>" not in panel._row_widgets["serve"][0].value
+    assert other.jobs["serve"]["serving"] is None
 
     panel.stop_button.click()  # the button, as a click in the notebook would call it
     assert panel.message == f"stop of run {first.run_id} requested"

@@ -1,5 +1,5 @@
-"""What the run panels know about one run: each job's state, attempts, duration, progress and log tail,
-taken from the run's status events (their context names the run, so runs of one workflow stay apart)."""
+"""What the run panels know about one run: each job's state, attempts, duration, progress, log tail and the
+model version it serves after a swap, taken from the run's status events (their context names the run, so runs of one workflow stay apart)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from aiflow_notebook.core.vocabulary import (
     FINAL_STATES,
     JOB_PROGRESS,
     JOB_STATUS_CHANGED,
+    MODEL_SWAP_FAILED,
+    MODEL_SWAPPED,
     RUN_STATUS_CHANGED,
     SCHEDULER_SENDER,
     JobState,
@@ -25,7 +27,7 @@ LOG_TAIL_BYTES = 16_384
 
 def blank_job() -> dict[str, Any]:
     return {"state": JobState.INIT, "attempt": None, "attempts": 0, "job_run": None, "started": None, "ended": None,
-            "duration_s": None, "progress": None, "error": None, "log_tail": ""}
+            "duration_s": None, "progress": None, "error": None, "log_tail": "", "serving": None, "swap_error": None}
 
 
 class RunTracker:
@@ -61,6 +63,8 @@ class RunTracker:
             except ValueError:
                 return False
             return True
+        if event.event_type in (MODEL_SWAPPED, MODEL_SWAP_FAILED):
+            return _swap(info, event)
         if event.event_type != JOB_STATUS_CHANGED or event.sender != SCHEDULER_SENDER:
             return False
         seconds = event.create_time / 1000 if event.create_time else time.time()
@@ -125,6 +129,20 @@ class RunTracker:
         if info["started"] is not None:
             end = info["ended"] if info["ended"] is not None else time.time()
             info["duration_s"] = round(max(0.0, end - info["started"]), 1)
+
+
+def _swap(info: dict[str, Any], event: Any) -> bool:
+    """A model swap of a running job (action SWAP): the version it serves now, or the one it could not load."""
+    try:
+        value = json.loads(event.value)
+        model, version = str(value["model"]), int(value["version"])
+    except (ValueError, TypeError, KeyError):
+        return False
+    if event.event_type == MODEL_SWAPPED:
+        info.update(serving=f"{model} v{version}", swap_error=None)
+    else:
+        info["swap_error"] = f"{model} v{version}: {str(value.get('error', ''))[:200]}"
+    return True
 
 
 def _log_path(job_run: int) -> Path | None:

@@ -124,6 +124,8 @@ class GraphWidget(_RunFollower):
                 rows.append(["progress", f"{info['progress']:.0%}"])
             if info["error"]:
                 rows.append(["error", info["error"].splitlines()[-1][:300]])
+            if info.get("serving"):
+                rows.append(["serving", info["serving"]])
             self._details.value = (f"<b>{html.escape(self.selected)}</b>" + table(["", ""], rows)
                                    + _log_html(info["log_tail"]))
 
@@ -227,6 +229,10 @@ def _facts(info: dict[str, Any]) -> str:
         facts.append(_seconds(info["duration_s"]))
     if info["progress"] is not None:
         facts.append(f"{info['progress']:.0%}")
+    if info.get("serving"):
+        facts.append(f"serving {info['serving']}")
+    if info.get("swap_error"):
+        facts.append(f"swap to {info['swap_error']} failed")
     return f" ({', '.join(facts)})" if facts else ""
 
 
