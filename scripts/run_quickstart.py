@@ -208,7 +208,8 @@ def format_summary(summary: dict[str, Any], elapsed: float, out: Path, home: Pat
     for v in summary["versions"]:
         m = v["metrics"]
         lines.append(f"  ctr v{v['version']}  {v['stage']:<10} AUC {m.get('auc')}  train loss {m.get('train_loss')}"
-                     f"  ({m.get('validation')}); scored {summary['scored_per_version'].get(v['version'], 0)} impressions")
+                     f"  ({m.get('validation')}); fed {m.get('feed_rows_per_s')} rows/s to training;"
+                     f" scored {summary['scored_per_version'].get(v['version'], 0)} impressions")
     lines.append(f"stream: {summary['sent']} impressions sent, {summary['scored']} scores, "
                  f"{summary['missing']} missing, {summary['duplicated']} duplicated")
     lines.append("time per phase: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in summary["phases"].items()))

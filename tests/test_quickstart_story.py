@@ -60,6 +60,7 @@ def _assert_story(home: Path, impressions: int) -> None:
         gate = float(re.fullmatch(r"auc [0-9.]+ >= ([0-9.]+)", v.metrics["validation"]).group(1))
         assert v.metrics["auc"] >= gate > 0.5, v.metrics
         assert v.metrics["train_rows"] >= 0.8 * impressions and "train_loss" in v.metrics  # 80 % of day 1 (+ day 2)
+        assert v.metrics["feed_rows_per_s"] > 0  # the batched feed's rate, measured by the trainer
 
     with EventServer(db_url, bind=f"ipc://{home / 'test.sock'}").start() as server, EventClient(server.url) as client:
         validated = client.list_events(key="ctr", event_type="MODEL_VALIDATED")
@@ -109,6 +110,7 @@ def _assert_summary(stdout: str, out: Path) -> None:
     assert re.search(r"ctr v1  VALIDATED +AUC 0\.\d+", stdout) and re.search(r"ctr v2  VALIDATED +AUC 0\.\d+", stdout)
     assert "stream: 6000 impressions sent, 6000 scores, 0 missing, 0 duplicated" in stdout
     assert "time per phase: prep (v1)" in stdout and "swap latency" in stdout
+    assert re.search(r"fed \d+ rows/s to training", stdout), stdout[-3000:]
     assert f"executed notebook with its outputs: {out}" in stdout
     executed = nbformat.read(out, as_version=4)
     errors = [o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]

@@ -4,8 +4,10 @@ A job of engine ``pytorch`` or ``tensorflow`` holds one ``train`` node whose inp
 ``read_dataset`` nodes of the same job (or no input at all). It becomes one PyFlink job on the local
 mini-cluster:
 
-- each ``read_dataset`` is the same file source as on the flink engine (``flink_program.read_dataset_stream``);
-  its parsed rows are typed by the dataset's schema (``{"x": "float", ...}``: int → BIGINT, float →
+- each ``read_dataset`` of a CSV dataset whose schema holds only numbers and strings (a bounded job, no
+  function of its own) is read by Flink's CSV format as a Table, typed in Java; others are the same file
+  source as on the flink engine (``flink_program.read_dataset_stream``), parsed in Python; either way the
+  rows are typed by the dataset's schema (``{"x": "float", ...}``: int → BIGINT, float →
   DOUBLE, str → STRING, bool → INT, bytes → BYTES, or a dl_on_flink type such as ``ARRAY<FLOAT>``) and
   fed to the workers;
 - the trainer is the node entry: ``trainer(ctx)`` receives the framework context — a
@@ -257,20 +259,28 @@ def _train_node(job: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _input_stream(env, spec: dict[str, Any], job: dict[str, Any], node: dict[str, Any], callables: dict, where: str):
+    """The rows the workers are fed: a Table read by Flink's own CSV reader when every input is a CSV
+    dataset of numbers and strings read without a function (a bounded job): typed in Java, so the rows
+    reach the workers as Arrow batches without per-row Python work; else a DataStream of rows parsed
+    and typed in Python."""
     from aiflow_notebook.engines.flink_program import read_dataset_stream
 
     inputs = node.get("inputs") or []
     if not inputs:
         return None
     by_name = {n["name"]: n for n in job["nodes"]}
-    streams, typed_as = [], None
-    for source_name, _index in inputs:
-        reader = by_name[source_name]
+    readers, typed_as = [by_name[source_name] for source_name, _index in inputs], None
+    for reader in readers:
         schema = _flink_schema(reader, where)
         if typed_as is not None and schema != typed_as:
             raise DLJobError(f"{where}, node {node['name']!r}: its inputs have different schemas "
                              f"({typed_as[0]} vs {schema[0]}); train on one dataset")
         typed_as = schema
+    if not job.get("streaming") and all(_java_csv(reader, callables, typed_as) for reader in readers):
+        return _csv_table(env, readers, typed_as, job["name"], spec.get("cwd") or ".")
+    streams = []
+    for reader in readers:
+        source_name = reader["name"]
         rows = read_dataset_stream(env, reader, job["name"], callables.get(source_name),
                                    streaming=bool(job.get("streaming")), base_dir=spec.get("cwd") or ".")
         streams.append(rows)
@@ -280,6 +290,43 @@ def _input_stream(env, spec: dict[str, Any], job: dict[str, Any], node: dict[str
     row_type = Schema(list(zip(names, types, strict=True))).to_flink()
     stream = streams[0].union(*streams[1:]) if len(streams) > 1 else streams[0]
     return stream.map(TypedRows(names, types), output_type=row_type).name(f"{node['name']}: typed rows")
+
+
+_CSV_TYPES = {"BIGINT": "BIGINT", "DOUBLE": "DOUBLE", "STRING": "STRING"}  # what Flink's CSV format parses as we do
+
+
+def _java_csv(reader: dict[str, Any], callables: dict, schema: tuple[list[str], list[str]]) -> bool:
+    uri = str((reader.get("dataset") or {}).get("uri") or "")
+    return (callables.get(reader["name"]) is None and bool(uri) and not uri.endswith((".json", ".jsonl"))
+            and all(t in _CSV_TYPES for t in schema[1]))
+
+
+def _csv_table(env, readers: list[dict[str, Any]], schema: tuple[list[str], list[str]], job_name: str,
+               base_dir: str):
+    """The datasets as one Table of the schema's columns, parsed by Flink's CSV format (a value that does not
+    parse is null, as ``part_files.parse_line`` makes it None)."""
+    from pyflink.table import DataTypes, FormatDescriptor, Schema, StreamTableEnvironment, TableDescriptor
+
+    from aiflow_notebook.engines.flink_program import FlinkProgramError, dataset_path
+
+    t_env = StreamTableEnvironment.create(env)
+    builder = Schema.new_builder()
+    for name, kind in zip(*schema, strict=True):
+        builder.column(name, getattr(DataTypes, kind)())
+    tables = []
+    for reader in readers:
+        dataset = reader.get("dataset") or {}
+        path = dataset_path(dataset["uri"], base_dir)
+        if not path.exists():
+            raise FlinkProgramError(f"job {job_name!r}, node {reader['name']!r}: dataset {dataset.get('name')!r} has "
+                                    f"no data at {path} (was it written by an upstream job?)")
+        csv = FormatDescriptor.for_format("csv").option("ignore-parse-errors", "true").build()
+        tables.append(t_env.from_descriptor(TableDescriptor.for_connector("filesystem").schema(builder.build())
+                                            .option("path", str(path)).format(csv).build()))
+    table = tables[0]
+    for other in tables[1:]:
+        table = table.union_all(other)
+    return table
 
 
 def _flink_schema(reader: dict[str, Any], where: str) -> tuple[list[str], list[str]]:
