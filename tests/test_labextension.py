@@ -18,6 +18,7 @@ from aiflow_notebook.core.vocabulary import (
     FINAL_STATES,
     JOB_STATUS_CHANGED,
     MODEL_EVENT_PREFIX,
+    MODEL_SWAPPED,
     RUN_STATUS_CHANGED,
     JobState,
     RunState,
@@ -107,6 +108,7 @@ def test_the_typescript_vocabulary_is_the_python_one():
     assert ts["JOB_STATUS_CHANGED"] == JOB_STATUS_CHANGED
     assert ts["RUN_STATUS_CHANGED"] == RUN_STATUS_CHANGED
     assert ts["MODEL_EVENT_PREFIX"] == MODEL_EVENT_PREFIX
+    assert ts["MODEL_SWAPPED"] == MODEL_SWAPPED
     assert ts["DEFAULT_NAMESPACE"] == DEFAULT_NAMESPACE
     assert ts["DEFAULT_PROJECT"] == DEFAULT_PROJECT
     assert list(ts["Stage"].items()) == [(s.name, s.value) for s in Stage]

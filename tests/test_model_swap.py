@@ -77,19 +77,26 @@ def diagnosis(run, store) -> str:
     return "\n".join(lines)
 
 
+def swapping_workflow(tmp_path: Path, parallelism: int) -> Path:
+    """Workflow ``swapping``: a streaming ``serve`` that scores ``data/stream`` with ``tagger`` (with the
+    version) into ``data/scores``, and a SWAP rule on MODEL_VALIDATED. Returns ``data``."""
+    data = tmp_path / "data"
+    (data / "stream").mkdir(parents=True)
+    with af.workflow("swapping"):
+        with af.job_config("serve", engine="flink", streaming=True, parallelism=parallelism):
+            rows = af.read_dataset("stream", uri=str(data / "stream"), schema={"id": "int"})
+            af.write_dataset(af.predict(rows, model="tagger", with_version=True), "scores", uri=str(data / "scores"))
+        af.action_on_model_version_event("serve", model="tagger", event_type="MODEL_VALIDATED", action="SWAP")
+    return data
+
+
 def events(run, event_type):
     return [e for e in run.client.list_events(key="swapping.serve", event_type=event_type)]
 
 
 @pytest.mark.slow
 def test_three_swaps_and_a_bad_version_on_a_running_job_lose_and_repeat_nothing(tmp_path, aiflow_home):
-    data = tmp_path / "data"
-    (data / "stream").mkdir(parents=True)
-    with af.workflow("swapping"):
-        with af.job_config("serve", engine="flink", streaming=True, parallelism=2):
-            rows = af.read_dataset("stream", uri=str(data / "stream"), schema={"id": "int"})
-            af.write_dataset(af.predict(rows, model="tagger", with_version=True), "scores", uri=str(data / "scores"))
-        af.action_on_model_version_event("serve", model="tagger", event_type="MODEL_VALIDATED", action="SWAP")
+    data = swapping_workflow(tmp_path, parallelism=2)
     feeder = Feeder(data / "stream")
     with EmbeddedScheduler() as scheduler:
         store = scheduler.store
@@ -166,13 +173,7 @@ class FailsOnceAfterSwap(Tagger):
 
 @pytest.mark.slow
 def test_a_failover_in_the_middle_of_a_swap_comes_back_on_the_new_version_exactly_once(tmp_path, aiflow_home):
-    data = tmp_path / "data"
-    (data / "stream").mkdir(parents=True)
-    with af.workflow("swapping"):
-        with af.job_config("serve", engine="flink", streaming=True, parallelism=2):
-            rows = af.read_dataset("stream", uri=str(data / "stream"), schema={"id": "int"})
-            af.write_dataset(af.predict(rows, model="tagger", with_version=True), "scores", uri=str(data / "scores"))
-        af.action_on_model_version_event("serve", model="tagger", event_type="MODEL_VALIDATED", action="SWAP")
+    data = swapping_workflow(tmp_path, parallelism=2)
     feeder = Feeder(data / "stream")
     with EmbeddedScheduler() as scheduler:
         store = scheduler.store
@@ -214,13 +215,7 @@ def test_two_live_runs_each_swap_only_on_their_own_runs_event(tmp_path, aiflow_h
     from aiflow_notebook.core.vocabulary import MODEL_SWAP_REQUESTED, run_context
     from aiflow_notebook.events import Event
 
-    data = tmp_path / "data"
-    (data / "stream").mkdir(parents=True)
-    with af.workflow("swapping"):
-        with af.job_config("serve", engine="flink", streaming=True):
-            rows = af.read_dataset("stream", uri=str(data / "stream"), schema={"id": "int"})
-            af.write_dataset(af.predict(rows, model="tagger", with_version=True), "scores", uri=str(data / "scores"))
-        af.action_on_model_version_event("serve", model="tagger", event_type="MODEL_VALIDATED", action="SWAP")
+    data = swapping_workflow(tmp_path, parallelism=1)
     with EmbeddedScheduler() as scheduler:
         store = scheduler.store
         store.register_model("tagger")

@@ -139,6 +139,12 @@ class ModelSlot:
 
     def _announce_when_all_loaded(self, version: int, request: int) -> None:
         """Instance 0: once every instance loaded ``version`` (their MODEL_SWAP_LOADED), say MODEL_SWAPPED."""
+        try:
+            self._wait_and_announce(version, request)
+        except Exception as exc:  # noqa: BLE001 - the instance is closing (its client closed): nothing to say
+            log.info("%s: no MODEL_SWAPPED for version %s: %s", self.plan.key, version, exc)
+
+    def _wait_and_announce(self, version: int, request: int) -> None:
         client, deadline = self._client, Deadline(ALL_LOADED_TIMEOUT_S)
         while client is not None and not deadline.passed:
             loaded = {_value(e).get("instance") for e in client.list_events(

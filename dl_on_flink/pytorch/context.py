@@ -65,7 +65,21 @@ class PyTorchContext(Context):
         return FlinkWriter(self.get_row_writer())
 
 
-class FlinkDataset(IterableDataset):
+class _Epochs:
+    """What an iterable over the rows from Flink says about the epochs read so far."""
+
+    _reader: RowReader
+
+    @property
+    def end_of_input(self) -> bool:
+        return self._reader.end_of_input
+
+    @property
+    def epochs_completed(self) -> int:
+        return self._reader.epochs_completed
+
+
+class FlinkDataset(_Epochs, IterableDataset):
     """Rows from Flink: tuples of Python scalars, bytes, str and numpy arrays (what ``default_collate``
     turns into tensors). Iterate it once per epoch; after the last epoch it is empty and
     :attr:`end_of_input` is True. Use it with ``DataLoader(..., num_workers=0)`` (the rows stream from
@@ -81,16 +95,8 @@ class FlinkDataset(IterableDataset):
             return rows
         return (_as_tensors(row, self._dtypes) for row in rows)
 
-    @property
-    def end_of_input(self) -> bool:
-        return self._reader.end_of_input
 
-    @property
-    def epochs_completed(self) -> int:
-        return self._reader.epochs_completed
-
-
-class FlinkBatches(IterableDataset):
+class FlinkBatches(_Epochs, IterableDataset):
     """Batches from Flink: dicts of column name → value for ``batch_size`` rows. Numeric columns are 1-D
     tensors of their column's dtype (INT → int32, BIGINT → int64, FLOAT → float32, DOUBLE → float64),
     ARRAY columns whose rows share one length 2-D tensors ``[rows, length]`` (else lists of 1-D tensors),
@@ -104,14 +110,6 @@ class FlinkBatches(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for columns in self._reader.read_batches(self.batch_size):
             yield {name: _column_tensor(value) for name, value in columns.items()}
-
-    @property
-    def end_of_input(self) -> bool:
-        return self._reader.end_of_input
-
-    @property
-    def epochs_completed(self) -> int:
-        return self._reader.epochs_completed
 
 
 def _column_tensor(value: Any) -> Any:

@@ -33,6 +33,8 @@ export const JOB_STATUS_CHANGED = 'JOB_STATUS_CHANGED';
 export const RUN_STATUS_CHANGED = 'WORKFLOW_RUN_STATUS_CHANGED';
 /** A model version entering a stage publishes `MODEL_<STAGE>` (key the model's name). */
 export const MODEL_EVENT_PREFIX = 'MODEL_';
+/** A running job serves a new model version on every instance (action SWAP; key `<workflow>.<job>`). */
+export const MODEL_SWAPPED = 'MODEL_SWAPPED';
 
 /** The namespace of an event that names none. */
 export const DEFAULT_NAMESPACE = 'default';
@@ -85,6 +87,8 @@ export interface IJob {
   version: number;
   /** The states this job passed through, oldest first (the last few). */
   history: string[];
+  /** The model version a running job switched to in place (`ctr v2`), or null. */
+  serving: string | null;
 }
 
 export interface IRun {
@@ -201,6 +205,12 @@ function applyEvent(state: IState, event: IBusEvent): IState {
     runs = withRun(runs, event.run_id, workflowOf(event.key), run => applyJobEvent(run, event));
   } else if (event.run_id !== null && event.event_type === RUN_STATUS_CHANGED) {
     runs = withRun(runs, event.run_id, event.key, run => ({ ...run, status: event.value }));
+  } else if (event.run_id !== null && event.event_type === MODEL_SWAPPED) {
+    const serving = servedVersion(event.value);
+    if (serving !== null) {
+      runs = withRun(runs, event.run_id, workflowOf(event.key), run => withJob(run, jobOf(event.key, run.workflow),
+        job => ({ ...job, serving })));
+    }
   }
   return { ...state, events, runs, lastVersion: Math.max(state.lastVersion, event.version) };
 }
@@ -229,6 +239,26 @@ function applyJobEvent(run: IRun, event: IBusEvent): IRun {
     status = status || RunState.RUNNING;
   }
   return { ...run, jobs, status };
+}
+
+/** `ctr v2` from a MODEL_SWAPPED value (`{"model": "ctr", "version": 2, ...}`), null when it is not one. */
+export function servedVersion(value: string): string | null {
+  try {
+    const parsed = JSON.parse(value);
+    const version = Number(parsed?.version);
+    if (typeof parsed?.model === 'string' && Number.isInteger(version)) {
+      return `${parsed.model} v${version}`;
+    }
+  } catch {
+    // not JSON: not a swap this page understands
+  }
+  return null;
+}
+
+function withJob(run: IRun, name: string, change: (j: IJob) => IJob): IRun {
+  const old = run.jobs.find(j => j.name === name);
+  const job = change(old ?? emptyJob(name));
+  return { ...run, jobs: old ? run.jobs.map(j => (j.name === name ? job : j)) : [...run.jobs, job] };
 }
 
 function withRun(runs: IRun[], id: number, workflow: string, change: (r: IRun) => IRun): IRun[] {
@@ -410,7 +440,8 @@ function normaliseJob(raw: unknown): IJob {
     endedAt: text(field(raw, 'ended_at', 'end_time')),
     error: text(field(raw, 'error')),
     version: Number(field(raw, 'version') ?? 0),
-    history: [state]
+    history: [state],
+    serving: null
   };
 }
 
@@ -423,7 +454,8 @@ function emptyJob(name: string): IJob {
     endedAt: null,
     error: null,
     version: 0,
-    history: []
+    history: [],
+    serving: null
   };
 }
 

@@ -136,6 +136,7 @@ function renderJob(run: IRun, job: IJob, active: boolean): HTMLElement {
     h('span', { className: 'aiflow-job-name' }, job.name),
     badge(job.state),
     job.attempt > 0 ? h('span', { className: 'aiflow-attempt' }, `attempt ${job.attempt}`) : null,
+    job.serving ? h('span', { className: 'aiflow-serving', title: 'swapped in place (SWAP)' }, `serving ${job.serving}`) : null,
     h(
       'span',
       { className: 'aiflow-actions' },

@@ -61,6 +61,16 @@ describe('bus events', () => {
     expect(job(late, 1, 'prep')?.state).toBe('FINISHED');
   });
 
+  it('a swap shows the version a running job serves, for its own run only; garbage changes nothing', () => {
+    let s = apply(initialState(), ev('ctr.serve', 'RUNNING'), ev('ctr.serve', 'RUNNING', 'JOB_STATUS_CHANGED', 2));
+    s = apply(s, ev('ctr.serve', JSON.stringify({ model: '<b>ctr</b>', version: 2, instance: 0 }), 'MODEL_SWAPPED', 1));
+    expect(job(s, 1, 'serve')?.serving).toBe('<b>ctr</b> v2');
+    expect(job(s, 1, 'serve')?.state).toBe('RUNNING');
+    expect(job(s, 2, 'serve')?.serving).toBeNull();
+    s = apply(s, ev('ctr.serve', 'not json', 'MODEL_SWAPPED', 1), ev('ctr.serve', '{"model": 3}', 'MODEL_SWAPPED', 1));
+    expect(job(s, 1, 'serve')?.serving).toBe('<b>ctr</b> v2');
+  });
+
   it('keeps runs apart by run id even for one workflow', () => {
     const s = apply(initialState(), ev('ctr.prep', 'RUNNING', undefined, 1), ev('ctr.prep', 'FAILED', undefined, 2));
     expect(s.runs.map(r => r.id)).toEqual([2, 1]);
