@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +56,7 @@ class SwapPlan:
     job_run_id: int | None
     model: str
     since: int
+    auth: Any = None  # the job's CURVE keys in memory (events.auth.CurveAuth.of_job): workers elsewhere reach the bus
 
     def context(self, **fields: Any) -> str:
         return json.dumps(run_context(self.run_id, job_run=self.job_run_id, **fields))
@@ -79,7 +79,9 @@ def swap_start(client: Any, spec: dict[str, Any], model: str, trigger: dict[str,
         starting = [e for e in client.list_events(key=key, event_type=JOB_STATUS_CHANGED, since_version=after)
                     if e.value == JobState.STARTING and _context(e).get("job_run") == spec.get("job_run_id")]
         since = max(since, starting[-1].version if starting else client.latest_version())
-    plan = SwapPlan(client.url, key, run_id, spec.get("job_run_id"), model, since)
+    from aiflow_notebook.events.auth import CurveAuth
+
+    plan = SwapPlan(client.url, key, run_id, spec.get("job_run_id"), model, since, CurveAuth.of_job())
     return plan, version, why
 
 
@@ -99,18 +101,27 @@ class ModelSlot:
         return self._current
 
     def start(self) -> ModelSlot:
+        """Follow requests from a thread of its own: opening the scoring function never waits for the bus,
+        and an instance that cannot reach it goes on scoring with the version it has (and says why)."""
+        threading.Thread(target=self._follow, name=f"aiflow-swaps-{self.plan.key}", daemon=True).start()
+        return self
+
+    def _follow(self) -> None:
         from aiflow_notebook.events import EventClient
 
-        client = EventClient.from_environment() if os.environ.get("AIFLOW_EVENT_URL") else EventClient(self.plan.url)
-        self._client = client
-        # a restarted instance: only the newest request since the plan's start matters (not each one in turn)
-        requests = [e for e in client.list_events(key=self.plan.key, event_type=MODEL_SWAP_REQUESTED,
-                                                  since_version=self.plan.since)
-                    if _in_run(e, self.plan.run_id) and _value(e).get("model") == self.plan.model]
-        since = requests[-1].version - 1 if requests else self.plan.since
-        self._listener = client.listen(self.plan.key, since_version=since, callback=self._on_event,
-                                       event_type=MODEL_SWAP_REQUESTED)
-        return self
+        try:
+            client = EventClient(self.plan.url, auth=self.plan.auth)
+            self._client = client
+            # a restarted instance: only the newest request since the plan's start matters (not each in turn)
+            requests = [e for e in client.list_events(key=self.plan.key, event_type=MODEL_SWAP_REQUESTED,
+                                                      since_version=self.plan.since)
+                        if _in_run(e, self.plan.run_id) and _value(e).get("model") == self.plan.model]
+            since = requests[-1].version - 1 if requests else self.plan.since
+            self._listener = client.listen(self.plan.key, since_version=since, callback=self._on_event,
+                                           event_type=MODEL_SWAP_REQUESTED)
+        except Exception as exc:  # noqa: BLE001 - scoring goes on; the instance just cannot swap
+            log.warning("%s: instance %s cannot follow model swaps (bus %s): %s", self.plan.key, self.instance,
+                        self.plan.url, exc)
 
     def stop(self) -> None:
         if self._client is not None:

@@ -112,6 +112,22 @@ class CurveAuth:
                             f"Z85 key, a pair (server key, client .key_secret file) or a CurveAuth, got "
                             f"{type(auth).__name__}")
 
+    @classmethod
+    def of_job(cls) -> CurveAuth | None:
+        """This job's bus keys (``$AIFLOW_EVENT_SERVER_KEY``, ``$AIFLOW_EVENT_CLIENT_KEY``) with the key files
+        read now, to travel pickled to processes on other machines (Flink TaskManagers), where the files are
+        not; None when the bus has no CURVE. CurveKeyError when the client file holds no secret key."""
+        auth = cls.coerce(os.environ.get("AIFLOW_EVENT_SERVER_KEY") or None)
+        if auth is None:
+            return None
+        certificate = auth.certificate()
+        if certificate is None:
+            return auth
+        public, secret = zmq.auth.load_certificate(certificate)
+        if secret is None:
+            raise CurveKeyError(f"{certificate} holds no secret key; the job needs its .key_secret file")
+        return cls(auth.server_public_key, client_keypair=(public, secret))
+
     def certificate(self) -> Path | None:
         """The client's own certificate: ``client_certificate``, else ``$AIFLOW_EVENT_CLIENT_KEY``."""
         if self.client_certificate is not None:

@@ -110,18 +110,12 @@ class BusAddressBook(AddressBook):
         with the key files read now."""
         from aiflow_notebook.events.auth import CurveAuth
         from aiflow_notebook.events.client import default_event_url
+        from aiflow_notebook.events.errors import CurveKeyError
 
-        auth = CurveAuth.coerce(os.environ.get("AIFLOW_EVENT_SERVER_KEY") or None)
-        if auth is not None:
-            certificate = auth.certificate()
-            if certificate is not None:
-                import zmq.auth
-
-                public, secret = zmq.auth.load_certificate(certificate)
-                if secret is None:
-                    raise RendezvousError(f"{certificate} holds no secret key; the job needs its .key_secret file")
-                auth = CurveAuth(auth.server_public_key, client_keypair=(public, secret))
-        return cls(default_event_url(), auth)
+        try:
+            return cls(default_event_url(), CurveAuth.of_job())
+        except CurveKeyError as exc:
+            raise RendezvousError(str(exc)) from None
 
     def __getstate__(self) -> dict:
         return {"url": self.url, "auth": self.auth, "_client": None}
