@@ -90,6 +90,15 @@ def swapping_workflow(tmp_path: Path, parallelism: int) -> Path:
     return data
 
 
+def validate(store, model, missing: Path | None = None) -> int:
+    """Register ``model`` as a new version of ``tagger`` (or, with ``missing``, a version whose file is not
+    there) and validate it: the MODEL_VALIDATED that SWAP rules act on. Returns the version."""
+    uri = str(missing) if missing is not None else save_model(model, "tagger")
+    version = store.register_model_version("tagger", uri=uri).version
+    store.update_model_version("tagger", version, "VALIDATED")
+    return version
+
+
 def events(run, event_type):
     return [e for e in run.client.list_events(key="swapping.serve", event_type=event_type)]
 
@@ -102,27 +111,21 @@ def test_three_swaps_and_a_bad_version_on_a_running_job_lose_and_repeat_nothing(
         store = scheduler.store
         store.register_model("tagger")
 
-        def validate(model) -> int:
-            uri = save_model(model, "tagger") if model is not None else str(tmp_path / "no-such-model.pkl")
-            version = store.register_model_version("tagger", uri=uri).version
-            store.update_model_version("tagger", version, "VALIDATED")
-            return version
-
         run = scheduler.submit(af.compile("swapping"))
         try:
-            validate(Tagger("v1"))  # SWAP of a job that is not running starts it
+            validate(store, Tagger("v1"))  # SWAP of a job that is not running starts it
             run.wait_for("serve", "RUNNING", timeout=180)
             feeder.thread.start()
             wait_until(lambda: read_lines(data / "scores"), timeout=120, what="first scores")
             swapped_at = {}
             for tag in ("v2", "v3", "v4"):
-                version = validate(Tagger(tag))
+                version = validate(store, Tagger(tag))
                 found = wait_until(lambda v=version: [e for e in events(run, MODEL_SWAPPED)
                                                       if json.loads(e.value)["version"] == v],
                                    timeout=60, what=f"MODEL_SWAPPED of version {version}")
                 assert len(found) == 1
                 swapped_at[version] = found[0].create_time / 1000
-            bad = validate(None)
+            bad = validate(store, None, missing=tmp_path / "no-such-model.pkl")
             failed = wait_until(lambda: [e for e in events(run, MODEL_SWAP_FAILED)
                                          if json.loads(e.value)["version"] == bad], timeout=60,
                                 what="MODEL_SWAP_FAILED of the version that cannot load")
@@ -178,17 +181,14 @@ def test_a_failover_in_the_middle_of_a_swap_comes_back_on_the_new_version_exactl
     with EmbeddedScheduler() as scheduler:
         store = scheduler.store
         store.register_model("tagger")
-        first = store.register_model_version("tagger", uri=save_model(Tagger("v1"), "tagger")).version
-        store.update_model_version("tagger", first, "VALIDATED")
+        validate(store, Tagger("v1"))
         run = scheduler.submit(af.compile("swapping"))
         try:
             run.wait_for("serve", "RUNNING", timeout=180)
             feeder.thread.start()
             wait_until(lambda: read_lines(data / "scores"), timeout=120, what="first scores")
             flag = tmp_path / "failed-once"
-            second = store.register_model_version(
-                "tagger", uri=save_model(FailsOnceAfterSwap("v2", str(flag)), "tagger")).version
-            store.update_model_version("tagger", second, "VALIDATED")
+            second = validate(store, FailsOnceAfterSwap("v2", str(flag)))
             wait_until(flag.exists, timeout=60, what="the failure after the swap")
             swapped_back = time.time()
             time.sleep(8)  # Flink restarts the failed tasks; they come back on v2
@@ -221,8 +221,7 @@ def test_two_live_runs_each_swap_only_on_their_own_runs_event(tmp_path, aiflow_h
         store.register_model("tagger")
         runs = [scheduler.submit(af.compile("swapping")) for _ in range(2)]
         try:
-            first = store.register_model_version("tagger", uri=save_model(Tagger("v1"), "tagger")).version
-            store.update_model_version("tagger", first, "VALIDATED")  # global: both runs' serve start on it
+            first = validate(store, Tagger("v1"))  # global: both runs' serve start on it
             for run in runs:
                 run.wait_for("serve", "RUNNING", timeout=180)
             (data / "stream" / "a.csv").write_text("1\n2\n")
